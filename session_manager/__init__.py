@@ -1,0 +1,36 @@
+"""Session management for MCP servers on WSGI: threads, gevent, many processes.
+
+The Python counterpart of ``@tmcp/session-manager``: a stream manager that
+fans messages out to open SSE streams, and an info manager that keeps each
+session's metadata, with in-memory backends by default.
+"""
+
+from .base import LOG_LEVELS, InfoSessionManager, SessionInfo, SessionManagers, StreamSessionManager
+from .errors import (
+    BackendUnavailableError,
+    SessionManagerError,
+    SessionNotFoundError,
+    StreamConflictError,
+)
+from .memory import InMemoryInfoSessionManager, InMemoryStreamSessionManager
+from .sse import encode_comment, encode_event
+from .stream import StreamController
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "StreamSessionManager",
+    "InfoSessionManager",
+    "InMemoryStreamSessionManager",
+    "InMemoryInfoSessionManager",
+    "SessionManagers",
+    "SessionInfo",
+    "StreamController",
+    "LOG_LEVELS",
+    "encode_event",
+    "encode_comment",
+    "SessionManagerError",
+    "StreamConflictError",
+    "SessionNotFoundError",
+    "BackendUnavailableError",
+]

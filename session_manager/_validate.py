@@ -1,0 +1,80 @@
+"""Argument checks shared by every manager, so all backends reject the same input."""
+
+from __future__ import annotations
+
+import json
+import re
+from typing import Any, Iterable, List, Optional
+
+#: Longest session id accepted; minted ids are far shorter.
+MAX_SESSION_ID_LENGTH = 256
+
+_VISIBLE_ASCII = re.compile(r"[\x21-\x7e]+")
+
+
+def session_id(value: Any) -> str:
+    """Return *value* if it is a valid session id, else raise TypeError/ValueError."""
+    if type(value) is not str:
+        raise TypeError(f"session id must be a str, not {type(value).__name__}")
+    if not 0 < len(value) <= MAX_SESSION_ID_LENGTH or not _VISIBLE_ASCII.fullmatch(value):
+        raise ValueError(
+            "session id must be 1 to "
+            f"{MAX_SESSION_ID_LENGTH} visible ASCII characters (0x21-0x7E), got {value!r:.80}"
+        )
+    return value
+
+
+def session_ids(sessions: Optional[Iterable[str]]) -> Optional[List[str]]:
+    """Normalise the *sessions* argument of ``send``: ``None`` or a list of str ids."""
+    if sessions is None:
+        return None
+    if isinstance(sessions, (str, bytes)):
+        raise TypeError(
+            "sessions must be an iterable of session ids or None, not a single "
+            f"{type(sessions).__name__}; wrap one id in a list"
+        )
+    ids = list(sessions)
+    for sid in ids:
+        if type(sid) is not str:
+            raise TypeError(f"session ids must be str, not {type(sid).__name__}")
+    return ids
+
+
+def message(data: Any) -> str:
+    """Return *data* if it is a serialized message (``str``), else raise TypeError."""
+    if type(data) is not str:
+        raise TypeError(
+            f"data must be one serialized JSON-RPC message (str), not {type(data).__name__}; "
+            "use json.dumps(message)"
+        )
+    return data
+
+
+#: The MCP log levels, least to most severe (RFC 5424 order).
+LOG_LEVELS = ("debug", "info", "notice", "warning", "error", "critical", "alert", "emergency")
+
+
+def json_object(value: Any, what: str) -> str:
+    """Encode a dict as compact JSON text: how every backend copies metadata in."""
+    if not isinstance(value, dict):
+        raise TypeError(f"{what} must be a dict, not {type(value).__name__}")
+    try:
+        return json.dumps(value, separators=(",", ":"), allow_nan=False)
+    except (TypeError, ValueError) as exc:
+        raise TypeError(f"{what} must be JSON-serializable: {exc}") from None
+
+
+def log_level(value: Any) -> str:
+    """Return *value* if it is an MCP log level, else raise naming the valid ones."""
+    if type(value) is not str or value not in LOG_LEVELS:
+        raise ValueError(f"invalid log level {value!r}: expected one of {', '.join(LOG_LEVELS)}")
+    return value
+
+
+def text(value: Any, what: str) -> str:
+    """Return *value* if it is a non-empty str, else raise TypeError/ValueError."""
+    if type(value) is not str:
+        raise TypeError(f"{what} must be a str, not {type(value).__name__}")
+    if not value:
+        raise ValueError(f"{what} must not be empty")
+    return value

@@ -1,0 +1,202 @@
+"""The two manager contracts (streams and info) and the pair that holds them."""
+
+from __future__ import annotations
+
+import abc
+from dataclasses import dataclass
+from typing import Any, Dict, Iterable, List, Optional
+
+from ._validate import LOG_LEVELS
+from .stream import StreamController
+
+__all__ = ["LOG_LEVELS", "SessionInfo", "StreamSessionManager", "InfoSessionManager", "SessionManagers"]
+
+
+
+class StreamSessionManager(abc.ABC):
+    """Where the open SSE streams live, and how messages reach them.
+
+    Every method is safe to call from any thread or greenlet.
+    """
+
+    @abc.abstractmethod
+    def create(self, session_id: str, controller: StreamController) -> None:
+        """Register the open stream of *session_id*.
+
+        Raises :class:`~session_manager.StreamConflictError` if the session
+        already has an open stream (which is left untouched). The manager
+        forgets the stream by itself when the stream ends.
+        """
+
+    @abc.abstractmethod
+    def delete(self, session_id: str) -> None:
+        """Close the stream of *session_id* and forget it; idempotent."""
+
+    @abc.abstractmethod
+    def has(self, session_id: str) -> bool:
+        """Return whether a stream is open for *session_id* (anywhere)."""
+
+    @abc.abstractmethod
+    def send(self, sessions: Optional[Iterable[str]], data: str) -> None:
+        """Deliver *data*, one serialized JSON-RPC message, to streams.
+
+        *sessions* is an iterable of session ids, or ``None`` for every open
+        stream. Ids without an open stream are ignored. Delivery is FIFO per
+        stream and at most once; a closed or slow stream never stops
+        delivery to the others.
+        """
+
+    @abc.abstractmethod
+    def close(self) -> None:
+        """Close every stream and release background threads and connections."""
+
+    def __enter__(self) -> "StreamSessionManager":
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.close()
+
+
+@dataclass(frozen=True)
+class SessionInfo:
+    """Everything an info manager knows of one session, read in one call."""
+
+    protocol_version: Optional[str] = None
+    client_info: Optional[Dict[str, Any]] = None
+    client_capabilities: Optional[Dict[str, Any]] = None
+    log_level: Optional[str] = None
+
+
+class InfoSessionManager(abc.ABC):
+    """Per-session metadata that must outlive one request (and one process).
+
+    A session exists from :meth:`create` until :meth:`delete`; setters on a
+    session that does not exist raise
+    :class:`~session_manager.SessionNotFoundError`, so no metadata can
+    outlive its session. Getters return ``None`` where nothing is stored.
+    Values are JSON data, copied in and out. Every method is safe to call
+    from any thread or greenlet.
+    """
+
+    @abc.abstractmethod
+    def create(
+        self,
+        session_id: str,
+        *,
+        protocol_version: Optional[str] = None,
+        client_info: Optional[Dict[str, Any]] = None,
+        client_capabilities: Optional[Dict[str, Any]] = None,
+    ) -> None:
+        """Start a session, optionally with its ``initialize`` parameters.
+
+        Raises ``ValueError`` if the session already exists.
+        """
+
+    @abc.abstractmethod
+    def exists(self, session_id: str) -> bool:
+        """Return whether the session exists (created and not deleted)."""
+
+    @abc.abstractmethod
+    def get(self, session_id: str) -> Optional[SessionInfo]:
+        """Return all metadata of the session at once, or ``None`` if it does not exist."""
+
+    @abc.abstractmethod
+    def get_protocol_version(self, session_id: str) -> Optional[str]:
+        """Return the protocol version negotiated at ``initialize``."""
+
+    @abc.abstractmethod
+    def set_protocol_version(self, session_id: str, version: str) -> None:
+        """Store the negotiated protocol version."""
+
+    @abc.abstractmethod
+    def get_client_info(self, session_id: str) -> Optional[Dict[str, Any]]:
+        """Return the ``clientInfo`` the client sent at ``initialize``."""
+
+    @abc.abstractmethod
+    def set_client_info(self, session_id: str, info: Dict[str, Any]) -> None:
+        """Store the client's ``clientInfo``."""
+
+    @abc.abstractmethod
+    def get_client_capabilities(self, session_id: str) -> Optional[Dict[str, Any]]:
+        """Return the client capabilities sent at ``initialize``."""
+
+    @abc.abstractmethod
+    def set_client_capabilities(self, session_id: str, capabilities: Dict[str, Any]) -> None:
+        """Store the client capabilities."""
+
+    @abc.abstractmethod
+    def get_log_level(self, session_id: str) -> Optional[str]:
+        """Return the level set by ``logging/setLevel``."""
+
+    @abc.abstractmethod
+    def set_log_level(self, session_id: str, level: str) -> None:
+        """Store the log level; ``ValueError`` unless it is one of :data:`LOG_LEVELS`."""
+
+    @abc.abstractmethod
+    def get_subscriptions(self, uri: str) -> List[str]:
+        """Return the ids of the sessions subscribed to resource *uri*."""
+
+    @abc.abstractmethod
+    def add_subscription(self, session_id: str, uri: str) -> None:
+        """Subscribe the session to updates of resource *uri*."""
+
+    @abc.abstractmethod
+    def remove_subscription(self, session_id: str, uri: str) -> None:
+        """Unsubscribe the session from *uri*; idempotent."""
+
+    @abc.abstractmethod
+    def delete(self, session_id: str) -> None:
+        """Remove the session and all its metadata, subscriptions included; idempotent."""
+
+    def close(self) -> None:
+        """Release connections; the in-memory backend has none."""
+
+    def __enter__(self) -> "InfoSessionManager":
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.close()
+
+
+class SessionManagers:
+    """The pair a transport needs: ``.streams`` and ``.info``.
+
+    Both default to the in-memory backends, right for one process.
+    """
+
+    __slots__ = ("streams", "info")
+
+    def __init__(
+        self,
+        streams: Optional[StreamSessionManager] = None,
+        info: Optional[InfoSessionManager] = None,
+    ) -> None:
+        from .memory import InMemoryInfoSessionManager, InMemoryStreamSessionManager
+
+        if streams is not None and not isinstance(streams, StreamSessionManager):
+            raise TypeError(f"streams must be a StreamSessionManager, not {type(streams).__name__}")
+        if info is not None and not isinstance(info, InfoSessionManager):
+            raise TypeError(f"info must be an InfoSessionManager, not {type(info).__name__}")
+        self.streams: StreamSessionManager = InMemoryStreamSessionManager() if streams is None else streams
+        self.info: InfoSessionManager = InMemoryInfoSessionManager() if info is None else info
+
+    def delete(self, session_id: str) -> None:
+        """End the session everywhere: its stream and all its metadata."""
+        self.streams.delete(session_id)
+        self.info.delete(session_id)
+
+    def close(self) -> None:
+        """Close both managers."""
+        try:
+            self.streams.close()
+        finally:
+            self.info.close()
+
+    def __enter__(self) -> "SessionManagers":
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.close()
+
+    def __repr__(self) -> str:
+        return f"SessionManagers(streams={self.streams!r}, info={self.info!r})"

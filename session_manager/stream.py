@@ -1,0 +1,192 @@
+"""StreamController: one SSE stream, a bounded queue drained by a generator."""
+
+from __future__ import annotations
+
+import logging
+import queue
+import threading
+from typing import Callable, Iterator, List, Optional
+
+from . import _validate
+from .sse import PING, encode_event
+
+__all__ = ["StreamController", "DEFAULT_MAXSIZE", "DEFAULT_KEEPALIVE"]
+
+logger = logging.getLogger(__name__)
+
+#: Frames a stream may hold before its reader counts as a slow consumer.
+DEFAULT_MAXSIZE = 1024
+#: Seconds of silence after which an idle stream sends a comment ping.
+DEFAULT_KEEPALIVE = 15.0
+#: Most frames joined into one chunk handed to the WSGI server.
+_MAX_BATCH = 64
+
+_OPEN, _DRAINING, _CLOSED = 0, 1, 2
+_WAKE = object()  # queue item that only wakes the reader up
+
+
+class StreamController:
+    """One long-lived SSE stream.
+
+    Producers call :meth:`enqueue` (or :meth:`enqueue_frame` with a frame
+    encoded once for many streams); it never blocks. The consumer iterates
+    the controller, usually as the body of a WSGI response, and gets
+    ``bytes`` chunks of one or more complete SSE frames, a comment ping
+    every *keepalive* seconds while idle, and the end of iteration after
+    :meth:`close`.
+
+    The queue holds at most *maxsize* frames. A consumer that falls that far
+    behind is a slow consumer: the stream is closed (and logged) rather than
+    allowed to grow the server, and other streams are unaffected.
+
+    Close callbacks (*on_close* and :meth:`add_close_callback`) run exactly
+    once when the stream is over: the reader finished, the reader was
+    abandoned (``GeneratorExit`` when the client goes away), or the stream
+    was closed before anyone read it.
+    """
+
+    __slots__ = ("_queue", "_keepalive", "_state", "_started", "_overflowed", "_lock", "_callbacks")
+
+    def __init__(
+        self,
+        *,
+        maxsize: int = DEFAULT_MAXSIZE,
+        keepalive: float = DEFAULT_KEEPALIVE,
+        on_close: Optional[Callable[[], object]] = None,
+    ) -> None:
+        if type(maxsize) is not int or maxsize < 1:
+            raise ValueError(f"maxsize must be a positive int, got {maxsize!r}")
+        if not isinstance(keepalive, (int, float)) or not keepalive > 0:
+            raise ValueError(f"keepalive must be a positive number of seconds, got {keepalive!r}")
+        if on_close is not None and not callable(on_close):
+            raise TypeError(f"on_close must be callable, not {type(on_close).__name__}")
+        self._queue: "queue.Queue[object]" = queue.Queue(maxsize)
+        self._keepalive = float(keepalive)
+        self._state = _OPEN
+        self._started = False
+        self._overflowed = False
+        self._lock = threading.Lock()
+        self._callbacks: Optional[List[Callable[[], object]]] = [on_close] if on_close else []
+
+    # -- producer side -----------------------------------------------------
+
+    def enqueue(self, data: str) -> bool:
+        """Queue one message (a serialized JSON-RPC message) as an SSE event.
+
+        Returns ``True`` if queued, ``False`` if the stream is closed or
+        this message made it overflow (the stream is then closed).
+        """
+        return self.enqueue_frame(encode_event(_validate.message(data)))
+
+    def enqueue_frame(self, frame: bytes) -> bool:
+        """Queue an already encoded SSE frame; see :meth:`enqueue`."""
+        if self._state is not _OPEN:
+            return False
+        try:
+            self._queue.put_nowait(frame)
+            return True
+        except queue.Full:
+            pass
+        self._overflowed = True
+        logger.warning("slow SSE consumer: %d frames unread, closing the stream", self._queue.maxsize)
+        self.close()
+        return False
+
+    # -- lifecycle ---------------------------------------------------------
+
+    @property
+    def closed(self) -> bool:
+        """True once :meth:`close` was called or the stream overflowed."""
+        return self._state is not _OPEN
+
+    @property
+    def overflowed(self) -> bool:
+        """True if the stream was closed because its consumer fell behind."""
+        return self._overflowed
+
+    @property
+    def maxsize(self) -> int:
+        """Frames the stream may hold before its consumer counts as slow."""
+        return self._queue.maxsize
+
+    def close(self, *, drain: bool = False) -> None:
+        """End the stream; idempotent and safe from any thread or greenlet.
+
+        By default the reader stops at once and frames still queued are
+        dropped. With ``drain=True`` frames queued so far are delivered
+        first (how a POST stream ends after its response).
+        """
+        if self._state is _CLOSED or (drain and self._state is _DRAINING):
+            return
+        self._state = _DRAINING if drain else _CLOSED
+        try:
+            self._queue.put_nowait(_WAKE)
+        except queue.Full:
+            pass  # a full queue means the reader is not waiting for an item
+        if not (drain or self._started):
+            self._release()
+
+    def add_close_callback(self, callback: Callable[[], object]) -> None:
+        """Run *callback* once when the stream is over (at once if it already is)."""
+        if not callable(callback):
+            raise TypeError(f"callback must be callable, not {type(callback).__name__}")
+        with self._lock:
+            callbacks = self._callbacks
+            if callbacks is not None:
+                callbacks.append(callback)
+                return
+        _run_callback(callback)
+
+    def _release(self) -> None:
+        with self._lock:
+            callbacks, self._callbacks = self._callbacks, None
+        for callback in callbacks or ():
+            _run_callback(callback)
+
+    # -- consumer side -----------------------------------------------------
+
+    def __iter__(self) -> Iterator[bytes]:
+        return self._frames()
+
+    def _frames(self) -> Iterator[bytes]:
+        self._started = True
+        q = self._queue
+        get, get_nowait = q.get, q.get_nowait
+        keepalive = self._keepalive
+        try:
+            while self._state is not _CLOSED:
+                try:
+                    item = get(timeout=keepalive)
+                except queue.Empty:
+                    if self._state is not _OPEN:
+                        return
+                    yield PING
+                    continue
+                chunk: List[bytes] = [] if item is _WAKE else [item]  # type: ignore[list-item]
+                while len(chunk) < _MAX_BATCH:
+                    try:
+                        item = get_nowait()
+                    except queue.Empty:
+                        break
+                    if item is not _WAKE:
+                        chunk.append(item)  # type: ignore[arg-type]
+                if self._state is _CLOSED:
+                    return
+                if chunk:
+                    yield chunk[0] if len(chunk) == 1 else b"".join(chunk)
+                if self._state is _DRAINING and q.empty():
+                    return
+        finally:
+            self._state = _CLOSED
+            self._release()
+
+    def __repr__(self) -> str:
+        state = ("open", "draining", "closed")[self._state]
+        return f"<StreamController {state} queued={self._queue.qsize()}/{self.maxsize}>"
+
+
+def _run_callback(callback: Callable[[], object]) -> None:
+    try:
+        callback()
+    except Exception:
+        logger.exception("stream close callback %r failed", callback)

@@ -1,0 +1,30 @@
+"""Factories for every backend the shared behaviour suites run against.
+
+Each entry maps a backend name to a function ``(request) -> manager``; the
+``request`` gives access to fixtures a backend needs (e.g. a Redis server).
+Adding a backend here runs the whole behaviour suite against it.
+"""
+
+from __future__ import annotations
+
+from typing import Callable, Dict
+
+import pytest
+
+from session_manager import (
+    InfoSessionManager,
+    InMemoryInfoSessionManager,
+    InMemoryStreamSessionManager,
+    StreamSessionManager,
+)
+
+StreamFactory = Callable[[pytest.FixtureRequest], StreamSessionManager]
+InfoFactory = Callable[[pytest.FixtureRequest], InfoSessionManager]
+
+STREAM_BACKENDS: Dict[str, StreamFactory] = {
+    "memory": lambda request: InMemoryStreamSessionManager(),
+}
+
+INFO_BACKENDS: Dict[str, InfoFactory] = {
+    "memory": lambda request: InMemoryInfoSessionManager(),
+}

@@ -1,0 +1,103 @@
+"""Fixtures shared by the whole suite."""
+
+from __future__ import annotations
+
+import itertools
+import json
+import queue
+import threading
+from typing import Iterator, List
+
+import pytest
+
+from session_manager import InfoSessionManager, StreamController, StreamSessionManager
+
+from .backends import INFO_BACKENDS, STREAM_BACKENDS
+from .sse_parser import iter_events
+
+
+@pytest.fixture(params=sorted(STREAM_BACKENDS))
+def streams(request: pytest.FixtureRequest) -> Iterator[StreamSessionManager]:
+    """A fresh stream manager, once per backend."""
+    manager = STREAM_BACKENDS[request.param](request)
+    yield manager
+    manager.close()
+
+
+@pytest.fixture(params=sorted(INFO_BACKENDS))
+def info(request: pytest.FixtureRequest) -> Iterator[InfoSessionManager]:
+    """A fresh info manager, once per backend."""
+    manager = INFO_BACKENDS[request.param](request)
+    yield manager
+    manager.close()
+
+
+_ids = itertools.count()
+
+
+@pytest.fixture
+def new_id() -> "Callable[[], str]":  # noqa: F821
+    """Make session ids unique within the run (backends may share a server)."""
+    import secrets
+
+    run = secrets.token_hex(4)
+    return lambda: f"s-{run}-{next(_ids)}"
+
+
+class Reader:
+    """Drains a controller on a background thread and collects message data."""
+
+    def __init__(self, controller: StreamController) -> None:
+        self.controller = controller
+        self.messages: "queue.Queue[str]" = queue.Queue()
+        self.done = threading.Event()
+        self.thread = threading.Thread(target=self._run, daemon=True)
+        self.thread.start()
+
+    def _run(self) -> None:
+        try:
+            for event in iter_events(self.controller):
+                self.messages.put(event.data)
+        finally:
+            self.done.set()
+
+    def take(self, count: int, timeout: float = 10.0) -> List[str]:
+        """Return the next *count* messages; fail if they do not come in time."""
+        got = []
+        for _ in range(count):
+            try:
+                got.append(self.messages.get(timeout=timeout))
+            except queue.Empty:
+                pytest.fail(f"expected {count} messages, got {len(got)}: {got!r}")
+        return got
+
+    def take_json(self, count: int, timeout: float = 10.0) -> List[object]:
+        return [json.loads(m) for m in self.take(count, timeout)]
+
+    def pending(self) -> List[str]:
+        out = []
+        while True:
+            try:
+                out.append(self.messages.get_nowait())
+            except queue.Empty:
+                return out
+
+
+@pytest.fixture
+def open_stream(streams: StreamSessionManager, new_id) -> "Callable[..., tuple]":  # noqa: F821
+    """Register a controller for a new session and start reading it."""
+    readers: List[Reader] = []
+
+    def make(session_id: str = "", **kwargs) -> "tuple[str, StreamController, Reader]":
+        sid = session_id or new_id()
+        kwargs.setdefault("keepalive", 0.2)
+        controller = StreamController(**kwargs)
+        streams.create(sid, controller)
+        reader = Reader(controller)
+        readers.append(reader)
+        return sid, controller, reader
+
+    yield make
+    for reader in readers:
+        reader.controller.close()
+        reader.thread.join(5)
