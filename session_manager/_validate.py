@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 import re
-from typing import Any, Iterable, List, Optional
+from typing import Any, Iterable, Sequence
 
 #: Longest session id accepted; minted ids are far shorter.
 MAX_SESSION_ID_LENGTH = 256
@@ -24,16 +24,14 @@ def session_id(value: Any) -> str:
     return value
 
 
-def session_ids(sessions: Optional[Iterable[str]]) -> Optional[List[str]]:
-    """Normalise the *sessions* argument of ``send``: ``None`` or a list of str ids."""
-    if sessions is None:
-        return None
+def session_ids(sessions: Iterable[str]) -> Sequence[str]:
+    """Return the ids of a ``send`` as a sequence, checking every one is a str."""
     if isinstance(sessions, (str, bytes)):
         raise TypeError(
             "sessions must be an iterable of session ids or None, not a single "
             f"{type(sessions).__name__}; wrap one id in a list"
         )
-    ids = list(sessions)
+    ids = sessions if type(sessions) in (list, tuple) else list(sessions)
     for sid in ids:
         if type(sid) is not str:
             raise TypeError(f"session ids must be str, not {type(sid).__name__}")

@@ -5,12 +5,12 @@ from __future__ import annotations
 import json
 import logging
 import threading
-from typing import Any, Dict, Iterable, List, Optional, Set, Tuple
+from typing import Any, Dict, Iterable, List, Optional, Set
 
 from . import _validate
 from .base import InfoSessionManager, SessionInfo, StreamSessionManager
 from .errors import SessionNotFoundError, StreamConflictError
-from .sse import encode_event
+from .sse import encode_message
 from .stream import StreamController
 
 __all__ = ["InMemoryStreamSessionManager", "InMemoryInfoSessionManager"]
@@ -58,19 +58,19 @@ class InMemoryStreamSessionManager(StreamSessionManager):
         return controller is not None and not controller.closed
 
     def send(self, sessions: Optional[Iterable[str]], data: str) -> None:
-        ids = _validate.session_ids(sessions)
-        frame = encode_event(_validate.message(data))
-        if ids is None:
+        frame = encode_message(data)
+        if sessions is None:
             with self._lock:
-                targets: Iterable[Tuple[str, Optional[StreamController]]] = list(self._streams.items())
-        else:
-            lookup = self._streams.get
-            targets = [(sid, lookup(sid)) for sid in ids]
-        for sid, controller in targets:
+                targets = list(self._streams.items())
+            for sid, controller in targets:
+                if not controller.enqueue_frame(frame):
+                    self._drop(sid, controller)
+            return
+        lookup = self._streams.get
+        for sid in _validate.session_ids(sessions):
+            controller = lookup(sid)
             if controller is not None and not controller.enqueue_frame(frame):
-                if controller.overflowed:
-                    self.slow_consumers_dropped += 1
-                self._forget(sid, controller)
+                self._drop(sid, controller)
 
     def close(self) -> None:
         with self._lock:
@@ -82,6 +82,13 @@ class InMemoryStreamSessionManager(StreamSessionManager):
     def __len__(self) -> int:
         """Number of registered streams."""
         return len(self._streams)
+
+    def _drop(self, session_id: str, controller: StreamController) -> None:
+        """Forget a stream that refused a frame (closed, or its reader too slow)."""
+        with self._lock:
+            if self._streams.get(session_id) is controller:
+                del self._streams[session_id]
+                self.slow_consumers_dropped += controller.overflowed
 
     def _forget(self, session_id: str, controller: StreamController) -> None:
         """Unregister *controller*, but never a newer stream of the same session."""

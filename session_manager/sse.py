@@ -11,7 +11,9 @@ from __future__ import annotations
 import re
 from typing import Optional
 
-__all__ = ["encode_event", "encode_comment", "PING"]
+from . import _validate
+
+__all__ = ["encode_event", "encode_message", "encode_comment", "PING"]
 
 _LINE_BREAK = re.compile(r"\r\n|\r|\n")
 _FORBIDDEN_IN_FIELD = re.compile(r"[\r\n\x00]")
@@ -38,7 +40,9 @@ def encode_event(
     """Encode one SSE event as UTF-8 bytes.
 
     A spec-conformant parser reads it back as exactly one event whose data is
-    *data* (an empty event when *data* is ``""``). With ``data=None`` no
+    *data* (an empty event when *data* is ``""``), except that CR and CRLF
+    come back as LF: SSE has no way to carry a CR. For JSON text that is the
+    same message, since a raw line break can only be whitespace there. With ``data=None`` no
     ``data`` line is written: such a frame only sets ``id`` or ``retry`` and
     dispatches no event. *event* and *id* must not contain CR, LF or NUL;
     *retry* is a reconnection delay in milliseconds.
@@ -61,6 +65,19 @@ def encode_event(
     else:
         body = f"data: {data}\n"
     return (head + body + "\n").encode("utf-8")
+
+
+def encode_message(data: str) -> bytes:
+    """Frame one serialized message as a data-only event.
+
+    The same bytes as ``encode_event(data)``; this is the hot path of every
+    send, so the common case (no line break) skips the general encoder.
+    """
+    if type(data) is not str:
+        _validate.message(data)  # raises TypeError saying what was expected
+    if "\n" in data or "\r" in data:
+        return encode_event(data)
+    return b"data: " + data.encode("utf-8") + b"\n\n"
 
 
 def encode_comment(text: str = "") -> bytes:

@@ -1,0 +1,157 @@
+"""Behaviour suite every StreamSessionManager backend must pass.
+
+Delivery may be asynchronous (the Redis backend goes through pub/sub), so
+"nothing arrived" is checked with a marker: streams are FIFO, so once a
+marker sent afterwards has arrived, anything earlier would have too.
+"""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from session_manager import StreamConflictError, StreamController
+
+
+def msg(n: object) -> str:
+    return json.dumps({"jsonrpc": "2.0", "method": "notifications/message", "params": {"n": n}})
+
+
+def ns(messages):
+    return [json.loads(m)["params"]["n"] for m in messages]
+
+
+def test_create_then_has(streams, open_stream, new_id):
+    sid, _, _ = open_stream()
+    assert streams.has(sid)
+    assert not streams.has(new_id())
+
+
+def test_targeted_send_reaches_only_targets(streams, open_stream, new_id):
+    a, _, ra = open_stream()
+    b, _, rb = open_stream()
+    streams.send([a, new_id()], msg("to-a"))  # unknown ids are ignored
+    streams.send([b], msg("to-b"))
+    assert ns(ra.take(1)) == ["to-a"]
+    assert ns(rb.take(1)) == ["to-b"]
+    streams.send([a, b], msg("marker"))
+    assert ns(ra.take(1)) == ["marker"] and ns(rb.take(1)) == ["marker"]
+
+
+def test_broadcast_reaches_every_stream(streams, open_stream):
+    readers = [open_stream()[2] for _ in range(5)]
+    streams.send(None, msg("all"))
+    for reader in readers:
+        assert ns(reader.take(1)) == ["all"]
+
+
+def test_fifo_per_stream(streams, open_stream):
+    sid, _, reader = open_stream()
+    for i in range(200):
+        streams.send([sid] if i % 2 else None, msg(i))
+    assert ns(reader.take(200)) == list(range(200))
+
+
+def test_payload_with_line_breaks_arrives_as_one_event(streams, open_stream):
+    sid, _, reader = open_stream()
+    data = '{"a":"x"}\n\ndata: injected\n\nevent: evil\nid: 666\n'
+    streams.send([sid], data)
+    streams.send([sid], data.replace("\n", "\r\n"))
+    streams.send([sid], data.replace("\n", "\r"))
+    # SSE turns every CR and CRLF into LF; nothing else may change.
+    assert reader.take(3) == [data, data, data]
+
+
+def test_delete_closes_stream_and_forgets_it(streams, open_stream):
+    sid, controller, reader = open_stream()
+    streams.delete(sid)
+    assert reader.done.wait(5), "reader did not end after delete"
+    assert controller.closed
+    assert not streams.has(sid)
+    streams.send([sid], msg("late"))
+    streams.send(None, msg("late"))
+    assert reader.pending() == []
+
+
+def test_delete_is_idempotent_and_unknown_ok(streams, new_id):
+    sid = new_id()
+    streams.delete(sid)
+    streams.delete(sid)
+    assert not streams.has(sid)
+
+
+def test_create_conflict_leaves_open_stream_untouched(streams, open_stream):
+    sid, controller, reader = open_stream()
+    with pytest.raises(StreamConflictError) as excinfo:
+        streams.create(sid, StreamController())
+    assert sid in str(excinfo.value)
+    assert not controller.closed
+    streams.send([sid], msg("still-here"))
+    assert ns(reader.take(1)) == ["still-here"]
+
+
+def test_stream_ending_unregisters_it(streams, open_stream):
+    sid, controller, reader = open_stream()
+    controller.close()
+    assert reader.done.wait(5)
+    for _ in range(100):  # other backends may learn it asynchronously
+        if not streams.has(sid):
+            break
+        reader.done.wait(0.05)
+    assert not streams.has(sid)
+
+
+def test_reopen_after_close_gets_new_stream(streams, open_stream):
+    sid, first, r1 = open_stream()
+    first.close()
+    assert r1.done.wait(5)
+    _, second, r2 = open_stream(sid)
+    streams.send([sid], msg("new"))
+    assert ns(r2.take(1)) == ["new"]
+    assert not second.closed
+
+
+def test_closed_stream_does_not_stop_delivery_to_others(streams, open_stream):
+    a, ca, ra = open_stream()
+    b, _, rb = open_stream()
+    ca.close()
+    streams.send([a, b], msg(1))
+    streams.send(None, msg(2))
+    assert ns(rb.take(2)) == [1, 2]
+
+
+def test_slow_consumer_is_dropped_others_unaffected(streams, open_stream, new_id):
+    slow_id = new_id()
+    slow = StreamController(maxsize=5, keepalive=0.2)
+    streams.create(slow_id, slow)  # registered but never read: a stuck client
+    fast_id, _, fast = open_stream()
+    for i in range(20):
+        streams.send(None, msg(i))
+    assert ns(fast.take(20)) == list(range(20))
+    assert slow.overflowed and slow.closed
+    assert not streams.has(slow_id)
+
+
+@pytest.mark.parametrize(
+    "call, error",
+    [
+        (lambda s: s.create(123, StreamController()), TypeError),
+        (lambda s: s.create("", StreamController()), ValueError),
+        (lambda s: s.create("has space", StreamController()), ValueError),
+        (lambda s: s.create("ok", object()), TypeError),
+        (lambda s: s.send(None, {"not": "a str"}), TypeError),
+        (lambda s: s.send(None, b"bytes"), TypeError),
+        (lambda s: s.send("one-id-as-str", "{}"), TypeError),
+        (lambda s: s.send([1, 2], "{}"), TypeError),
+        (lambda s: s.has(None), TypeError),
+        (lambda s: s.delete(5), TypeError),
+    ],
+)
+def test_bad_input_raises_clear_error(streams, open_stream, call, error):
+    sid, _, reader = open_stream()
+    with pytest.raises(error) as excinfo:
+        call(streams)
+    assert str(excinfo.value)
+    streams.send([sid], msg("unharmed"))  # no bad call hurts another session
+    assert ns(reader.take(1)) == ["unharmed"]
