@@ -64,13 +64,13 @@ class InMemoryStreamSessionManager(StreamSessionManager):
                 targets = list(self._streams.items())
             for sid, controller in targets:
                 if not controller.enqueue_frame(frame):
-                    self._drop(sid, controller)
+                    self._forget(sid, controller)
             return
         lookup = self._streams.get
         for sid in _validate.session_ids(sessions):
             controller = lookup(sid)
             if controller is not None and not controller.enqueue_frame(frame):
-                self._drop(sid, controller)
+                self._forget(sid, controller)
 
     def close(self) -> None:
         with self._lock:
@@ -83,18 +83,12 @@ class InMemoryStreamSessionManager(StreamSessionManager):
         """Number of registered streams."""
         return len(self._streams)
 
-    def _drop(self, session_id: str, controller: StreamController) -> None:
-        """Forget a stream that refused a frame (closed, or its reader too slow)."""
-        with self._lock:
-            if self._streams.get(session_id) is controller:
-                del self._streams[session_id]
-                self.slow_consumers_dropped += controller.overflowed
-
     def _forget(self, session_id: str, controller: StreamController) -> None:
         """Unregister *controller*, but never a newer stream of the same session."""
         with self._lock:
             if self._streams.get(session_id) is controller:
                 del self._streams[session_id]
+                self.slow_consumers_dropped += controller.overflowed
 
     def __repr__(self) -> str:
         return f"<InMemoryStreamSessionManager streams={len(self._streams)}>"
