@@ -1,0 +1,119 @@
+"""Run by tests/test_core_gevent.py in its own process: gevent stress and fan-out.
+
+``gevent.monkey.patch_all()`` comes first, before session_manager (or
+anything that imports threading/queue) is imported, as a gevent worker of
+gunicorn does. Prints one JSON summary on stdout; exit code 0 means the
+script ran to the end (the test judges the summary).
+"""
+
+from gevent import monkey
+
+monkey.patch_all()
+
+import json  # noqa: E402
+import os  # noqa: E402
+import sys  # noqa: E402
+import time  # noqa: E402
+
+import gevent  # noqa: E402
+
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+from session_manager import InMemoryStreamSessionManager, StreamController  # noqa: E402
+from tests.core_stress import gevent_runtime, run_stress  # noqa: E402
+from tests.sse_parser import SSEParser  # noqa: E402
+
+
+def fanout(consumers: int = 2000, messages: int = 100, time_limit: float = 60.0) -> dict:
+    """Broadcast *messages* to *consumers* greenlets, each iterating its own controller.
+
+    Even consumers read until their session is deleted; odd ones walk away
+    (close their generator, as a WSGI server does when the client is gone)
+    right after the last message, which must unregister their stream.
+    """
+    streams = InMemoryStreamSessionManager()
+    received = [[] for _ in range(consumers)]
+    callbacks = [0] * consumers
+    errors = []
+    controllers = []
+
+    def consume(i: int, controller: StreamController) -> None:
+        parser = SSEParser()
+        frames = iter(controller)
+        try:
+            for chunk in frames:
+                for event in parser.feed(chunk):
+                    received[i].append(json.loads(event.data)["n"])
+                if i % 2 and len(received[i]) >= messages:
+                    frames.close()  # client gone
+                    return
+        except BaseException as exc:  # noqa: BLE001
+            errors.append(f"consumer {i}: {exc!r}")
+
+    def count_callback(i: int):
+        def callback() -> None:
+            callbacks[i] += 1
+
+        return callback
+
+    greenlets = []
+    for i in range(consumers):
+        controller = StreamController(keepalive=5.0, on_close=count_callback(i))
+        streams.create(f"c{i}", controller)
+        controllers.append(controller)
+        greenlets.append(gevent.spawn(consume, i, controller))
+    gevent.sleep(0)  # every consumer is now blocked on its empty queue
+
+    started = time.monotonic()
+    for n in range(messages):
+        streams.send(None, json.dumps({"jsonrpc": "2.0", "method": "notifications/message", "n": n}))
+        if n % 3 == 0:
+            gevent.sleep(0)  # let consumers run between some of the sends
+    deadline = started + time_limit
+    while time.monotonic() < deadline and sum(len(r) >= messages for r in received) < consumers:
+        gevent.sleep(0.01)
+    delivered_seconds = time.monotonic() - started
+
+    abandoned_still_registered = sum(streams.has(f"c{i}") for i in range(1, consumers, 2))
+    for i in range(0, consumers, 2):
+        streams.delete(f"c{i}")
+    gevent.joinall(greenlets, timeout=30)
+    expected = list(range(messages))
+    wrong = [i for i, got in enumerate(received) if got != expected]
+    return {
+        "consumers": consumers,
+        "messages": messages,
+        "complete_consumers": consumers - len(wrong),
+        "wrong": [{"consumer": i, "got_count": len(received[i]), "head": received[i][:5]} for i in wrong[:5]],
+        "errors": errors[:10],
+        "stuck_consumers": sum(not g.dead for g in greenlets),
+        "abandoned_still_registered": abandoned_still_registered,
+        "callbacks_not_once": sum(c != 1 for c in callbacks),
+        "left_streams": len(streams._streams),
+        "all_closed": all(c.closed for c in controllers),
+        "seconds": round(delivered_seconds, 3),
+    }
+
+
+def main() -> int:
+    probe = StreamController()
+    summary = {
+        "patched": {
+            "threading": monkey.is_module_patched("threading"),
+            "queue": monkey.is_module_patched("queue"),
+            "queue_type": f"{type(probe._queue).__module__}.{type(probe._queue).__name__}",
+            "lock_type": f"{type(probe._lock).__module__}.{type(probe._lock).__name__}",
+        },
+    }
+    probe.close()
+    which = sys.argv[1:] or ["stress", "fanout"]
+    if "stress" in which:
+        summary["stress"] = run_stress(gevent_runtime(), workers=16, ops_per_worker=3200, time_limit=90.0)
+    if "fanout" in which:
+        summary["fanout"] = fanout()
+    print(json.dumps(summary))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

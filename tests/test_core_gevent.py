@@ -1,0 +1,63 @@
+"""gevent: stress and fan-out in a separate process patched by ``monkey.patch_all()`` first.
+
+The worker is tests/gevent_stress_worker.py; it prints a JSON summary that
+these tests judge with the same invariants as the thread stress.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+
+from .core_stress import assert_clean
+
+WORKER = os.path.join(os.path.dirname(os.path.abspath(__file__)), "gevent_stress_worker.py")
+
+
+def run_worker(*what: str) -> dict:
+    try:
+        proc = subprocess.run(
+            [sys.executable, WORKER, *what],
+            capture_output=True,
+            text=True,
+            timeout=240,
+            cwd=os.path.dirname(os.path.dirname(WORKER)),
+        )
+    except subprocess.TimeoutExpired as exc:
+        pytest.fail(f"gevent worker timed out; stderr tail: {(exc.stderr or b'')[-2000:]!r}")
+    assert proc.returncode == 0, f"worker exit {proc.returncode}\nstderr:\n{proc.stderr[-4000:]}"
+    lines = [line for line in proc.stdout.splitlines() if line.startswith("{")]
+    assert lines, f"no JSON summary; stdout:\n{proc.stdout[-2000:]}\nstderr:\n{proc.stderr[-2000:]}"
+    summary = json.loads(lines[-1])
+    patched = summary["patched"]
+    # The core built its queue and lock at run time, so patch_all() reached them.
+    assert patched["threading"] and patched["queue"], patched
+    assert patched["queue_type"].startswith("gevent."), patched
+    assert patched["lock_type"].startswith("gevent."), patched
+    return summary
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(300)
+def test_gevent_stress_keeps_every_invariant():
+    summary = run_worker("stress")["stress"]
+    assert summary["runtime"] == "gevent"
+    assert_clean(summary)
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(300)
+def test_gevent_fanout_every_consumer_gets_every_message_once_in_order():
+    fanout = run_worker("fanout")["fanout"]
+    assert fanout["consumers"] == 2000 and fanout["messages"] == 100
+    assert fanout["errors"] == [], fanout
+    assert fanout["complete_consumers"] == 2000, fanout["wrong"]
+    assert fanout["stuck_consumers"] == 0, fanout
+    # Consumers that walked away (GeneratorExit) unregistered their streams.
+    assert fanout["abandoned_still_registered"] == 0, fanout
+    assert fanout["callbacks_not_once"] == 0, fanout
+    assert fanout["all_closed"] and fanout["left_streams"] == 0, fanout
