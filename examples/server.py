@@ -1,0 +1,235 @@
+"""A small but real MCP server on session_manager's Flask blueprint.
+
+Run it (gevent, http://127.0.0.1:8000/mcp)::
+
+    python examples/server.py [--host 127.0.0.1] [--port 8000]
+    gunicorn -k gevent -b 127.0.0.1:8000 examples.server:app
+
+Connect the official client (``pip install mcp``)::
+
+    from mcp import ClientSession
+    from mcp.client.streamable_http import streamable_http_client
+
+    async with streamable_http_client("http://127.0.0.1:8000/mcp") as (read, write):
+        async with ClientSession(read, write) as session:
+            await session.initialize()
+            print(await session.call_tool("echo", {"text": "hi"}))
+
+What it shows: tools (``echo``; ``slow_count`` reports progress and logs
+while it works; ``set_note`` changes the resource ``note://current`` and
+notifies its subscribers), resources with subscriptions, a prompt, and
+``logging/setLevel``.
+"""
+
+if __name__ == "__main__":
+    # Patch before anything else is imported, and only when run as a script:
+    # gunicorn's gevent worker patches by itself, and importers decide for themselves.
+    from gevent import monkey
+
+    monkey.patch_all()
+
+import argparse
+import logging
+import threading
+import time
+from typing import Any, Callable, Dict, List, Optional
+
+from flask import Flask
+
+from session_manager import SessionManagers
+from session_manager.flask import (
+    DEFAULT_ALLOWED_HOSTS,
+    INVALID_PARAMS,
+    METHOD_NOT_FOUND,
+    JsonRpcError,
+    McpBlueprint,
+    RequestContext,
+)
+
+logger = logging.getLogger(__name__)
+
+NOTE_URI = "note://current"
+#: MCP's error code for an unknown resource.
+RESOURCE_NOT_FOUND = -32002
+
+Params = Dict[str, Any]
+Result = Optional[Dict[str, Any]]
+
+TOOLS: List[Dict[str, Any]] = [
+    {
+        "name": "echo",
+        "description": "Return the text it is given.",
+        "inputSchema": {"type": "object", "properties": {"text": {"type": "string"}}, "required": ["text"]},
+    },
+    {
+        "name": "slow_count",
+        "description": "Count to n, reporting progress and logging at each step.",
+        "inputSchema": {
+            "type": "object",
+            "properties": {
+                "n": {"type": "integer", "minimum": 1, "maximum": 100},
+                "delay": {"type": "number", "minimum": 0, "maximum": 5},
+            },
+        },
+    },
+    {
+        "name": "set_note",
+        "description": f"Replace the note at {NOTE_URI}; subscribers are notified.",
+        "inputSchema": {"type": "object", "properties": {"text": {"type": "string"}}, "required": ["text"]},
+    },
+]
+
+PROMPTS: List[Dict[str, Any]] = [
+    {
+        "name": "summarize_note",
+        "description": "Ask the model to summarize the current note.",
+        "arguments": [{"name": "style", "description": "e.g. 'one line', 'bullet points'", "required": False}],
+    }
+]
+
+
+def _text(text: str) -> Dict[str, Any]:
+    """A tool result with one text block."""
+    return {"content": [{"type": "text", "text": text}]}
+
+
+class NoteServer:
+    """The application: MCP methods, each a function of (params, ctx)."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._note = "Hello from session_manager."
+        self.transport: Optional[McpBlueprint] = None  # set by create_app, for fan-out
+        self._methods: Dict[str, Callable[[Params, RequestContext], Result]] = {
+            # The blueprint fills protocolVersion, serverInfo and capabilities from its options.
+            "initialize": lambda params, ctx: {},
+            "ping": lambda params, ctx: {},
+            "tools/list": lambda params, ctx: {"tools": TOOLS},
+            "tools/call": self.call_tool,
+            "resources/list": self.list_resources,
+            "resources/read": self.read_resource,
+            # The blueprint records subscriptions and the log level once these succeed.
+            "resources/subscribe": self.check_resource,
+            "resources/unsubscribe": lambda params, ctx: {},
+            "logging/setLevel": lambda params, ctx: {},
+            "prompts/list": lambda params, ctx: {"prompts": PROMPTS},
+            "prompts/get": self.get_prompt,
+        }
+
+    def handle(self, message: Dict[str, Any], ctx: RequestContext) -> Result:
+        """The blueprint's handler: dispatch one JSON-RPC message."""
+        method = message.get("method")
+        function = self._methods.get(method) if method else None
+        if function is None:
+            if "id" in message and method:
+                raise JsonRpcError(METHOD_NOT_FOUND, f"Method not found: {method}")
+            return None  # notifications (e.g. notifications/initialized) and client responses
+        return function(message.get("params") or {}, ctx)
+
+    # -- tools ---------------------------------------------------------------
+
+    def call_tool(self, params: Params, ctx: RequestContext) -> Result:
+        name, args = params.get("name"), params.get("arguments") or {}
+        if name == "echo":
+            return _text(str(args.get("text", "")))
+        if name == "slow_count":
+            return self.slow_count(int(args.get("n", 5)), float(args.get("delay", 0.1)), ctx)
+        if name == "set_note":
+            return self.set_note(str(args.get("text", "")))
+        raise JsonRpcError(INVALID_PARAMS, f"Unknown tool: {name}")
+
+    @staticmethod
+    def slow_count(n: int, delay: float, ctx: RequestContext) -> Result:
+        """Progress and log messages reach the client live, before the result."""
+        n, delay = max(1, min(n, 100)), max(0.0, min(delay, 5.0))
+        for i in range(1, n + 1):
+            time.sleep(delay)  # cooperative under gevent
+            ctx.progress(i, n, f"counted {i} of {n}")
+            ctx.log("info", {"count": i}, logger="slow_count")
+            ctx.log("debug", f"step {i} done", logger="slow_count")  # dropped unless level is debug
+        return _text(f"counted to {n}")
+
+    def set_note(self, text: str) -> Result:
+        with self._lock:
+            self._note = text
+        if self.transport is not None:
+            self.transport.resource_updated(NOTE_URI)  # only subscribed sessions hear of it
+        return _text("note updated")
+
+    # -- resources and prompts ---------------------------------------------
+
+    @staticmethod
+    def list_resources(params: Params, ctx: RequestContext) -> Result:
+        return {"resources": [{"uri": NOTE_URI, "name": "note", "mimeType": "text/plain"}]}
+
+    @staticmethod
+    def check_resource(params: Params, ctx: RequestContext) -> Result:
+        if params.get("uri") != NOTE_URI:
+            raise JsonRpcError(RESOURCE_NOT_FOUND, "Resource not found", {"uri": params.get("uri")})
+        return {}
+
+    def read_resource(self, params: Params, ctx: RequestContext) -> Result:
+        self.check_resource(params, ctx)
+        with self._lock:
+            note = self._note
+        return {"contents": [{"uri": NOTE_URI, "mimeType": "text/plain", "text": note}]}
+
+    def get_prompt(self, params: Params, ctx: RequestContext) -> Result:
+        if params.get("name") != "summarize_note":
+            raise JsonRpcError(INVALID_PARAMS, f"Unknown prompt: {params.get('name')}")
+        style = (params.get("arguments") or {}).get("style", "one line")
+        with self._lock:
+            note = self._note
+        text = f"Summarize this note ({style}):\n\n{note}"
+        return {"messages": [{"role": "user", "content": {"type": "text", "text": text}}]}
+
+
+def create_app(managers: Optional[SessionManagers] = None, **options: Any) -> Flask:
+    """Build the Flask app; *managers* defaults to in-memory, *options* go to McpBlueprint."""
+    server = NoteServer()
+    options.setdefault("server_info", {"name": "session-manager-example", "version": "1.0.0"})
+    options.setdefault(
+        "capabilities",
+        {
+            "tools": {"listChanged": True},
+            "resources": {"subscribe": True, "listChanged": True},
+            "prompts": {"listChanged": True},
+            "logging": {},
+        },
+    )
+    blueprint = McpBlueprint(server.handle, managers=managers, **options)
+    server.transport = blueprint
+    app = Flask(__name__)
+    app.register_blueprint(blueprint)
+    return app
+
+
+#: For ``gunicorn -k gevent examples.server:app`` (its worker patches before importing this).
+app = create_app()
+
+
+def main(argv: Optional[List[str]] = None) -> None:
+    """Serve the example with gevent's WSGI server."""
+    from gevent.pywsgi import WSGIServer
+
+    parser = argparse.ArgumentParser(description="Example MCP server on session_manager's Flask blueprint.")
+    parser.add_argument("--host", default="127.0.0.1", help="address to bind (default: 127.0.0.1)")
+    parser.add_argument("--port", type=int, default=8000, help="port to bind (default: 8000)")
+    parser.add_argument(
+        "--allow-host",
+        action="append",
+        default=[],
+        metavar="HOST",
+        help="extra Host header value to accept (DNS rebinding protection allows localhost names only)",
+    )
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    served = create_app(allowed_hosts=[*DEFAULT_ALLOWED_HOSTS, *args.allow_host])
+    server = WSGIServer((args.host, args.port), served, log=None)
+    server.start()
+    logger.info("MCP server on http://%s:%d/mcp", args.host, server.server_port)
+    server.serve_forever()
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,97 @@
+"""RequestContext: what a handler knows of its session, and how it talks back."""
+
+from __future__ import annotations
+
+import logging
+from typing import Any, Callable, Dict, Optional, Union
+
+from ..errors import BackendUnavailableError
+from ._jsonrpc import notification
+from ._mcp import log_enabled, log_notification, progress_notification
+
+__all__ = ["RequestContext"]
+
+logger = logging.getLogger(__name__)
+
+Emit = Callable[[str], object]
+
+
+class RequestContext:
+    """Handed to the handler with every message.
+
+    Session data is read once per HTTP request (one ``info.get``). Messages
+    emitted here travel on the current request's SSE stream, live, before
+    its response; when the request has no stream of its own (a notification,
+    or a plain JSON response) they go to the session's GET stream instead.
+    Emitting never blocks and never raises for a gone client: it returns
+    whether the message was handed over.
+
+    Attributes: ``session_id`` (the key the managers know the session by:
+    the ``Mcp-Session-Id``, prefixed by the principal when one is
+    configured; pass it to the blueprint's ``notify``/``log``),
+    ``protocol_version``, ``client_info``, ``client_capabilities``,
+    ``log_level``, ``request_id`` (``None`` for notifications),
+    ``method`` and ``progress_token``.
+    """
+
+    __slots__ = (
+        "session_id",
+        "protocol_version",
+        "client_info",
+        "client_capabilities",
+        "log_level",
+        "request_id",
+        "method",
+        "progress_token",
+        "_emit",
+    )
+
+    def __init__(
+        self,
+        *,
+        session_id: str,
+        protocol_version: Optional[str],
+        client_info: Optional[Dict[str, Any]],
+        client_capabilities: Optional[Dict[str, Any]],
+        log_level: Optional[str],
+        request_id: Optional[Union[str, int]],
+        method: Optional[str],
+        progress_token: Optional[Union[str, int]],
+        emit: Emit,
+    ) -> None:
+        self.session_id = session_id
+        self.protocol_version = protocol_version
+        self.client_info = client_info
+        self.client_capabilities = client_capabilities
+        self.log_level = log_level
+        self.request_id = request_id
+        self.method = method
+        self.progress_token = progress_token
+        self._emit = emit
+
+    def send(self, data: str) -> bool:
+        """Emit one serialized JSON-RPC message; False if it could not be handed over."""
+        try:
+            return self._emit(data) is not False
+        except BackendUnavailableError:
+            logger.warning("session backend unavailable: message to session dropped")
+            return False
+
+    def notify(self, method: str, params: Optional[Dict[str, Any]] = None) -> bool:
+        """Emit a notification related to the current request."""
+        return self.send(notification(method, params))
+
+    def progress(self, progress: float, total: Optional[float] = None, message: Optional[str] = None) -> bool:
+        """Report progress on the request's ``_meta.progressToken``; a no-op without one."""
+        if self.progress_token is None:
+            return False
+        return self.send(progress_notification(self.progress_token, progress, total, message))
+
+    def log(self, level: str, data: Any, logger: Optional[str] = None) -> bool:
+        """Emit a ``notifications/message``, dropped below the session's log level."""
+        if not log_enabled(level, self.log_level):
+            return False
+        return self.send(log_notification(level, data, logger))
+
+    def __repr__(self) -> str:
+        return f"<RequestContext session={self.session_id!r} method={self.method!r} id={self.request_id!r}>"

@@ -1,0 +1,96 @@
+"""Calling the application's handler: every outcome becomes one JSON-RPC reply.
+
+A request's handler either runs inline (its reply returned) or on its own
+thread, feeding a :class:`~session_manager.StreamController` that is the
+body of the HTTP response, so what it emits reaches the client live.
+Under gevent's monkey-patching ``threading.Thread`` is a greenlet, so the
+same code serves both worlds.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from typing import Any, Callable, Dict, Optional, Tuple
+
+from flask import copy_current_request_context
+
+from ..errors import SessionManagerError
+from ..stream import StreamController
+from ._context import RequestContext
+from ._jsonrpc import INTERNAL_ERROR, JsonRpcError, Message, error_response, result_response
+
+__all__ = ["Handler", "OnSuccess", "invoke", "notify_handler", "run_streamed"]
+
+logger = logging.getLogger(__name__)
+
+#: ``handler(message, ctx) -> result``: the application's entry point.
+Handler = Callable[[Dict[str, Any], RequestContext], Optional[Dict[str, Any]]]
+#: Runs after the handler succeeded, before the reply is sent; may adjust the result.
+OnSuccess = Callable[[Dict[str, Any]], Dict[str, Any]]
+
+_INTERNAL = JsonRpcError(INTERNAL_ERROR, "Internal error")
+
+
+def invoke(handler: Handler, message: Message, ctx: RequestContext, on_success: Optional[OnSuccess] = None) -> Tuple[str, bool]:
+    """Run *handler* on a request; return ``(serialized reply, succeeded)``. Never raises.
+
+    A :class:`JsonRpcError` becomes its error response; any other exception
+    is logged with its traceback and answered with a bare internal error.
+    """
+    assert message.id is not None
+    try:
+        result = handler(message.raw, ctx)
+        if result is None:
+            result = {}
+        elif not isinstance(result, dict):
+            raise TypeError(f"the handler must return a dict or None, not {type(result).__name__}")
+        if on_success is not None:
+            result = on_success(result)
+        return result_response(message.id, result), True
+    except JsonRpcError as error:
+        return error_response(message.id, error), False
+    except SessionManagerError as exc:
+        logger.warning("MCP %s failed in the session backend: %s", message.method, exc)
+        return error_response(message.id, _INTERNAL), False
+    except Exception:
+        logger.exception("MCP handler failed on %s", message.method)
+        return error_response(message.id, _INTERNAL), False
+
+
+def notify_handler(handler: Handler, message: Message, ctx: RequestContext) -> None:
+    """Hand a client notification or response to *handler*; its result is ignored, errors logged."""
+    try:
+        handler(message.raw, ctx)
+    except Exception:
+        logger.exception("MCP handler failed on %s", message.method or "a client response")
+
+
+def run_streamed(
+    handler: Handler,
+    message: Message,
+    ctx: RequestContext,
+    controller: StreamController,
+    on_success: Optional[OnSuccess] = None,
+) -> None:
+    """Run the request on a new thread (greenlet under gevent) feeding *controller*.
+
+    Must be called inside the Flask request context, which the thread gets a
+    copy of. The stream ends once the reply is queued; a client that went
+    away does not cancel the handler, whose output is then dropped.
+    """
+
+    def reply() -> None:
+        controller.enqueue(invoke(handler, message, ctx, on_success)[0])
+
+    in_request_context = copy_current_request_context(reply)
+
+    def run() -> None:
+        try:
+            in_request_context()
+        except Exception:
+            logger.exception("MCP request thread failed on %s", message.method)
+        finally:
+            controller.close(drain=True)
+
+    threading.Thread(target=run, name=f"mcp-{message.method[:40]}", daemon=True).start()

@@ -1,0 +1,73 @@
+"""Notifier: server-initiated notifications from application code.
+
+Everything goes through ``managers.streams.send`` and reaches the sessions'
+GET streams, in this process or (with a shared backend) in any other.
+Safe from any thread, greenlet or background job.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Dict, Iterable, Optional
+
+from ..base import SessionManagers
+from ._jsonrpc import notification
+from ._mcp import log_enabled, log_notification, resource_updated_notification
+
+__all__ = ["Notifier"]
+
+
+class Notifier:
+    """Fan-out API over a :class:`~session_manager.SessionManagers` pair.
+
+    Session ids here are the keys the managers know sessions by, as given
+    to handlers in ``ctx.session_id``. Messages to sessions without an
+    open GET stream are dropped (at-most-once delivery). Backend failures
+    raise :class:`~session_manager.BackendUnavailableError`.
+    """
+
+    def __init__(self, managers: SessionManagers) -> None:
+        if not isinstance(managers, SessionManagers):
+            raise TypeError(f"managers must be a SessionManagers, not {type(managers).__name__}")
+        self.managers = managers
+
+    def send(self, session_ids: Optional[Iterable[str]], data: str) -> None:
+        """Send one serialized JSON-RPC message to *session_ids* (``None``: every session)."""
+        self.managers.streams.send(session_ids, data)
+
+    def notify(self, session_id: str, method: str, params: Optional[Dict[str, Any]] = None) -> None:
+        """Send a notification to one session."""
+        self.send([session_id], notification(method, params))
+
+    def broadcast(self, method: str, params: Optional[Dict[str, Any]] = None) -> None:
+        """Send a notification to every session with an open stream."""
+        self.send(None, notification(method, params))
+
+    def resource_updated(self, uri: str) -> None:
+        """Tell the sessions subscribed to *uri* (and only them) that it changed."""
+        data = resource_updated_notification(uri)
+        subscribers = self.managers.info.get_subscriptions(uri)
+        if subscribers:
+            self.send(subscribers, data)
+
+    def tools_list_changed(self) -> None:
+        """Broadcast ``notifications/tools/list_changed``."""
+        self.broadcast("notifications/tools/list_changed")
+
+    def resources_list_changed(self) -> None:
+        """Broadcast ``notifications/resources/list_changed``."""
+        self.broadcast("notifications/resources/list_changed")
+
+    def prompts_list_changed(self) -> None:
+        """Broadcast ``notifications/prompts/list_changed``."""
+        self.broadcast("notifications/prompts/list_changed")
+
+    def log(self, session_id: str, level: str, data: Any, logger: Optional[str] = None) -> bool:
+        """Send a ``notifications/message`` unless it is below the session's log level.
+
+        Returns whether it was sent.
+        """
+        message = log_notification(level, data, logger)
+        if not log_enabled(level, self.managers.info.get_log_level(session_id)):
+            return False
+        self.send([session_id], message)
+        return True
