@@ -98,7 +98,7 @@ class TestHandler:
                 "progress_token": ctx.progress_token,
             }
         if method == "test/emit":
-            count = int(params.get("count", 3))
+            count = min(int(params.get("count", 3)), 100)
             sent = []
             for i in range(count):
                 sent.append(ctx.notify("notifications/test", {"seq": i}))

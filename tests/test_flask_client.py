@@ -289,6 +289,7 @@ def subprocess_round(server: ServerProcess) -> None:
         assert raw_ping(server.url, sids[0]).status_code == 404
     finally:
         server.close()
+    assert "Traceback" not in server.stderr(), server.stderr()
 
 
 def test_example_under_gevent_pywsgi() -> None:
