@@ -133,7 +133,11 @@ class NoteServer:
         if name == "echo":
             return _text(str(args.get("text", "")))
         if name == "slow_count":
-            return self.slow_count(int(args.get("n", 5)), float(args.get("delay", 0.1)), ctx)
+            try:
+                n, delay = int(args.get("n", 5)), float(args.get("delay", 0.1))
+            except (TypeError, ValueError):
+                raise JsonRpcError(INVALID_PARAMS, "slow_count: n must be an integer and delay a number") from None
+            return self.slow_count(n, delay, ctx)
         if name == "set_note":
             return self.set_note(str(args.get("text", "")))
         raise JsonRpcError(INVALID_PARAMS, f"Unknown tool: {name}")
