@@ -440,15 +440,6 @@ class RawStream:
             got.append(json.loads(event.data))
         return got
 
-    def take_until(self, predicate: Callable[[Dict[str, Any]], bool], limit: int = 100, timeout: float = 10.0) -> List[Dict[str, Any]]:
-        """Events up to and including the first matching *predicate*."""
-        got: List[Dict[str, Any]] = []
-        for _ in range(limit):
-            got += self.take(1, timeout)
-            if predicate(got[-1]):
-                return got
-        pytest.fail(f"no matching event in {limit}: {got!r}")
-
     def close(self) -> None:
         with contextlib.suppress(OSError):
             self.sock.shutdown(socket.SHUT_RDWR)
@@ -456,10 +447,6 @@ class RawStream:
             self.sock.close()
         if self._thread is not None:
             self._thread.join(5)
-
-
-def is_method(method: str) -> Callable[[Dict[str, Any]], bool]:
-    return lambda message: message.get("method") == method
 
 
 # -- subprocess servers ----------------------------------------------------------

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import subprocess
-from typing import Any, AsyncIterator, Awaitable, Callable, Dict, Iterator, List, Optional, Tuple
+from typing import Any, AsyncIterator, Awaitable, Callable, Iterator, List, Optional, Tuple
 
 import anyio
 import httpx2
@@ -23,7 +23,8 @@ from session_manager import InMemoryInfoSessionManager, SessionManagers
 
 from .flask_support import LATEST, PYTHON, REPO, ServerProcess, ThreadedServer, free_port, wait_until
 
-pytestmark = pytest.mark.filterwarnings("ignore::DeprecationWarning")
+# The 2025-era methods this transport serves are deprecated for 2026-07-28 clients only.
+pytestmark = pytest.mark.filterwarnings("ignore::mcp.MCPDeprecationWarning")
 
 TIMEOUT = 30
 

@@ -28,7 +28,6 @@ from .flask_support import (
     TestHandler,
     events_of,
     initialize_message,
-    is_method,
     new_token,
     reply_of,
     serve,  # noqa: F401 - fixture
@@ -739,7 +738,13 @@ def test_odd_principals_get_distinct_keys(serve) -> None:  # noqa: F811
 
 
 def test_a_principal_callable_may_abort(serve) -> None:  # noqa: F811
-    from flask import abort
+    from werkzeug.exceptions import Unauthorized
+    from werkzeug.datastructures import WWWAuthenticate
 
-    mcp = serve(principal=lambda: abort(401))
-    assert_error(mcp.post(initialize_message()), 401)
+    def principal() -> str:
+        raise Unauthorized(www_authenticate=WWWAuthenticate("Bearer", {"realm": "mcp"}))
+
+    mcp = serve(principal=principal)
+    response = mcp.post(initialize_message())
+    assert_error(response, 401)
+    assert response.headers["WWW-Authenticate"].startswith("Bearer")

@@ -153,8 +153,7 @@ class Endpoint:
             logger.warning("session backend unavailable: %s", exc)
             response = self.error(HttpError(503, INTERNAL_ERROR, "Service Unavailable: session backend unavailable"))
         except HTTPException as exc:  # e.g. abort(401) in a principal callable
-            status = exc.code if exc.code and exc.code >= 400 else 400
-            response = self.error(HttpError(status, SERVER_ERROR, f"{status} {exc.name}"))
+            response = self._from_http_exception(exc)
         except Exception:
             logger.exception("MCP endpoint failed on %s", request.method)
             response = self.error(HttpError(500, INTERNAL_ERROR, "Internal Server Error"))
@@ -167,6 +166,15 @@ class Endpoint:
         response = _json_response(exc.body(), exc.status)
         response.headers.extend(exc.headers)
         return response
+
+    def _from_http_exception(self, exc: HTTPException) -> Response:
+        """A werkzeug error as a JSON-RPC error body, its headers (e.g. WWW-Authenticate) kept."""
+        if exc.response is not None:  # the application built its own response: respect it
+            return exc.response  # type: ignore[return-value]
+        status = exc.code if exc.code and exc.code >= 400 else 400
+        skip = ("content-type", "content-length")
+        headers = {name: value for name, value in exc.get_headers(request.environ) if name.lower() not in skip}
+        return self.error(HttpError(status, SERVER_ERROR, f"{status} {exc.name}", headers=headers))
 
     @staticmethod
     def method_not_allowed() -> HttpError:
