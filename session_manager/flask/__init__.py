@@ -6,10 +6,11 @@
     from session_manager.flask import METHOD_NOT_FOUND, JsonRpcError, McpBlueprint
 
     def handler(message, ctx):
-        if message.get("method") == "ping":
-            return {}
-        if "id" in message:
-            raise JsonRpcError(METHOD_NOT_FOUND, "Method not found")
+        method = message.get("method")
+        if method in ("initialize", "ping"):
+            return {}  # the blueprint completes the InitializeResult from its options
+        if "id" in message and method:  # notifications and client responses need no answer
+            raise JsonRpcError(METHOD_NOT_FOUND, f"Method not found: {method}")
 
     app = Flask(__name__)
     app.register_blueprint(McpBlueprint(handler, server_info={"name": "demo", "version": "1"}))
