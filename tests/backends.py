@@ -23,8 +23,10 @@ InfoFactory = Callable[[pytest.FixtureRequest], InfoSessionManager]
 
 STREAM_BACKENDS: Dict[str, StreamFactory] = {
     "memory": lambda request: InMemoryStreamSessionManager(),
+    "redis": lambda request: request.getfixturevalue("redis_streams"),  # tests/conftest_redis.py
 }
 
 INFO_BACKENDS: Dict[str, InfoFactory] = {
     "memory": lambda request: InMemoryInfoSessionManager(),
+    "redis": lambda request: request.getfixturevalue("redis_info"),  # tests/conftest_redis.py
 }

@@ -15,6 +15,8 @@ from session_manager import InfoSessionManager, StreamController, StreamSessionM
 from .backends import INFO_BACKENDS, STREAM_BACKENDS
 from .sse_parser import iter_events
 
+pytest_plugins = ["tests.conftest_redis"]
+
 
 @pytest.fixture(params=sorted(STREAM_BACKENDS))
 def streams(request: pytest.FixtureRequest) -> Iterator[StreamSessionManager]:

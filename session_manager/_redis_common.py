@@ -1,0 +1,138 @@
+"""What both Redis managers share: client set-up, the gevent check, error translation."""
+
+from __future__ import annotations
+
+import re
+import sys
+from types import TracebackType
+from typing import Any, Optional, Tuple, Type, Union
+
+from .errors import BackendUnavailableError
+
+try:
+    import redis
+    from redis.backoff import ExponentialBackoff
+    from redis.retry import Retry
+except ImportError as exc:  # pragma: no cover - depends on the environment
+    raise ImportError(
+        "the Redis session managers need redis-py: pip install 'session_manager[redis]'"
+    ) from exc
+
+__all__ = ["REDIS_DOWN", "RedisErrors", "check_gevent", "connect", "positive_seconds", "text"]
+
+#: Redis errors that mean "the server cannot be used right now" (as opposed to a bug).
+REDIS_DOWN: Tuple[Type[BaseException], ...] = (
+    redis.exceptions.ConnectionError,  # includes BusyLoadingError (a restarting server)
+    redis.exceptions.TimeoutError,
+    redis.exceptions.ReadOnlyError,  # a replica after a failover
+)
+
+_NAME_UNSAFE = re.compile(r"[^\x21-\x7e]")
+
+
+def check_gevent() -> None:
+    """Refuse to run when gevent patched ``threading`` but not ``socket``.
+
+    Redis I/O on an unpatched socket would block the whole gevent hub (every
+    greenlet of the process) on each command. gevent is only looked up, never
+    imported: if nobody imported it, it cannot be active.
+    """
+    monkey = sys.modules.get("gevent.monkey")
+    if monkey is None:
+        return
+    if monkey.is_module_patched("threading") and not monkey.is_module_patched("socket"):
+        raise RuntimeError(
+            "gevent has patched 'threading' but not 'socket': Redis I/O would block every "
+            "greenlet. Call gevent.monkey.patch_all() (or at least patch_socket()) before "
+            "using the Redis session managers."
+        )
+
+
+def positive_seconds(value: Any, what: str) -> float:
+    """Return *value* as float seconds if it is a positive number, else raise ValueError."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not value > 0:
+        raise ValueError(f"{what} must be a positive number of seconds, got {value!r}")
+    return float(value)
+
+
+def text(value: Union[str, bytes]) -> str:
+    """Decode a reply that is ``bytes`` or ``str`` (the client's ``decode_responses``)."""
+    return value.decode("utf-8") if isinstance(value, bytes) else value
+
+
+def connect(
+    url_or_client: Union[str, "redis.Redis"],
+    *,
+    socket_timeout: float,
+    max_connections: int,
+    client_name: str,
+) -> Tuple["redis.Redis", Optional["redis.ConnectionPool"]]:
+    """Return ``(client, owned_pool)``: the user's client as is, or a bounded one for a URL.
+
+    A client built from a URL has a bounded blocking pool (a constant number
+    of connections per process), socket timeouts so no call hangs, and one
+    quick retry (so a connection broken by a server restart is replaced
+    transparently, while a server that is down fails fast). *owned_pool* is
+    that pool, to disconnect on close; ``None`` for a user's client, which
+    the caller must leave open.
+    """
+    if isinstance(url_or_client, redis.Redis):
+        return url_or_client, None
+    if not isinstance(url_or_client, str):
+        raise TypeError(
+            "url_or_client must be a redis:// URL (str) or a redis.Redis client, "
+            f"not {type(url_or_client).__name__}"
+        )
+    if type(max_connections) is not int or max_connections < 2:
+        raise ValueError(f"max_connections must be an int >= 2, got {max_connections!r}")
+    pool = redis.BlockingConnectionPool.from_url(
+        url_or_client,
+        max_connections=max_connections,
+        timeout=socket_timeout,  # waiting for a free pooled connection
+        socket_timeout=socket_timeout,
+        socket_connect_timeout=min(socket_timeout, 2.0),
+        socket_keepalive=True,
+        retry=Retry(ExponentialBackoff(cap=0.05, base=0.01), 1),
+        client_name=_NAME_UNSAFE.sub("_", client_name),
+    )
+    return redis.Redis(connection_pool=pool), pool
+
+
+def describe(client: "redis.Redis") -> str:
+    """Where *client* connects, for error messages (never includes a password)."""
+    kwargs = getattr(client.connection_pool, "connection_kwargs", {})
+    if kwargs.get("path"):
+        return f"unix:{kwargs['path']}"
+    return f"{kwargs.get('host', '?')}:{kwargs.get('port', '?')}/{kwargs.get('db', 0)}"
+
+
+class RedisErrors:
+    """Context manager turning Redis connection errors into BackendUnavailableError."""
+
+    __slots__ = ("_where",)
+
+    def __init__(self, client: "redis.Redis") -> None:
+        self._where = describe(client)
+
+    def __enter__(self) -> "RedisErrors":
+        return self
+
+    def __exit__(
+        self,
+        exc_type: Optional[Type[BaseException]],
+        exc: Optional[BaseException],
+        tb: Optional[TracebackType],
+    ) -> bool:
+        if exc_type is not None and issubclass(exc_type, REDIS_DOWN):
+            raise self.error(exc) from exc  # type: ignore[arg-type]
+        return False
+
+    def error(self, exc: BaseException) -> BackendUnavailableError:
+        """The BackendUnavailableError that reports *exc*."""
+        return self.unavailable(f"{type(exc).__name__}: {exc}")
+
+    def unavailable(self, reason: str) -> BackendUnavailableError:
+        """A BackendUnavailableError saying which Redis and why."""
+        return BackendUnavailableError(
+            f"Redis at {self._where} is unavailable ({reason}); the session backend cannot be reached, retry later"
+        )

@@ -1,0 +1,723 @@
+"""Redis backends: any number of processes on any number of hosts act as one server.
+
+Streams (:class:`RedisStreamSessionManager`)
+    An SSE stream lives in the process that holds its HTTP connection. Each
+    process (a *node*, with a random id) registers its streams in Redis and
+    listens on its own channel; ``send`` from any process publishes to the
+    nodes that hold the targets, and the node's listener queues the frame on
+    its local streams.
+
+    Keys and channels (all under ``prefix``):
+
+    - ``stream:<sid>`` (string, TTL ``liveness_ttl``): ``<node>:<n>``, the
+      node and registration holding the stream; ``-<node>:<n>`` is a
+      tombstone left by a ``delete`` from another node until the owner has
+      closed the stream.
+    - channel ``node:<node>``: ``m <sid> <sid>...\\n<data>`` (targeted
+      message), ``d <sid> <token>`` (close a stream), ``x`` (wake the
+      listener).
+    - channel ``broadcast``: the data of ``send(None, data)``.
+
+    Costs: broadcast is one PUBLISH; a targeted send is one script call
+    (per 1,000 targets) that looks the owners up and PUBLISHes once per
+    owning node. The frame is SSE-encoded once per message per node.
+
+    Connections per process and manager: one pub/sub listener plus a bounded
+    command pool (``max_connections`` for a client built from a URL), for
+    any number of sessions. Two background threads (greenlets under gevent)
+    per manager and process, started by the first ``create``: the listener,
+    and the heartbeat, which refreshes the stream keys in batches every
+    ``heartbeat_interval`` seconds. A process that dies without cleanup
+    stops counting when its keys expire, within ``liveness_ttl`` seconds.
+
+    Failures: the listener reconnects with exponential backoff, resubscribes
+    and re-registers this node's streams (Redis may have lost them), logging
+    each outage and recovery; open streams stay open. Messages published
+    while a listener is disconnected are lost (delivery is at most once, as
+    always). Calls that need Redis during an outage raise
+    :class:`~session_manager.BackendUnavailableError` within the socket
+    timeouts. Configure Redis with ``maxmemory-policy noeviction`` (or no
+    memory limit): an evicted stream key reads as a closed stream.
+
+Info (:class:`RedisInfoSessionManager`)
+    ``session:<sid>`` (hash: ``created``, ``protocol_version``,
+    ``client_info`` and ``client_capabilities`` as JSON, ``log_level``),
+    ``subs:<sid>`` (set of its subscribed URIs) and ``uri:<uri>`` (set of
+    subscribed session ids). Every call on a session (getters included)
+    refreshes its expiry to ``session_ttl`` in the same script; the
+    subscriber set of each URI lives as long as its longest-lived
+    subscriber.
+
+Both classes take a ``redis://`` URL or a :class:`redis.Redis` client (a
+client passed in is used as configured and left open by ``close``; give it
+socket timeouts and a bounded pool). All scripts run on one Redis
+(standalone or Sentinel), not on Redis Cluster.
+"""
+
+from __future__ import annotations
+
+import collections
+import itertools
+import logging
+import os
+import random
+import secrets
+import threading
+import time
+from typing import Any, Callable, Deque, Dict, Iterable, Iterator, List, Optional, Sequence, Set, Tuple, TypeVar, Union
+
+import redis as redis_py
+
+from . import _redis_scripts as lua
+from . import _validate
+from ._redis_common import REDIS_DOWN, RedisErrors, check_gevent, connect, positive_seconds, text
+from .base import InfoSessionManager, SessionInfo, StreamSessionManager
+from .errors import BackendUnavailableError, SessionNotFoundError, StreamConflictError
+from .memory import _load as _load_json
+from .sse import encode_message
+from .stream import StreamController
+
+__all__ = ["RedisStreamSessionManager", "RedisInfoSessionManager"]
+
+logger = logging.getLogger(__name__)
+
+#: Most keys handled by one script call (bounds the time Redis spends in it).
+_BATCH = 1000
+#: Reconnection backoff of the listener, in seconds.
+_BACKOFF_MIN, _BACKOFF_MAX = 0.1, 5.0
+#: Longest the listener waits for a message before checking whether to stop.
+_POLL = 1.0
+
+_T = TypeVar("_T")
+
+
+def _chunks(items: Sequence[_T], size: int = _BATCH) -> Iterator[Sequence[_T]]:
+    for start in range(0, len(items), size):
+        yield items[start : start + size]
+
+
+def _valid_ids(sessions: Iterable[str]) -> List[str]:
+    """The ids of a send that can name a stream; others are unknown ids, ignored."""
+    ids = []
+    for sid in _validate.session_ids(sessions):
+        try:
+            ids.append(_validate.session_id(sid))
+        except ValueError:
+            pass
+    return ids
+
+
+class _Stream:
+    """One registered stream: its controller and the token its key holds."""
+
+    __slots__ = ("controller", "token", "forgotten")
+
+    def __init__(self, controller: StreamController, token: str) -> None:
+        self.controller = controller
+        self.token = token
+        self.forgotten = False  # its key is queued for deletion (or was deleted)
+
+
+class _Node:
+    """The manager's state in one process: created on first use, again after a fork.
+
+    Everything here (lock, events, threads, node id) must belong to the
+    process (and to gevent if it patched this process), so none of it is
+    created at import or inherited across ``fork`` (``gunicorn --preload``).
+    """
+
+    def __init__(self) -> None:
+        self.pid = os.getpid()
+        self.node = secrets.token_hex(8)
+        self.counter = itertools.count(1)
+        self.lock = threading.Lock()
+        self.streams: Dict[str, _Stream] = {}
+        self.creating: Set[str] = set()
+        self.pending: Deque[Tuple[str, str]] = collections.deque()  # (sid, token) keys to delete
+        self.stop = threading.Event()
+        self.wake = threading.Event()  # heartbeat: pending deletions or a resync
+        self.resync = threading.Event()  # heartbeat: beat now (the listener reconnected)
+        self.ready = threading.Event()  # the listener is subscribed
+        self.threads: List[threading.Thread] = []
+        self.failures = 0  # failed listener connections in a row
+
+
+class RedisStreamSessionManager(StreamSessionManager):
+    """Streams of every process, reachable from any process through Redis.
+
+    See the module documentation for keys, channels, costs and failure
+    behaviour. Delivery is FIFO per stream (every message, local or not,
+    goes through the holder's one subscription) and at most once.
+
+    :param url_or_client: a ``redis://`` URL, or a :class:`redis.Redis` client.
+    :param prefix: namespace of every key and channel.
+    :param liveness_ttl: seconds after which the streams of a process that
+        died without cleanup stop counting.
+    :param heartbeat_interval: seconds between refreshes of this process's
+        stream keys; default ``liveness_ttl / 3``, at most ``liveness_ttl / 2``.
+    :param socket_timeout: seconds before a Redis call gives up (clients
+        built from a URL), and longest ``create`` waits for the listener.
+    :param max_connections: size of the command pool of a client built from
+        a URL (the listener takes one of them).
+    """
+
+    def __init__(
+        self,
+        url_or_client: Union[str, "redis_py.Redis"],
+        *,
+        prefix: str = "mcp:",
+        liveness_ttl: float = 30.0,
+        heartbeat_interval: Optional[float] = None,
+        socket_timeout: float = 5.0,
+        max_connections: int = 8,
+    ) -> None:
+        check_gevent()
+        self._prefix = _validate.text(prefix, "prefix")
+        ttl = positive_seconds(liveness_ttl, "liveness_ttl")
+        interval = ttl / 3 if heartbeat_interval is None else positive_seconds(heartbeat_interval, "heartbeat_interval")
+        if interval > ttl / 2:
+            raise ValueError(
+                f"heartbeat_interval ({interval:g} s) must be at most half of liveness_ttl ({ttl:g} s), "
+                "so one late heartbeat does not expire live streams"
+            )
+        self._ttl_ms = max(1, int(ttl * 1000))
+        self._interval = interval
+        self._timeout = positive_seconds(socket_timeout, "socket_timeout")
+        self._client, self._owned_pool = connect(
+            url_or_client,
+            socket_timeout=self._timeout,
+            max_connections=max_connections,
+            client_name=f"session_manager:streams:{prefix}",
+        )
+        self._errors = RedisErrors(self._client)
+        self._key_prefix = prefix + "stream:"
+        self._channel_prefix = prefix + "node:"
+        self._broadcast = prefix + "broadcast"
+        register = self._client.register_script
+        self._claim = register(lua.STREAM_CLAIM)
+        self._refresh = register(lua.STREAM_REFRESH)
+        self._forget_keys = register(lua.STREAM_FORGET)
+        self._delete = register(lua.STREAM_DELETE)
+        self._send = register(lua.STREAM_SEND)
+        self._state_lock = threading.Lock()  # guards _state and _closed only
+        self._state: Optional[_Node] = None
+        self._closed = False
+        #: Streams closed because their consumer fell behind (this process).
+        self.slow_consumers_dropped = 0
+
+    # -- per-process state -------------------------------------------------
+
+    def _node(self) -> _Node:
+        """This process's state, created on first use (and anew in a forked child)."""
+        state = self._state
+        if state is not None and state.pid == os.getpid():
+            return state
+        with self._state_lock:
+            state = self._state
+            if state is None or state.pid != os.getpid():
+                if state is not None:
+                    logger.debug("process forked: starting afresh (streams of the parent stay there)")
+                check_gevent()  # the child may have been patched after the parent built us
+                state = self._state = _Node()
+            return state
+
+    @property
+    def node_id(self) -> str:
+        """Id of this process's node: its channel is ``<prefix>node:<node_id>``."""
+        return self._node().node
+
+    def _started(self) -> _Node:
+        """The state of this process with its listener and heartbeat running."""
+        if self._closed:
+            raise RuntimeError("this RedisStreamSessionManager is closed")
+        state = self._node()
+        if state.threads:
+            return state
+        with self._state_lock:
+            if self._closed:
+                raise RuntimeError("this RedisStreamSessionManager is closed")
+            if state.threads:
+                return state
+            state.threads = [
+                threading.Thread(target=target, args=(state,), name=f"session_manager-redis-{name}", daemon=True)
+                for target, name in ((self._listen, "listener"), (self._heartbeat, "heartbeat"))
+            ]
+        for thread in state.threads:  # outside the lock: under gevent, start() may switch greenlets
+            thread.start()
+        return state
+
+    def _key(self, session_id: str) -> str:
+        return self._key_prefix + session_id
+
+    # -- public API --------------------------------------------------------
+
+    def create(self, session_id: str, controller: StreamController) -> None:
+        _validate.session_id(session_id)
+        if not isinstance(controller, StreamController):
+            raise TypeError(f"controller must be a StreamController, not {type(controller).__name__}")
+        state = self._started()
+        with state.lock:
+            current = state.streams.get(session_id)
+            if (current is not None and not current.controller.closed) or session_id in state.creating:
+                raise StreamConflictError(session_id)
+            state.creating.add(session_id)
+        entry = _Stream(controller, f"{state.node}:{next(state.counter)}")
+        try:
+            if not state.ready.wait(0 if state.failures else self._timeout):
+                raise self._errors.unavailable(
+                    "the listener of this process is not connected, so the stream could not receive "
+                    "messages; see the session_manager.redis log"
+                )
+            with self._errors:
+                claimed = self._claim(keys=[self._key(session_id)], args=[entry.token, state.node, self._ttl_ms])
+            if not claimed:
+                raise StreamConflictError(session_id)
+            with state.lock:
+                state.streams[session_id] = entry
+        finally:
+            with state.lock:
+                state.creating.discard(session_id)
+        controller.add_close_callback(lambda: self._forget(state, session_id, entry))
+
+    def delete(self, session_id: str) -> None:
+        _validate.session_id(session_id)
+        state = self._node()
+        with state.lock:
+            entry = state.streams.pop(session_id, None)
+            if entry is not None:
+                entry.forgotten = True  # its key is deleted right below
+        if entry is not None:
+            entry.controller.close()
+        try:
+            with self._errors:
+                self._delete(
+                    keys=[self._key(session_id)],
+                    args=[state.node, self._channel_prefix, session_id, self._ttl_ms],
+                )
+        except BackendUnavailableError:
+            if entry is None:
+                raise
+            # The stream is closed; its key goes when Redis is back (or expires).
+            logger.warning("Redis unavailable: the key of deleted stream %r is removed later", session_id)
+            state.pending.append((session_id, entry.token))
+            state.wake.set()
+
+    def has(self, session_id: str) -> bool:
+        _validate.session_id(session_id)
+        state = self._node()
+        entry = state.streams.get(session_id)
+        if entry is not None and not entry.controller.closed:
+            return True
+        with self._errors:
+            value = self._client.get(self._key(session_id))
+        if value is None:
+            return False
+        token = text(value)
+        # A tombstone, or a stream of this process that is not open any more.
+        return not token.startswith("-") and token.partition(":")[0] != state.node
+
+    def send(self, sessions: Optional[Iterable[str]], data: str) -> None:
+        _validate.message(data)
+        if sessions is None:
+            with self._errors:
+                self._client.publish(self._broadcast, data)
+            return
+        ids = _valid_ids(sessions)
+        if not ids:
+            return
+        with self._errors:
+            if len(ids) <= _BATCH:
+                self._send(keys=[self._key(sid) for sid in ids], args=[self._channel_prefix, data, *ids])
+                return
+            with self._client.pipeline(transaction=False) as pipe:
+                for chunk in _chunks(ids):
+                    self._send(
+                        keys=[self._key(sid) for sid in chunk], args=[self._channel_prefix, data, *chunk], client=pipe
+                    )
+                pipe.execute()
+
+    def close(self) -> None:
+        with self._state_lock:
+            if self._closed:
+                return
+            self._closed = True
+            state = self._state if self._state is not None and self._state.pid == os.getpid() else None
+        try:
+            if state is not None:
+                self._shutdown(state)
+        finally:
+            if self._owned_pool is not None:
+                self._owned_pool.disconnect()
+
+    def _shutdown(self, state: _Node) -> None:
+        """Close this process's streams, stop its threads, delete its keys."""
+        with state.lock:
+            entries = list(state.streams.items())
+            state.streams.clear()
+            for _, entry in entries:
+                entry.forgotten = True
+        for _, entry in entries:
+            entry.controller.close()
+        state.stop.set()
+        state.wake.set()
+        if state.threads:
+            try:  # wake the listener now rather than at its next poll
+                self._client.publish(self._channel_prefix + state.node, "x")
+            except REDIS_DOWN:
+                pass
+        current = threading.current_thread()
+        for thread in state.threads:
+            if thread is not current and thread.ident is not None:
+                thread.join(self._timeout + _POLL)
+                if thread.is_alive():
+                    logger.warning("%s did not stop in time", thread.name)
+        state.pending.extend((sid, entry.token) for sid, entry in entries)
+        try:
+            self._flush(state)
+        except REDIS_DOWN as exc:
+            logger.warning("Redis unavailable at close: %d stream keys expire by themselves (%s)", len(state.pending), exc)
+
+    def __len__(self) -> int:
+        """Number of streams this process holds."""
+        state = self._state
+        return len(state.streams) if state is not None and state.pid == os.getpid() else 0
+
+    def __repr__(self) -> str:
+        return f"<RedisStreamSessionManager prefix={self._prefix!r} local_streams={len(self)}>"
+
+    # -- bookkeeping -------------------------------------------------------
+
+    def _forget(self, state: _Node, session_id: str, entry: _Stream) -> None:
+        """Unregister an ended stream (never a newer one) and queue its key for deletion."""
+        with state.lock:
+            if state.streams.get(session_id) is entry:
+                del state.streams[session_id]
+                self.slow_consumers_dropped += entry.controller.overflowed
+            if entry.forgotten:
+                return
+            entry.forgotten = True
+        state.pending.append((session_id, entry.token))
+        state.wake.set()
+
+    def _flush(self, state: _Node) -> None:
+        """Delete the keys of ended streams (if they still name them); raises REDIS_DOWN."""
+        items: List[Tuple[str, str]] = []
+        while state.pending:
+            try:
+                items.append(state.pending.popleft())
+            except IndexError:
+                break
+        try:
+            for chunk in _chunks(items):
+                self._forget_keys(keys=[self._key(sid) for sid, _ in chunk], args=[token for _, token in chunk])
+        except BaseException:
+            state.pending.extend(items)  # deleting twice is harmless
+            raise
+
+    def _beat(self, state: _Node) -> None:
+        """Refresh every local stream key; close local streams deleted or taken elsewhere."""
+        with state.lock:
+            items = list(state.streams.items())
+        for chunk in _chunks(items):
+            results = self._refresh(
+                keys=[self._key(sid) for sid, _ in chunk], args=[self._ttl_ms, *(e.token for _, e in chunk)]
+            )
+            for (sid, entry), alive in zip(chunk, results):
+                if not alive:
+                    if not entry.controller.closed:
+                        logger.info("stream of session %r was deleted or taken over elsewhere: closing it", sid)
+                    self._forget(state, sid, entry)
+                    entry.controller.close()
+                elif entry.controller.closed or state.streams.get(sid) is not entry:
+                    state.pending.append((sid, entry.token))  # ended meanwhile: the beat may have re-created its key
+
+    def _heartbeat(self, state: _Node) -> None:
+        """Thread: refresh stream keys every interval, delete ended streams' keys promptly."""
+        next_beat = time.monotonic() + self._interval
+        failing = False
+        while not state.stop.is_set():
+            state.wake.wait(max(0.0, next_beat - time.monotonic()))
+            state.wake.clear()
+            if state.stop.is_set():
+                break
+            try:
+                if state.resync.is_set() or time.monotonic() >= next_beat:
+                    state.resync.clear()
+                    self._beat(state)
+                    next_beat = time.monotonic() + self._interval
+                self._flush(state)
+                if failing:
+                    logger.info("Redis heartbeat recovered")
+                    failing = False
+            except REDIS_DOWN as exc:
+                if not failing:
+                    logger.warning("Redis heartbeat failed, retrying (%s: %s)", type(exc).__name__, exc)
+                    failing = True
+                state.stop.wait(min(self._interval, 1.0))
+            except Exception:
+                logger.exception("Redis heartbeat failed unexpectedly, retrying")
+                state.stop.wait(min(self._interval, 1.0))
+
+    # -- listener ----------------------------------------------------------
+
+    def _listen(self, state: _Node) -> None:
+        """Thread: the node's one subscription; reconnects with backoff until stopped."""
+        backoff = _BACKOFF_MIN
+        last_log = 0.0
+        while not state.stop.is_set():
+            pubsub = self._client.pubsub()
+            try:
+                pubsub.subscribe(self._channel_prefix + state.node, self._broadcast)
+                self._serve(state, pubsub)
+            except REDIS_DOWN as exc:
+                if state.ready.is_set():  # it was working: a new outage starts
+                    state.failures, backoff = 0, _BACKOFF_MIN
+                state.failures += 1
+                now = time.monotonic()
+                if state.failures == 1 or now - last_log > 60:
+                    last_log = now
+                    logger.warning(
+                        "Redis listener disconnected (%s: %s); reconnecting with backoff (attempt %d)",
+                        type(exc).__name__, exc, state.failures,
+                    )
+            except Exception:
+                state.failures += 1
+                logger.exception("Redis listener failed unexpectedly; restarting it")
+            finally:
+                state.ready.clear()
+                try:
+                    pubsub.close()
+                except Exception:  # closing a broken connection may fail too
+                    logger.debug("closing the listener's connection failed", exc_info=True)
+            if not state.stop.is_set():
+                state.stop.wait(backoff * random.uniform(0.5, 1.0))
+                backoff = min(backoff * 2, _BACKOFF_MAX)
+        logger.debug("Redis listener stopped")
+
+    def _serve(self, state: _Node, pubsub: "redis_py.client.PubSub") -> None:
+        """Dispatch messages until stopped; raises REDIS_DOWN when the connection is lost."""
+        node_channel = self._channel_prefix + state.node
+        node_channels = {node_channel, node_channel.encode()}
+        confirmed = 0
+        last_seen = time.monotonic()
+        ping_sent: Optional[float] = None
+        while not state.stop.is_set():
+            message = pubsub.get_message(timeout=min(_POLL, self._interval))
+            now = time.monotonic()
+            if message is None:
+                if ping_sent is None:
+                    if now - last_seen >= self._interval:
+                        pubsub.ping()  # a reply proves the connection is alive
+                        ping_sent = now
+                elif now - ping_sent > max(self._timeout, self._interval):
+                    raise redis_py.exceptions.ConnectionError("no reply to PING on the pub/sub connection")
+                continue
+            last_seen, ping_sent = now, None
+            kind = message["type"]
+            if kind == "message":
+                if message["channel"] in node_channels:
+                    self._on_node_message(state, text(message["data"]))
+                else:
+                    self._deliver_all(state, text(message["data"]))
+            elif kind == "subscribe":
+                confirmed += 1
+                if confirmed % 2 == 0:
+                    # Both channels confirmed: the first time, or redis-py reconnected by itself.
+                    if confirmed > 2:
+                        logger.warning(
+                            "Redis listener lost its connection; redis-py reconnected and resubscribed it "
+                            "(messages sent meanwhile are lost); re-registering this node's streams"
+                        )
+                    elif state.failures:
+                        logger.info(
+                            "Redis listener resubscribed after %d failed attempts; re-registering this node's streams",
+                            state.failures,
+                        )
+                    state.failures = 0
+                    if state.streams:  # Redis may have lost their keys: beat now
+                        state.resync.set()
+                        state.wake.set()
+                    state.ready.set()
+
+    def _on_node_message(self, state: _Node, payload: str) -> None:
+        kind = payload[:1]
+        if kind == "m":
+            head, _, data = payload.partition("\n")
+            frame = encode_message(data)
+            streams = state.streams
+            for sid in head[2:].split(" "):
+                entry = streams.get(sid)
+                if entry is not None and not entry.controller.enqueue_frame(frame):
+                    self._forget(state, sid, entry)
+        elif kind == "d":
+            _, sid, token = payload.split(" ", 2)
+            entry = state.streams.get(sid)
+            if entry is not None and entry.token == token:
+                self._forget(state, sid, entry)
+                entry.controller.close()
+        elif kind != "x":
+            logger.warning("ignoring an unknown message on the node channel: %.80r", payload)
+
+    def _deliver_all(self, state: _Node, data: str) -> None:
+        frame = encode_message(data)
+        with state.lock:
+            targets = list(state.streams.items())
+        for sid, entry in targets:
+            if not entry.controller.enqueue_frame(frame):
+                self._forget(state, sid, entry)
+
+
+class RedisInfoSessionManager(InfoSessionManager):
+    """Session metadata shared by every process, in Redis.
+
+    Same semantics as :class:`~session_manager.InMemoryInfoSessionManager`,
+    plus expiry: a session not used for ``session_ttl`` seconds is gone.
+    Every method that names a session (getters included) refreshes its
+    expiry in the same script that does the work; ``get_subscriptions``
+    does not (it is not activity of those sessions). Each call is one
+    round trip; every write checks that the session exists atomically, so
+    a setter racing a ``delete`` can never resurrect the session.
+
+    :param url_or_client: a ``redis://`` URL, or a :class:`redis.Redis` client.
+    :param prefix: namespace of every key.
+    :param session_ttl: seconds of inactivity after which a session expires.
+    :param socket_timeout: seconds before a Redis call gives up (clients built from a URL).
+    :param max_connections: size of the command pool of a client built from a URL.
+    """
+
+    def __init__(
+        self,
+        url_or_client: Union[str, "redis_py.Redis"],
+        *,
+        prefix: str = "mcp:",
+        session_ttl: float = 3600.0,
+        socket_timeout: float = 5.0,
+        max_connections: int = 8,
+    ) -> None:
+        check_gevent()
+        self._prefix = _validate.text(prefix, "prefix")
+        self._ttl_ms = max(1, int(positive_seconds(session_ttl, "session_ttl") * 1000))
+        self._client, self._owned_pool = connect(
+            url_or_client,
+            socket_timeout=positive_seconds(socket_timeout, "socket_timeout"),
+            max_connections=max_connections,
+            client_name=f"session_manager:info:{prefix}",
+        )
+        self._errors = RedisErrors(self._client)
+        self._session_prefix = prefix + "session:"
+        self._index_prefix = prefix + "subs:"
+        self._uri_prefix = prefix + "uri:"
+        register = self._client.register_script
+        self._create = register(lua.INFO_CREATE)
+        self._exists = register(lua.INFO_EXISTS)
+        self._get_all = register(lua.INFO_GET_ALL)
+        self._get_field = register(lua.INFO_GET_FIELD)
+        self._set_field = register(lua.INFO_SET_FIELD)
+        self._subscribe = register(lua.INFO_SUBSCRIBE)
+        self._unsubscribe = register(lua.INFO_UNSUBSCRIBE)
+        self._delete = register(lua.INFO_DELETE)
+        self._subscribers = register(lua.INFO_SUBSCRIBERS)
+
+    def _run(self, script: Callable[..., Any], session_id: str, *args: Any, extra_key: Optional[str] = None) -> Any:
+        """Run an info script on the keys of *session_id* (already validated)."""
+        keys = [self._session_prefix + session_id, self._index_prefix + session_id]
+        if extra_key is not None:
+            keys.append(extra_key)
+        with self._errors:
+            return script(keys=keys, args=[self._uri_prefix, self._ttl_ms, *args])
+
+    def create(
+        self,
+        session_id: str,
+        *,
+        protocol_version: Optional[str] = None,
+        client_info: Optional[Dict[str, Any]] = None,
+        client_capabilities: Optional[Dict[str, Any]] = None,
+    ) -> None:
+        _validate.session_id(session_id)
+        fields: List[str] = ["created", repr(time.time())]
+        if protocol_version is not None:
+            fields += ["protocol_version", _validate.text(protocol_version, "protocol version")]
+        if client_info is not None:
+            fields += ["client_info", _validate.json_object(client_info, "client info")]
+        if client_capabilities is not None:
+            fields += ["client_capabilities", _validate.json_object(client_capabilities, "client capabilities")]
+        if not self._run(self._create, session_id, *fields):
+            raise ValueError(f"session {session_id!r} already exists")
+
+    def exists(self, session_id: str) -> bool:
+        return bool(self._run(self._exists, _validate.session_id(session_id)))
+
+    def get(self, session_id: str) -> Optional[SessionInfo]:
+        flat = self._run(self._get_all, _validate.session_id(session_id))
+        if not flat:
+            return None
+        fields = {text(flat[i]): text(flat[i + 1]) for i in range(0, len(flat), 2)}
+        return SessionInfo(
+            protocol_version=fields.get("protocol_version"),
+            client_info=_load_json(fields.get("client_info")),
+            client_capabilities=_load_json(fields.get("client_capabilities")),
+            log_level=fields.get("log_level"),
+        )
+
+    def _field(self, session_id: str, name: str) -> Optional[str]:
+        value = self._run(self._get_field, _validate.session_id(session_id), name)
+        return None if value is None else text(value)
+
+    def _set(self, session_id: str, name: str, value: str) -> None:
+        if not self._run(self._set_field, _validate.session_id(session_id), name, value):
+            raise SessionNotFoundError(session_id)
+
+    def get_protocol_version(self, session_id: str) -> Optional[str]:
+        return self._field(session_id, "protocol_version")
+
+    def set_protocol_version(self, session_id: str, version: str) -> None:
+        self._set(session_id, "protocol_version", _validate.text(version, "protocol version"))
+
+    def get_client_info(self, session_id: str) -> Optional[Dict[str, Any]]:
+        return _load_json(self._field(session_id, "client_info"))
+
+    def set_client_info(self, session_id: str, info: Dict[str, Any]) -> None:
+        self._set(session_id, "client_info", _validate.json_object(info, "client info"))
+
+    def get_client_capabilities(self, session_id: str) -> Optional[Dict[str, Any]]:
+        return _load_json(self._field(session_id, "client_capabilities"))
+
+    def set_client_capabilities(self, session_id: str, capabilities: Dict[str, Any]) -> None:
+        self._set(session_id, "client_capabilities", _validate.json_object(capabilities, "client capabilities"))
+
+    def get_log_level(self, session_id: str) -> Optional[str]:
+        return self._field(session_id, "log_level")
+
+    def set_log_level(self, session_id: str, level: str) -> None:
+        self._set(session_id, "log_level", _validate.log_level(level))
+
+    def get_subscriptions(self, uri: str) -> List[str]:
+        _validate.text(uri, "uri")
+        with self._errors:
+            members = self._subscribers(
+                keys=[self._uri_prefix + uri], args=[self._session_prefix, self._index_prefix, uri]
+            )
+        return [text(sid) for sid in members]
+
+    def add_subscription(self, session_id: str, uri: str) -> None:
+        _validate.session_id(session_id)
+        _validate.text(uri, "uri")
+        if not self._run(self._subscribe, session_id, uri, session_id, extra_key=self._uri_prefix + uri):
+            raise SessionNotFoundError(session_id)
+
+    def remove_subscription(self, session_id: str, uri: str) -> None:
+        _validate.session_id(session_id)
+        _validate.text(uri, "uri")
+        self._run(self._unsubscribe, session_id, uri, session_id, extra_key=self._uri_prefix + uri)
+
+    def delete(self, session_id: str) -> None:
+        self._run(self._delete, _validate.session_id(session_id), session_id)
+
+    def close(self) -> None:
+        """Disconnect the pool this manager created (a client passed in stays open)."""
+        if self._owned_pool is not None:
+            self._owned_pool.disconnect()
+
+    def __repr__(self) -> str:
+        return f"<RedisInfoSessionManager prefix={self._prefix!r}>"

@@ -1,0 +1,74 @@
+"""Redis fixtures: a private redis-server per run (and per fault test), never skipped.
+
+Registered by ``pytest_plugins`` in tests/conftest.py; tests/backends.py
+runs the behaviour suites on the ``redis_streams`` and ``redis_info`` fixtures.
+"""
+
+from __future__ import annotations
+
+import os
+import uuid
+from typing import Iterator
+
+import pytest
+
+from session_manager.redis import RedisInfoSessionManager, RedisStreamSessionManager
+
+from .redis_server import MISSING, RedisServer, find_binary
+
+#: Liveness settings of test managers: small, so dead processes vanish fast.
+TEST_LIVENESS_TTL = 2.0
+TEST_HEARTBEAT = 0.5
+
+
+def _binary() -> str:
+    binary = find_binary()
+    if binary is None:
+        if os.environ.get("CI", "").lower() == "true":
+            pytest.fail(f"CI run without redis-server: the Redis tests cannot run. {MISSING}", pytrace=False)
+        pytest.fail(MISSING, pytrace=False)
+    return binary
+
+
+@pytest.fixture(scope="session")
+def redis_server() -> Iterator[RedisServer]:
+    """One private redis-server shared by the run; tests keep apart with unique prefixes."""
+    server = RedisServer(_binary()).start()
+    yield server
+    server.cleanup()
+
+
+@pytest.fixture
+def private_redis() -> Iterator[RedisServer]:
+    """A redis-server of this test only, free to stop and restart."""
+    server = RedisServer(_binary()).start()
+    yield server
+    server.cleanup()
+
+
+def unique_prefix() -> str:
+    return f"t{uuid.uuid4().hex[:12]}:"
+
+
+@pytest.fixture
+def redis_prefix() -> str:
+    """A key/channel namespace no other test uses."""
+    return unique_prefix()
+
+
+@pytest.fixture
+def redis_streams(redis_server: RedisServer, redis_prefix: str) -> Iterator[RedisStreamSessionManager]:
+    """A stream manager on the shared server with its own prefix and small liveness bounds."""
+    manager = RedisStreamSessionManager(
+        redis_server.url, prefix=redis_prefix, liveness_ttl=TEST_LIVENESS_TTL, heartbeat_interval=TEST_HEARTBEAT
+    )
+    yield manager
+    manager.close()
+
+
+@pytest.fixture
+def redis_info(redis_server: RedisServer, redis_prefix: str) -> Iterator[RedisInfoSessionManager]:
+    """An info manager on the shared server with its own prefix."""
+    manager = RedisInfoSessionManager(redis_server.url, prefix=redis_prefix)
+    yield manager
+    manager.close()
