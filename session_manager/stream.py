@@ -64,8 +64,11 @@ class StreamController:
     ) -> None:
         if type(maxsize) is not int or maxsize < 1:
             raise ValueError(f"maxsize must be a positive int, got {maxsize!r}")
-        if not isinstance(keepalive, (int, float)) or not keepalive > 0:
-            raise ValueError(f"keepalive must be a positive number of seconds, got {keepalive!r}")
+        if not isinstance(keepalive, (int, float)) or not 0 < keepalive <= threading.TIMEOUT_MAX:
+            raise ValueError(
+                f"keepalive must be a positive, finite number of seconds (at most "
+                f"threading.TIMEOUT_MAX), got {keepalive!r}"
+            )
         if on_close is not None and not callable(on_close):
             raise TypeError(f"on_close must be callable, not {type(on_close).__name__}")
         self._queue: "queue.SimpleQueue[object]" = queue.SimpleQueue()
