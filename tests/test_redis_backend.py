@@ -324,6 +324,58 @@ def test_sigkilled_process_stops_counting_within_the_liveness_bound(node_factory
         holder.stderr.close()
 
 
+FORK_SCRIPT = """
+import os, sys, time
+from session_manager import StreamController
+from session_manager.redis import RedisStreamSessionManager
+
+url, prefix = sys.argv[1:3]
+streams = RedisStreamSessionManager(url, prefix=prefix, liveness_ttl=2, heartbeat_interval=0.5)
+
+def first_data(controller, timeout=10):
+    deadline = time.monotonic() + timeout
+    for chunk in controller:  # pings every 0.2 s keep the deadline checked
+        if chunk.startswith(b"data: "):
+            return chunk
+        if time.monotonic() > deadline:
+            return None
+
+def wait_for(sid):
+    deadline = time.monotonic() + 10
+    while not streams.has(sid) and time.monotonic() < deadline:
+        time.sleep(0.02)
+
+mine = StreamController(keepalive=0.2)
+streams.create("parent", mine)  # the parent's listener and heartbeat run before the fork
+parent_node = streams.node_id
+pid = os.fork()
+if pid == 0:  # like a gunicorn --preload worker: same manager object, new process
+    ok = False
+    try:
+        theirs = StreamController(keepalive=0.2)
+        assert streams.node_id != parent_node and len(streams) == 0
+        assert streams.has("parent")  # held by the parent process
+        streams.create("child", theirs)
+        streams.send(["parent"], '"from-child"')
+        ok = first_data(theirs) == b'data: "from-parent"\\n\\n'
+        streams.close()
+    finally:
+        os._exit(0 if ok else 1)
+wait_for("child")
+streams.send(["child"], '"from-parent"')
+got = first_data(mine)
+_, status = os.waitpid(pid, 0)
+print(got == b'data: "from-child"\\n\\n', os.waitstatus_to_exitcode(status))
+streams.close()
+"""
+
+
+def test_a_forked_process_is_a_new_node(redis_server, redis_prefix):
+    result = run_python(FORK_SCRIPT, redis_server.url, redis_prefix)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.split() == ["True", "0"], result.stderr
+
+
 GEVENT_SCRIPT = """
 from gevent import monkey
 monkey.patch_all()
