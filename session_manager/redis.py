@@ -50,7 +50,8 @@ Info (:class:`RedisInfoSessionManager`)
 
 Both classes take a ``redis://`` URL or a :class:`redis.Redis` client (a
 client passed in is used as configured and left open by ``close``; give it
-socket timeouts and a bounded pool). All scripts run on one Redis
+socket timeouts, a bounded pool and few retries, since redis-py's default
+retry policy can hold a call for seconds while Redis is down). All scripts run on one Redis
 (standalone or Sentinel), not on Redis Cluster.
 """
 
