@@ -7,6 +7,7 @@ import sys
 from types import TracebackType
 from typing import Any, Optional, Tuple, Type, Union
 
+from . import _validate
 from .errors import BackendUnavailableError
 
 try:
@@ -18,7 +19,7 @@ except ImportError as exc:  # pragma: no cover - depends on the environment
         "the Redis session managers need redis-py: pip install 'session_manager[redis]'"
     ) from exc
 
-__all__ = ["REDIS_DOWN", "RedisErrors", "check_gevent", "connect", "positive_seconds", "text"]
+__all__ = ["REDIS_DOWN", "RedisBacked", "RedisErrors", "check_gevent", "connect", "positive_seconds", "text"]
 
 #: Redis errors that mean "the server cannot be used right now" (as opposed to a bug).
 REDIS_DOWN: Tuple[Type[BaseException], ...] = (
@@ -136,3 +137,39 @@ class RedisErrors:
         return BackendUnavailableError(
             f"Redis at {self._where} is unavailable ({reason}); the session backend cannot be reached, retry later"
         )
+
+
+class RedisBacked:
+    """Set-up and tear-down both Redis managers share: prefix, client, error translation."""
+
+    _prefix: str
+    _client: "redis.Redis"
+    _owned_pool: Optional["redis.ConnectionPool"]
+    _errors: RedisErrors
+
+    def _connect(
+        self,
+        url_or_client: Union[str, "redis.Redis"],
+        *,
+        prefix: str,
+        socket_timeout: float,
+        max_connections: int,
+        role: str,
+    ) -> float:
+        """Check the environment, connect, and return the validated socket timeout."""
+        check_gevent()
+        self._prefix = _validate.text(prefix, "prefix")
+        timeout = positive_seconds(socket_timeout, "socket_timeout")
+        self._client, self._owned_pool = connect(
+            url_or_client,
+            socket_timeout=timeout,
+            max_connections=max_connections,
+            client_name=f"session_manager:{role}:{prefix}",
+        )
+        self._errors = RedisErrors(self._client)
+        return timeout
+
+    def _disconnect(self) -> None:
+        """Disconnect the pool this manager created (a client passed in stays open)."""
+        if self._owned_pool is not None:
+            self._owned_pool.disconnect()

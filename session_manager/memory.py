@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
-import json
 import logging
 import threading
-from typing import Any, Dict, Iterable, List, Optional, Set
+from typing import Dict, Iterable, List, Mapping, Optional, Set
 
 from . import _validate
-from .base import InfoSessionManager, SessionInfo, StreamSessionManager
+from ._fields import FieldStoreInfoManager
+from .base import StreamSessionManager
 from .errors import SessionNotFoundError, StreamConflictError
 from .sse import encode_message
 from .stream import StreamController
@@ -61,8 +61,8 @@ class InMemoryStreamSessionManager(StreamSessionManager):
         frame = encode_message(data)
         if sessions is None:
             with self._lock:
-                targets = list(self._streams.items())
-            for sid, controller in targets:
+                targets = self._streams.copy()  # far cheaper than a list of item tuples
+            for sid, controller in targets.items():
                 if not controller.enqueue_frame(frame):
                     self._forget(sid, controller)
             return
@@ -95,23 +95,16 @@ class InMemoryStreamSessionManager(StreamSessionManager):
 
 
 class _Session:
-    """Stored metadata of one session; JSON values are kept as encoded text."""
+    """Stored metadata of one session: text fields and subscribed URIs."""
 
-    __slots__ = ("protocol_version", "client_info", "client_capabilities", "log_level", "subscriptions")
+    __slots__ = ("fields", "subscriptions")
 
-    def __init__(self) -> None:
-        self.protocol_version: Optional[str] = None
-        self.client_info: Optional[str] = None
-        self.client_capabilities: Optional[str] = None
-        self.log_level: Optional[str] = None
+    def __init__(self, fields: Dict[str, str]) -> None:
+        self.fields = fields
         self.subscriptions: Set[str] = set()
 
 
-def _load(value: Optional[str]) -> Optional[Dict[str, Any]]:
-    return None if value is None else json.loads(value)
-
-
-class InMemoryInfoSessionManager(InfoSessionManager):
+class InMemoryInfoSessionManager(FieldStoreInfoManager):
     """Session metadata of this process, guarded by one lock.
 
     Values are copied in and out (stored as JSON text), so callers can never
@@ -124,76 +117,31 @@ class InMemoryInfoSessionManager(InfoSessionManager):
         self._sessions: Dict[str, _Session] = {}
         self._subscribers: Dict[str, Set[str]] = {}
 
-    def create(
-        self,
-        session_id: str,
-        *,
-        protocol_version: Optional[str] = None,
-        client_info: Optional[Dict[str, Any]] = None,
-        client_capabilities: Optional[Dict[str, Any]] = None,
-    ) -> None:
-        _validate.session_id(session_id)
-        session = _Session()
-        if protocol_version is not None:
-            session.protocol_version = _validate.text(protocol_version, "protocol version")
-        if client_info is not None:
-            session.client_info = _validate.json_object(client_info, "client info")
-        if client_capabilities is not None:
-            session.client_capabilities = _validate.json_object(client_capabilities, "client capabilities")
+    def _insert(self, session_id: str, fields: Dict[str, str]) -> bool:
         with self._lock:
             if session_id in self._sessions:
-                raise ValueError(f"session {session_id!r} already exists")
-            self._sessions[session_id] = session
+                return False
+            self._sessions[session_id] = _Session(fields)
+            return True
+
+    def _read_all(self, session_id: str) -> Optional[Mapping[str, str]]:
+        with self._lock:
+            session = self._sessions.get(session_id)
+            return None if session is None else dict(session.fields)
+
+    def _read(self, session_id: str, name: str) -> Optional[str]:
+        session = self._sessions.get(session_id)
+        return None if session is None else session.fields.get(name)
+
+    def _write(self, session_id: str, name: str, value: str) -> bool:
+        with self._lock:
+            session = self._sessions.get(session_id)
+            if session is not None:
+                session.fields[name] = value
+            return session is not None
 
     def exists(self, session_id: str) -> bool:
         return _validate.session_id(session_id) in self._sessions
-
-    def get(self, session_id: str) -> Optional[SessionInfo]:
-        session = self._sessions.get(_validate.session_id(session_id))
-        if session is None:
-            return None
-        return SessionInfo(
-            protocol_version=session.protocol_version,
-            client_info=_load(session.client_info),
-            client_capabilities=_load(session.client_capabilities),
-            log_level=session.log_level,
-        )
-
-    def _field(self, session_id: str, name: str) -> Optional[str]:
-        session = self._sessions.get(_validate.session_id(session_id))
-        return None if session is None else getattr(session, name)
-
-    def _set(self, session_id: str, name: str, value: str) -> None:
-        _validate.session_id(session_id)
-        with self._lock:
-            session = self._sessions.get(session_id)
-            if session is None:
-                raise SessionNotFoundError(session_id)
-            setattr(session, name, value)
-
-    def get_protocol_version(self, session_id: str) -> Optional[str]:
-        return self._field(session_id, "protocol_version")
-
-    def set_protocol_version(self, session_id: str, version: str) -> None:
-        self._set(session_id, "protocol_version", _validate.text(version, "protocol version"))
-
-    def get_client_info(self, session_id: str) -> Optional[Dict[str, Any]]:
-        return _load(self._field(session_id, "client_info"))
-
-    def set_client_info(self, session_id: str, info: Dict[str, Any]) -> None:
-        self._set(session_id, "client_info", _validate.json_object(info, "client info"))
-
-    def get_client_capabilities(self, session_id: str) -> Optional[Dict[str, Any]]:
-        return _load(self._field(session_id, "client_capabilities"))
-
-    def set_client_capabilities(self, session_id: str, capabilities: Dict[str, Any]) -> None:
-        self._set(session_id, "client_capabilities", _validate.json_object(capabilities, "client capabilities"))
-
-    def get_log_level(self, session_id: str) -> Optional[str]:
-        return self._field(session_id, "log_level")
-
-    def set_log_level(self, session_id: str, level: str) -> None:
-        self._set(session_id, "log_level", _validate.log_level(level))
 
     def get_subscriptions(self, uri: str) -> List[str]:
         _validate.text(uri, "uri")

@@ -65,16 +65,16 @@ import random
 import secrets
 import threading
 import time
-from typing import Any, Callable, Deque, Dict, Iterable, Iterator, List, Optional, Sequence, Set, Tuple, TypeVar, Union
+from typing import Any, Callable, Deque, Dict, Iterable, Iterator, List, Mapping, Optional, Sequence, Set, Tuple, TypeVar, Union
 
 import redis as redis_py
 
 from . import _redis_scripts as lua
 from . import _validate
-from ._redis_common import REDIS_DOWN, RedisErrors, check_gevent, connect, positive_seconds, text
-from .base import InfoSessionManager, SessionInfo, StreamSessionManager
+from ._redis_common import REDIS_DOWN, RedisBacked, check_gevent, positive_seconds, text
+from ._fields import FieldStoreInfoManager
+from .base import StreamSessionManager
 from .errors import BackendUnavailableError, SessionNotFoundError, StreamConflictError
-from .memory import _load as _load_json
 from .sse import encode_message
 from .stream import StreamController
 
@@ -143,7 +143,7 @@ class _Node:
         self.failures = 0  # failed listener connections in a row
 
 
-class RedisStreamSessionManager(StreamSessionManager):
+class RedisStreamSessionManager(RedisBacked, StreamSessionManager):
     """Streams of every process, reachable from any process through Redis.
 
     See the module documentation for keys, channels, costs and failure
@@ -172,8 +172,6 @@ class RedisStreamSessionManager(StreamSessionManager):
         socket_timeout: float = 5.0,
         max_connections: int = 8,
     ) -> None:
-        check_gevent()
-        self._prefix = _validate.text(prefix, "prefix")
         ttl = positive_seconds(liveness_ttl, "liveness_ttl")
         interval = ttl / 3 if heartbeat_interval is None else positive_seconds(heartbeat_interval, "heartbeat_interval")
         if interval > ttl / 2:
@@ -183,14 +181,13 @@ class RedisStreamSessionManager(StreamSessionManager):
             )
         self._ttl_ms = max(1, int(ttl * 1000))
         self._interval = interval
-        self._timeout = positive_seconds(socket_timeout, "socket_timeout")
-        self._client, self._owned_pool = connect(
+        self._timeout = self._connect(
             url_or_client,
-            socket_timeout=self._timeout,
+            prefix=prefix,
+            socket_timeout=socket_timeout,
             max_connections=max_connections,
-            client_name=f"session_manager:streams:{prefix}",
+            role="streams",
         )
-        self._errors = RedisErrors(self._client)
         self._key_prefix = prefix + "stream:"
         self._channel_prefix = prefix + "node:"
         self._broadcast = prefix + "broadcast"
@@ -347,8 +344,7 @@ class RedisStreamSessionManager(StreamSessionManager):
             if state is not None:
                 self._shutdown(state)
         finally:
-            if self._owned_pool is not None:
-                self._owned_pool.disconnect()
+            self._disconnect()
 
     def _shutdown(self, state: _Node) -> None:
         """Close this process's streams, stop its threads, delete its keys."""
@@ -568,7 +564,7 @@ class RedisStreamSessionManager(StreamSessionManager):
                 self._forget(state, sid, entry)
 
 
-class RedisInfoSessionManager(InfoSessionManager):
+class RedisInfoSessionManager(RedisBacked, FieldStoreInfoManager):
     """Session metadata shared by every process, in Redis.
 
     Same semantics as :class:`~session_manager.InMemoryInfoSessionManager`,
@@ -595,16 +591,14 @@ class RedisInfoSessionManager(InfoSessionManager):
         socket_timeout: float = 5.0,
         max_connections: int = 8,
     ) -> None:
-        check_gevent()
-        self._prefix = _validate.text(prefix, "prefix")
         self._ttl_ms = max(1, int(positive_seconds(session_ttl, "session_ttl") * 1000))
-        self._client, self._owned_pool = connect(
+        self._connect(
             url_or_client,
-            socket_timeout=positive_seconds(socket_timeout, "socket_timeout"),
+            prefix=prefix,
+            socket_timeout=socket_timeout,
             max_connections=max_connections,
-            client_name=f"session_manager:info:{prefix}",
+            role="info",
         )
-        self._errors = RedisErrors(self._client)
         self._session_prefix = prefix + "session:"
         self._index_prefix = prefix + "subs:"
         self._uri_prefix = prefix + "uri:"
@@ -627,71 +621,25 @@ class RedisInfoSessionManager(InfoSessionManager):
         with self._errors:
             return script(keys=keys, args=[self._uri_prefix, self._ttl_ms, *args])
 
-    def create(
-        self,
-        session_id: str,
-        *,
-        protocol_version: Optional[str] = None,
-        client_info: Optional[Dict[str, Any]] = None,
-        client_capabilities: Optional[Dict[str, Any]] = None,
-    ) -> None:
-        _validate.session_id(session_id)
-        fields: List[str] = ["created", repr(time.time())]
-        if protocol_version is not None:
-            fields += ["protocol_version", _validate.text(protocol_version, "protocol version")]
-        if client_info is not None:
-            fields += ["client_info", _validate.json_object(client_info, "client info")]
-        if client_capabilities is not None:
-            fields += ["client_capabilities", _validate.json_object(client_capabilities, "client capabilities")]
-        if not self._run(self._create, session_id, *fields):
-            raise ValueError(f"session {session_id!r} already exists")
+    def _insert(self, session_id: str, fields: Dict[str, str]) -> bool:
+        flat = ["created", repr(time.time())]
+        for name, value in fields.items():
+            flat += [name, value]
+        return bool(self._run(self._create, session_id, *flat))
+
+    def _read_all(self, session_id: str) -> Optional[Mapping[str, str]]:
+        flat = self._run(self._get_all, session_id)
+        return {text(flat[i]): text(flat[i + 1]) for i in range(0, len(flat), 2)} if flat else None
+
+    def _read(self, session_id: str, name: str) -> Optional[str]:
+        value = self._run(self._get_field, session_id, name)
+        return None if value is None else text(value)
+
+    def _write(self, session_id: str, name: str, value: str) -> bool:
+        return bool(self._run(self._set_field, session_id, name, value))
 
     def exists(self, session_id: str) -> bool:
         return bool(self._run(self._exists, _validate.session_id(session_id)))
-
-    def get(self, session_id: str) -> Optional[SessionInfo]:
-        flat = self._run(self._get_all, _validate.session_id(session_id))
-        if not flat:
-            return None
-        fields = {text(flat[i]): text(flat[i + 1]) for i in range(0, len(flat), 2)}
-        return SessionInfo(
-            protocol_version=fields.get("protocol_version"),
-            client_info=_load_json(fields.get("client_info")),
-            client_capabilities=_load_json(fields.get("client_capabilities")),
-            log_level=fields.get("log_level"),
-        )
-
-    def _field(self, session_id: str, name: str) -> Optional[str]:
-        value = self._run(self._get_field, _validate.session_id(session_id), name)
-        return None if value is None else text(value)
-
-    def _set(self, session_id: str, name: str, value: str) -> None:
-        if not self._run(self._set_field, _validate.session_id(session_id), name, value):
-            raise SessionNotFoundError(session_id)
-
-    def get_protocol_version(self, session_id: str) -> Optional[str]:
-        return self._field(session_id, "protocol_version")
-
-    def set_protocol_version(self, session_id: str, version: str) -> None:
-        self._set(session_id, "protocol_version", _validate.text(version, "protocol version"))
-
-    def get_client_info(self, session_id: str) -> Optional[Dict[str, Any]]:
-        return _load_json(self._field(session_id, "client_info"))
-
-    def set_client_info(self, session_id: str, info: Dict[str, Any]) -> None:
-        self._set(session_id, "client_info", _validate.json_object(info, "client info"))
-
-    def get_client_capabilities(self, session_id: str) -> Optional[Dict[str, Any]]:
-        return _load_json(self._field(session_id, "client_capabilities"))
-
-    def set_client_capabilities(self, session_id: str, capabilities: Dict[str, Any]) -> None:
-        self._set(session_id, "client_capabilities", _validate.json_object(capabilities, "client capabilities"))
-
-    def get_log_level(self, session_id: str) -> Optional[str]:
-        return self._field(session_id, "log_level")
-
-    def set_log_level(self, session_id: str, level: str) -> None:
-        self._set(session_id, "log_level", _validate.log_level(level))
 
     def get_subscriptions(self, uri: str) -> List[str]:
         _validate.text(uri, "uri")
@@ -717,8 +665,7 @@ class RedisInfoSessionManager(InfoSessionManager):
 
     def close(self) -> None:
         """Disconnect the pool this manager created (a client passed in stays open)."""
-        if self._owned_pool is not None:
-            self._owned_pool.disconnect()
+        self._disconnect()
 
     def __repr__(self) -> str:
         return f"<RedisInfoSessionManager prefix={self._prefix!r}>"

@@ -127,11 +127,13 @@ class StreamController:
         dropped. With ``drain=True`` frames queued so far are delivered
         first (how a POST stream ends after its response).
         """
-        if self._state is _CLOSED or (drain and self._state is _DRAINING):
-            return
-        self._state = _DRAINING if drain else _CLOSED
+        with self._lock:
+            if self._state is _CLOSED or (drain and self._state is _DRAINING):
+                return
+            self._state = _DRAINING if drain else _CLOSED
+            release_now = not (drain or self._started)
         self._queue.put(_WAKE)
-        if not (drain or self._started):
+        if release_now:
             self._release()
 
     def add_close_callback(self, callback: Callable[[], object]) -> None:
@@ -154,7 +156,8 @@ class StreamController:
     # -- consumer side -----------------------------------------------------
 
     def __iter__(self) -> Iterator[bytes]:
-        return self._frames()
+        """The consumer's iterator; iterate a controller once."""
+        return _Frames(self)
 
     def _frames(self) -> Iterator[bytes]:
         self._started = True
@@ -171,13 +174,13 @@ class StreamController:
                     yield PING
                     continue
                 chunk: List[bytes] = [] if item is _WAKE else [item]  # type: ignore[list-item]
-                while len(chunk) < _MAX_BATCH:
-                    try:
+                try:  # the only reader: qsize() frames are there to take
+                    for _ in range(min(q.qsize(), _MAX_BATCH)):
                         item = get_nowait()
-                    except queue.Empty:
-                        break
-                    if item is not _WAKE:
-                        chunk.append(item)  # type: ignore[arg-type]
+                        if item is not _WAKE:
+                            chunk.append(item)  # type: ignore[arg-type]
+                except queue.Empty:  # pragma: no cover - a second reader on the same stream
+                    pass
                 if self._state is _CLOSED:
                     return
                 if chunk:
@@ -191,6 +194,31 @@ class StreamController:
     def __repr__(self) -> str:
         state = ("open", "draining", "closed")[self._state]
         return f"<StreamController {state} queued={self._queue.qsize()}/{self.maxsize}>"
+
+
+class _Frames:
+    """Iterator over a controller's chunks.
+
+    WSGI servers call ``close()`` on a response body when the client is
+    gone; a bare generator closed before its first ``next()`` would skip its
+    cleanup, so closing this iterator also closes the controller.
+    """
+
+    __slots__ = ("_controller", "_frames")
+
+    def __init__(self, controller: StreamController) -> None:
+        self._controller = controller
+        self._frames = controller._frames()
+
+    def __iter__(self) -> "_Frames":
+        return self
+
+    def __next__(self) -> bytes:
+        return next(self._frames)
+
+    def close(self) -> None:
+        self._frames.close()
+        self._controller.close()
 
 
 def _run_callback(callback: Callable[[], object]) -> None:

@@ -6,7 +6,7 @@ import itertools
 import json
 import queue
 import threading
-from typing import Iterator, List
+from typing import Callable, Iterator, List
 
 import pytest
 
@@ -38,7 +38,7 @@ _ids = itertools.count()
 
 
 @pytest.fixture
-def new_id() -> "Callable[[], str]":  # noqa: F821
+def new_id() -> Callable[[], str]:
     """Make session ids unique within the run (backends may share a server)."""
     import secrets
 
@@ -86,7 +86,7 @@ class Reader:
 
 
 @pytest.fixture
-def open_stream(streams: StreamSessionManager, new_id) -> "Callable[..., tuple]":  # noqa: F821
+def open_stream(streams: StreamSessionManager, new_id) -> Iterator[Callable[..., tuple]]:
     """Register a controller for a new session and start reading it."""
     readers: List[Reader] = []
 

@@ -53,3 +53,13 @@ def test_info_maps_are_empty_after_every_session_is_deleted():
         info.delete(f"s{i}")
     assert info._sessions == {} and info._subscribers == {}
     assert len(info) == 0
+
+
+def test_body_closed_before_first_read_unregisters_the_stream():
+    # A WSGI server closes a response body it never started (client gone at once).
+    streams = InMemoryStreamSessionManager()
+    controller = StreamController()
+    streams.create("a", controller)
+    iter(controller).close()
+    assert controller.closed
+    assert not streams.has("a") and len(streams) == 0
