@@ -1,4 +1,9 @@
-"""The MCP Streamable HTTP transport for Flask, on top of session_manager.
+"""The MCP transports for Flask, on top of session_manager.
+
+:class:`McpBlueprint` serves Streamable HTTP (2025-03-26 and later) on one
+URL; :class:`LegacySseBlueprint` serves the legacy HTTP+SSE transport
+(2024-11-05) on two. Given the same managers (``mcp.legacy_sse_blueprint()``)
+they share sessions, the handler and fan-out.
 
 ::
 
@@ -13,7 +18,10 @@
             raise JsonRpcError(METHOD_NOT_FOUND, f"Method not found: {method}")
 
     app = Flask(__name__)
-    app.register_blueprint(McpBlueprint(handler, server_info={"name": "demo", "version": "1"}))
+    mcp = McpBlueprint(handler, server_info={"name": "demo", "version": "1"})
+    app.register_blueprint(mcp)                         # Streamable HTTP: /mcp
+    app.register_blueprint(mcp.legacy_sse_blueprint())  # legacy HTTP+SSE: GET /sse, POST /messages
+    mcp.broadcast("notifications/tools/list_changed")   # reaches clients of both
 """
 
 from ._blueprint import McpBlueprint
@@ -23,6 +31,7 @@ from ._checks import (
     DEFAULT_MAX_BODY_SIZE,
     DEFAULT_PROTOCOL_VERSION,
     LATEST_PROTOCOL_VERSION,
+    LEGACY_PROTOCOL_VERSION,
     SUPPORTED_PROTOCOL_VERSIONS,
 )
 from ._context import RequestContext
@@ -34,10 +43,12 @@ from ._jsonrpc import (
     PARSE_ERROR,
     JsonRpcError,
 )
+from ._legacy_blueprint import LegacySseBlueprint
 from ._notifier import Notifier
 
 __all__ = [
     "McpBlueprint",
+    "LegacySseBlueprint",
     "RequestContext",
     "Notifier",
     "JsonRpcError",
@@ -49,6 +60,7 @@ __all__ = [
     "LATEST_PROTOCOL_VERSION",
     "SUPPORTED_PROTOCOL_VERSIONS",
     "DEFAULT_PROTOCOL_VERSION",
+    "LEGACY_PROTOCOL_VERSION",
     "DEFAULT_ALLOWED_HOSTS",
     "DEFAULT_ALLOWED_ORIGINS",
     "DEFAULT_MAX_BODY_SIZE",

@@ -5,26 +5,23 @@ from __future__ import annotations
 import logging
 from typing import Any, Dict, Iterable, Optional
 
-from flask import Blueprint, Flask, current_app, request
+from flask import Blueprint
 from flask.sansio.blueprints import BlueprintSetupState
-from werkzeug.exceptions import HTTPException, MethodNotAllowed
-from werkzeug.routing import RequestRedirect
-from werkzeug.wrappers import Response
 
 from ..base import SessionManagers
 from ..stream import DEFAULT_KEEPALIVE, DEFAULT_MAXSIZE
 from ._checks import DEFAULT_ALLOWED_HOSTS, DEFAULT_ALLOWED_ORIGINS, DEFAULT_MAX_BODY_SIZE
-from ._endpoint import Endpoint, Principal
+from ._core import Principal, TransportCore
+from ._endpoint import Endpoint
 from ._handler import Handler
+from ._legacy_blueprint import LegacySseBlueprint
 from ._notifier import Notifier
+from ._routing import add_mcp_route, install_method_fallback
 
 __all__ = ["McpBlueprint"]
 
 logger = logging.getLogger(__name__)
 
-#: Methods routed to the endpoint's view (which refuses all but GET, POST and
-#: DELETE with a JSON-RPC body); any other method is caught app-wide.
-_ROUTED_METHODS = ("GET", "POST", "DELETE", "PUT", "PATCH", "OPTIONS", "TRACE")
 _ENDPOINT = "endpoint"
 
 
@@ -59,6 +56,9 @@ class McpBlueprint(Blueprint, Notifier):
       *stream_maxsize*: messages a stream may hold for a slow client.
     - *principal*: called in each request, returns its authenticated
       principal (or ``None``); a session is only visible to its principal.
+
+    Clients of the legacy HTTP+SSE transport (2024-11-05) are served by a
+    second blueprint on the same managers: :meth:`legacy_sse_blueprint`.
     """
 
     def __init__(
@@ -82,13 +82,11 @@ class McpBlueprint(Blueprint, Notifier):
     ) -> None:
         Blueprint.__init__(self, name, import_name, url_prefix=url_prefix or None)
         Notifier.__init__(self, SessionManagers() if managers is None else managers)
-        self._mcp_endpoint = Endpoint(
-            handler,
-            self.managers,
+        #: The transport options, kept for :meth:`legacy_sse_blueprint`.
+        self._options: Dict[str, Any] = dict(
             server_info=server_info,
             capabilities=capabilities,
             instructions=instructions,
-            json_response=json_response,
             allowed_hosts=allowed_hosts,
             allowed_origins=allowed_origins,
             max_body_size=max_body_size,
@@ -96,41 +94,41 @@ class McpBlueprint(Blueprint, Notifier):
             stream_maxsize=stream_maxsize,
             principal=principal,
         )
-        self.add_url_rule(
-            "" if url_prefix else "/",
-            _ENDPOINT,
-            self._mcp_endpoint.view,
-            methods=_ROUTED_METHODS,
-            provide_automatic_options=False,
-        )
+        self._handler = handler
+        self._mcp_endpoint = Endpoint(TransportCore(handler, self.managers, **self._options), json_response=json_response)
+        add_mcp_route(self, "" if url_prefix else "/", _ENDPOINT, self._mcp_endpoint.view)
         self.record_once(self._install_method_fallback)
 
-    def _install_method_fallback(self, state: BlueprintSetupState) -> None:
-        """Answer methods outside the routed ones with a JSON-RPC 405 on this endpoint only.
+    def legacy_sse_blueprint(
+        self,
+        *,
+        url_prefix: Optional[str] = None,
+        sse_path: str = "/sse",
+        messages_path: str = "/messages",
+        name: Optional[str] = None,
+    ) -> LegacySseBlueprint:
+        """A :class:`~session_manager.flask.LegacySseBlueprint` for clients of the 2024-11-05 transport.
 
-        Werkzeug raises ``MethodNotAllowed`` before any view runs, so this
-        needs an app-wide error handler; for other URLs it defers to the
-        handler registered before it, if any.
+        It shares this blueprint's handler, managers and options, so both
+        kinds of client live in one set of sessions and this blueprint's
+        ``broadcast`` (or any fan-out call) reaches both. Register it too::
+
+            app.register_blueprint(mcp)                          # /mcp
+            app.register_blueprint(mcp.legacy_sse_blueprint())   # /sse and /messages
         """
-        app: Flask = state.app
-        previous = app.error_handler_spec[None][405].get(MethodNotAllowed)
+        return LegacySseBlueprint(
+            self._handler,
+            managers=self.managers,
+            url_prefix=url_prefix,
+            sse_path=sse_path,
+            messages_path=messages_path,
+            name=f"{self.name}_legacy" if name is None else name,
+            **self._options,
+        )
 
-        def handle(exc: MethodNotAllowed) -> Any:
-            if self._owns_url():
-                response: Response = self._mcp_endpoint.error(self._mcp_endpoint.method_not_allowed())
-                response.vary.add("Origin")
-                return response
-            return previous(exc) if previous is not None else exc
-
-        app.register_error_handler(MethodNotAllowed, handle)
-
-    def _owns_url(self) -> bool:
-        """Whether the current request's URL is this blueprint's endpoint."""
-        try:
-            endpoint, _ = current_app.create_url_adapter(request).match(method="POST")  # type: ignore[union-attr]
-        except (HTTPException, RequestRedirect):
-            return False
-        return current_app.view_functions.get(endpoint) == self._mcp_endpoint.view
+    def _install_method_fallback(self, state: BlueprintSetupState) -> None:
+        """Answer methods outside the routed ones with a JSON-RPC 405 on this endpoint only."""
+        install_method_fallback(state, {self._mcp_endpoint.view: self._mcp_endpoint.refuse_method})
 
     def __repr__(self) -> str:
         return f"<McpBlueprint {self.name!r} url_prefix={self.url_prefix!r} managers={self.managers!r}>"

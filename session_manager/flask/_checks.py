@@ -8,7 +8,7 @@ types, body size, protocol version) before any JSON is decoded.
 from __future__ import annotations
 
 import re
-from typing import IO, Iterable, List, Optional, Tuple
+from typing import IO, Iterable, List, Optional, Sequence, Tuple
 
 from werkzeug.datastructures import MIMEAccept
 
@@ -18,6 +18,8 @@ __all__ = [
     "LATEST_PROTOCOL_VERSION",
     "SUPPORTED_PROTOCOL_VERSIONS",
     "DEFAULT_PROTOCOL_VERSION",
+    "LEGACY_PROTOCOL_VERSION",
+    "LEGACY_SUPPORTED_PROTOCOL_VERSIONS",
     "DEFAULT_ALLOWED_HOSTS",
     "DEFAULT_ALLOWED_ORIGINS",
     "DEFAULT_MAX_BODY_SIZE",
@@ -28,6 +30,7 @@ __all__ = [
     "accepts",
     "read_body",
     "check_protocol_version",
+    "method_not_allowed",
 ]
 
 #: The revision this transport implements.
@@ -36,6 +39,11 @@ LATEST_PROTOCOL_VERSION = "2025-11-25"
 SUPPORTED_PROTOCOL_VERSIONS = ("2025-11-25", "2025-06-18", "2025-03-26")
 #: What a request without an ``MCP-Protocol-Version`` header is assumed to speak.
 DEFAULT_PROTOCOL_VERSION = "2025-03-26"
+#: The revision that defined the legacy HTTP+SSE transport.
+LEGACY_PROTOCOL_VERSION = "2024-11-05"
+#: Revisions accepted from clients of the legacy transport, newest first: clients
+#: negotiate their newest revision whichever transport they use.
+LEGACY_SUPPORTED_PROTOCOL_VERSIONS = (*SUPPORTED_PROTOCOL_VERSIONS, LEGACY_PROTOCOL_VERSION)
 
 _LOCAL_NAMES = ("localhost", "127.0.0.1", "[::1]")
 #: Hosts accepted by default (any port): the loopback names of a local server.
@@ -113,6 +121,12 @@ def check_origin(allowlist: Optional[Allowlist], origin: Optional[str]) -> None:
     """403 if an ``Origin`` header is present and not allowed (no check without an allowlist)."""
     if allowlist is not None and origin is not None and not allowlist.allows(origin):
         raise _forbidden("Origin not allowed")
+
+
+def method_not_allowed(allowed: Sequence[str]) -> HttpError:
+    """405 for a method the URL does not serve, with the ``Allow`` header listing *allowed*."""
+    names = ", ".join(allowed[:-1]) + " or " + allowed[-1] if len(allowed) > 1 else allowed[0]
+    return HttpError(405, SERVER_ERROR, f"Method Not Allowed: use {names}", headers={"Allow": ", ".join(allowed)})
 
 
 def check_content_type(mimetype: str) -> None:

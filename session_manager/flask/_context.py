@@ -23,6 +23,8 @@ class RequestContext:
     emitted here travel on the current request's SSE stream, live, before
     its response; when the request has no stream of its own (a notification,
     or a plain JSON response) they go to the session's GET stream instead.
+    On the legacy HTTP+SSE transport everything goes to the session's one
+    stream.
     Emitting never blocks and never raises for a gone client: it returns
     whether the message was handed over.
 

@@ -1,14 +1,16 @@
 """Calling the application's handler: every outcome becomes one JSON-RPC reply.
 
 A request's handler either runs inline (its reply returned) or on its own
-thread, feeding a :class:`~session_manager.StreamController` that is the
-body of the HTTP response, so what it emits reaches the client live.
+thread, its reply handed to a sink: a :class:`~session_manager.StreamController`
+that is the body of the HTTP response (Streamable HTTP), or the session's
+stream (legacy HTTP+SSE), so what it emits reaches the client live.
 Under gevent's monkey-patching ``threading.Thread`` is a greenlet, so the
 same code serves both worlds.
 """
 
 from __future__ import annotations
 
+import functools
 import logging
 import threading
 from typing import Any, Callable, Dict, Optional, Tuple
@@ -20,7 +22,7 @@ from ..stream import StreamController
 from ._context import RequestContext
 from ._jsonrpc import INTERNAL_ERROR, JsonRpcError, Message, error_response, result_response
 
-__all__ = ["Handler", "OnSuccess", "invoke", "notify_handler", "run_streamed"]
+__all__ = ["Handler", "OnSuccess", "invoke", "notify_handler", "run_in_background", "run_streamed"]
 
 logger = logging.getLogger(__name__)
 
@@ -66,22 +68,23 @@ def notify_handler(handler: Handler, message: Message, ctx: RequestContext) -> N
         logger.exception("MCP handler failed on %s", message.method or "a client response")
 
 
-def run_streamed(
+def run_in_background(
     handler: Handler,
     message: Message,
     ctx: RequestContext,
-    controller: StreamController,
+    deliver: Callable[[str], object],
     on_success: Optional[OnSuccess] = None,
+    done: Optional[Callable[[], object]] = None,
 ) -> None:
-    """Run the request on a new thread (greenlet under gevent) feeding *controller*.
+    """Run the request on a new thread (greenlet under gevent); hand its reply to *deliver*.
 
     Must be called inside the Flask request context, which the thread gets a
-    copy of. The stream ends once the reply is queued; a client that went
-    away does not cancel the handler, whose output is then dropped.
+    copy of. *done* runs last, whatever happened. The HTTP request may end
+    before the handler does: a client that went away does not cancel it.
     """
 
     def reply() -> None:
-        controller.enqueue(invoke(handler, message, ctx, on_success)[0])
+        deliver(invoke(handler, message, ctx, on_success)[0])
 
     in_request_context = copy_current_request_context(reply)
 
@@ -91,6 +94,18 @@ def run_streamed(
         except Exception:
             logger.exception("MCP request thread failed on %s", message.method)
         finally:
-            controller.close(drain=True)
+            if done is not None:
+                done()
 
     threading.Thread(target=run, name=f"mcp-{message.method[:40]}", daemon=True).start()
+
+
+def run_streamed(
+    handler: Handler,
+    message: Message,
+    ctx: RequestContext,
+    controller: StreamController,
+    on_success: Optional[OnSuccess] = None,
+) -> None:
+    """Run the request in the background feeding *controller*, which ends once the reply is queued."""
+    run_in_background(handler, message, ctx, controller.enqueue, on_success, functools.partial(controller.close, drain=True))

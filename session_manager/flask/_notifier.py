@@ -1,7 +1,8 @@
 """Notifier: server-initiated notifications from application code.
 
 Everything goes through ``managers.streams.send`` and reaches the sessions'
-GET streams, in this process or (with a shared backend) in any other.
+streams (Streamable HTTP GET streams and legacy HTTP+SSE streams alike),
+in this process or (with a shared backend) in any other.
 Safe from any thread, greenlet or background job.
 """
 
@@ -21,7 +22,7 @@ class Notifier:
 
     Session ids here are the keys the managers know sessions by, as given
     to handlers in ``ctx.session_id``. Messages to sessions without an
-    open GET stream are dropped (at-most-once delivery). Backend failures
+    open stream are dropped (at-most-once delivery). Backend failures
     raise :class:`~session_manager.BackendUnavailableError`.
     """
 
