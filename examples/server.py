@@ -15,6 +15,11 @@ Connect the official client (``pip install mcp``)::
             await session.initialize()
             print(await session.call_tool("echo", {"text": "hi"}))
 
+Clients of the legacy HTTP+SSE transport (2024-11-05, e.g.
+``mcp.client.sse.sse_client``) connect to ``http://127.0.0.1:8000/sse``
+instead and POST to the URL its ``endpoint`` event names
+(``/messages?sessionId=...``); both kinds share sessions and notifications.
+
 What it shows: tools (``echo``; ``slow_count`` reports progress and logs
 while it works; ``set_note`` changes the resource ``note://current`` and
 notifies its subscribers), resources with subscriptions, a prompt, and
@@ -205,6 +210,7 @@ def create_app(managers: Optional[SessionManagers] = None, **options: Any) -> Fl
     server.transport = blueprint
     app = Flask(__name__)
     app.register_blueprint(blueprint)
+    app.register_blueprint(blueprint.legacy_sse_blueprint())  # legacy HTTP+SSE: GET /sse, POST /messages
     return app
 
 
