@@ -114,10 +114,18 @@ class LegacyClient:
         assert event.event == "message", event
         return json.loads(event.data)
 
-    def post(self, message: Any, *, headers: Optional[Dict[str, Any]] = None, url: Optional[str] = None) -> requests.Response:
+    def post(
+        self,
+        message: Any,
+        *,
+        headers: Optional[Dict[str, Any]] = None,
+        url: Optional[str] = None,
+        via: Optional[requests.Session] = None,
+    ) -> requests.Response:
+        """POST one message (JSON value or raw bytes); *via* another HTTP session (e.g. one pinned to a worker)."""
         body = message if isinstance(message, bytes) else json.dumps(message).encode()
         merged = {"Content-Type": "application/json", **(headers or {})}
-        return self.http.post(url or self.post_url, data=body, headers=merged, timeout=10)
+        return (via or self.http).post(url or self.post_url, data=body, headers=merged, timeout=10)
 
     def reply_to(self, id: Any, timeout: float = 10.0) -> Dict[str, Any]:
         """Read the stream until the response to *id*; what came before is appended to :attr:`pushed`."""
@@ -128,17 +136,19 @@ class LegacyClient:
                 return message
             self.pushed.append(message)
 
-    def request(self, method: str, params: Optional[Dict[str, Any]] = None, *, id: Any = 1) -> Dict[str, Any]:
+    def request(
+        self, method: str, params: Optional[Dict[str, Any]] = None, *, id: Any = 1, via: Optional[requests.Session] = None
+    ) -> Dict[str, Any]:
         """POST a request (202 expected) and return its reply from the stream."""
         message: Dict[str, Any] = {"jsonrpc": "2.0", "id": id, "method": method}
         if params is not None:
             message["params"] = params
-        response = self.post(message)
+        response = self.post(message, via=via)
         assert response.status_code == 202, response.text
         assert response.text == "Accepted"
         return self.reply_to(id)
 
-    def initialize(self, protocol_version: str = "2024-11-05") -> Dict[str, Any]:
+    def initialize(self, protocol_version: str = "2024-11-05", *, via: Optional[requests.Session] = None) -> Dict[str, Any]:
         reply = self.request(
             "initialize",
             {
@@ -147,8 +157,9 @@ class LegacyClient:
                 "clientInfo": {"name": "legacy-tests", "version": "1.0"},
             },
             id="init",
+            via=via,
         )
-        assert self.post({"jsonrpc": "2.0", "method": "notifications/initialized"}).status_code == 202
+        assert self.post({"jsonrpc": "2.0", "method": "notifications/initialized"}, via=via).status_code == 202
         return reply
 
     def close(self) -> None:

@@ -1,9 +1,10 @@
 """The legacy HTTP+SSE transport (2024-11-05): LegacySseBlueprint beside McpBlueprint.
 
 Real servers only: the official ``mcp`` SSE client and a raw client
-(tests/legacy_support.py) against a threaded werkzeug server, and two
-gevent.pywsgi processes sharing a private Redis for POSTs that land on
-another process than the stream.
+(tests/legacy_support.py) against a threaded werkzeug server; for POSTs
+that land on another process than the stream, two gevent.pywsgi processes
+sharing a Redis, and the example on three gunicorn gevent workers (the
+helpers of tests/gunicorn_support.py).
 """
 
 from __future__ import annotations
@@ -539,3 +540,51 @@ def test_posts_to_another_process_than_the_stream(redis_server: RedisServer, red
             server.close()
     for server in servers:
         assert "Traceback" not in server.stderr(), server.stderr()
+
+
+def test_gunicorn_workers_serve_posts_for_a_stream_held_by_another(private_redis: RedisServer) -> None:
+    """The example on three gunicorn gevent workers and Redis: POSTs pinned to workers that do not hold the stream."""
+    from examples.server import NOTE_URI
+
+    from .gunicorn_support import Gunicorn, Pinned
+
+    cluster = Gunicorn(private_redis.url)  # tests/gunicorn_app.py: the example, X-Worker-Pid on every response
+    info = RedisInfoSessionManager(private_redis.url)  # the example's default prefix
+    workers: List[Pinned] = []
+    client: Optional[LegacyClient] = None
+    try:
+        workers = cluster.pinned()
+        client = LegacyClient(cluster.port)
+        holder = int(client.stream.headers["x-worker-pid"])
+        first, second = [worker for worker in workers if worker.pid != holder]
+
+        def post_on(worker: Pinned, method: str, params: Dict[str, Any], id: int) -> Dict[str, Any]:
+            message = {"jsonrpc": "2.0", "id": id, "method": method, "params": params}
+            response = client.post(message, via=worker.http)  # type: ignore[union-attr]
+            assert response.status_code == 202 and int(response.headers["X-Worker-Pid"]) == worker.pid
+            return client.reply_to(id)  # type: ignore[union-attr]
+
+        assert client.initialize(via=first.http)["result"]["serverInfo"]["name"] == "session-manager-example"
+        assert info.get(client.sid).protocol_version == LEGACY_PROTOCOL_VERSION
+        counted = post_on(second, "tools/call", {"name": "slow_count", "arguments": {"n": 2, "delay": 0}, "_meta": {"progressToken": "t"}}, 2)
+        assert counted["result"]["content"][0]["text"] == "counted to 2"
+        # Per step: progress, an info log and a debug log (no level set), all before the reply.
+        assert [m["method"] for m in client.pushed] == ["notifications/progress"] + ["notifications/message"] * 2 + [
+            "notifications/progress"
+        ] + ["notifications/message"] * 2
+        post_on(first, "resources/subscribe", {"uri": NOTE_URI}, 3)
+        assert info.get_subscriptions(NOTE_URI) == [client.sid]
+        post_on(second, "tools/call", {"name": "set_note", "arguments": {"text": "from another worker"}}, 4)
+        assert "notifications/resources/updated" in [m["method"] for m in client.pushed]
+        client.close()
+        wait_until(lambda: not info.exists(client.sid), what="the session to end with its stream")  # type: ignore[union-attr]
+        response = client.post(PING, via=first.http)
+        assert_error(response, 404, -32001)
+    finally:
+        if client is not None:
+            client.close()
+        for worker in workers:
+            worker.close()
+        info.close()
+        cluster.close()
+    assert "Traceback" not in cluster.stderr(), cluster.stderr()
