@@ -2,8 +2,14 @@
 
 Run it (gevent, http://127.0.0.1:8000/mcp)::
 
-    python examples/server.py [--host 127.0.0.1] [--port 8000]
-    gunicorn -k gevent -b 127.0.0.1:8000 examples.server:app
+    python examples/server.py [--host 127.0.0.1] [--port 8000] [--redis redis://127.0.0.1:6379/0]
+    gunicorn -k gevent -b 127.0.0.1:8000 'examples.server:create_app()'
+
+Sessions are in memory (one process) unless a Redis URL is given, by
+``--redis`` or the environment variable ``MCP_REDIS_URL``: then any number of
+worker processes share them, and ``examples/notify.py`` reaches their streams::
+
+    MCP_REDIS_URL=redis://127.0.0.1:6379/0 gunicorn -c examples/gunicorn.conf.py 'examples.server:create_app()'
 
 Connect the official client (``pip install mcp``)::
 
@@ -35,6 +41,7 @@ if __name__ == "__main__":
 
 import argparse
 import logging
+import os
 import threading
 import time
 from typing import Any, Callable, Dict, List, Optional
@@ -53,6 +60,8 @@ from session_manager.flask import (
 
 logger = logging.getLogger(__name__)
 
+#: Environment variable with the Redis URL (``redis://HOST:PORT/DB``) that switches the example to Redis.
+REDIS_URL_ENV = "MCP_REDIS_URL"
 NOTE_URI = "note://current"
 #: MCP's error code for an unknown resource.
 RESOURCE_NOT_FOUND = -32002
@@ -93,6 +102,45 @@ PROMPTS: List[Dict[str, Any]] = [
 ]
 
 
+class Note:
+    """The text behind ``note://current``: in this process, or in Redis so that every worker shares it.
+
+    Sessions are not the only state several workers must share: application
+    data is too, or a resource read on one worker contradicts an update
+    announced by another.
+    """
+
+    KEY = "example:note"
+    DEFAULT = "Hello from session_manager."
+
+    def __init__(self, redis_url: Optional[str] = None) -> None:
+        self._lock = threading.Lock()
+        self._text = self.DEFAULT
+        self._redis = None
+        if redis_url:
+            import redis
+
+            # A bounded pool and timeouts: a few connections per process, no call hangs.
+            pool = redis.BlockingConnectionPool.from_url(
+                redis_url, max_connections=4, timeout=5, socket_timeout=5, socket_connect_timeout=2
+            )
+            self._redis = redis.Redis(connection_pool=pool)
+
+    def get(self) -> str:
+        if self._redis is not None:
+            value = self._redis.get(self.KEY)
+            return self.DEFAULT if value is None else value.decode()
+        with self._lock:
+            return self._text
+
+    def set(self, text: str) -> None:
+        if self._redis is not None:
+            self._redis.set(self.KEY, text)
+            return
+        with self._lock:
+            self._text = text
+
+
 def _text(text: str) -> Dict[str, Any]:
     """A tool result with one text block."""
     return {"content": [{"type": "text", "text": text}]}
@@ -101,9 +149,8 @@ def _text(text: str) -> Dict[str, Any]:
 class NoteServer:
     """The application: MCP methods, each a function of (params, ctx)."""
 
-    def __init__(self) -> None:
-        self._lock = threading.Lock()
-        self._note = "Hello from session_manager."
+    def __init__(self, note: Optional[Note] = None) -> None:
+        self.note = Note() if note is None else note
         self.transport: Optional[McpBlueprint] = None  # set by create_app, for fan-out
         self._methods: Dict[str, Callable[[Params, RequestContext], Result]] = {
             # The blueprint fills protocolVersion, serverInfo and capabilities from its options.
@@ -159,8 +206,7 @@ class NoteServer:
         return _text(f"counted to {n}")
 
     def set_note(self, text: str) -> Result:
-        with self._lock:
-            self._note = text
+        self.note.set(text)
         if self.transport is not None:
             self.transport.resource_updated(NOTE_URI)  # only subscribed sessions hear of it
         return _text("note updated")
@@ -179,23 +225,42 @@ class NoteServer:
 
     def read_resource(self, params: Params, ctx: RequestContext) -> Result:
         self.check_resource(params, ctx)
-        with self._lock:
-            note = self._note
+        note = self.note.get()
         return {"contents": [{"uri": NOTE_URI, "mimeType": "text/plain", "text": note}]}
 
     def get_prompt(self, params: Params, ctx: RequestContext) -> Result:
         if params.get("name") != "summarize_note":
             raise JsonRpcError(INVALID_PARAMS, f"Unknown prompt: {params.get('name')}")
         style = (params.get("arguments") or {}).get("style", "one line")
-        with self._lock:
-            note = self._note
+        note = self.note.get()
         text = f"Summarize this note ({style}):\n\n{note}"
         return {"messages": [{"role": "user", "content": {"type": "text", "text": text}}]}
 
 
-def create_app(managers: Optional[SessionManagers] = None, **options: Any) -> Flask:
-    """Build the Flask app; *managers* defaults to in-memory, *options* go to McpBlueprint."""
-    server = NoteServer()
+def redis_managers(url: str, **stream_options: Any) -> SessionManagers:
+    """Sessions and streams in the Redis at *url* (default prefix), shared by every process using it.
+
+    *stream_options* go to :class:`~session_manager.redis.RedisStreamSessionManager` (e.g. ``liveness_ttl``).
+    """
+    from session_manager.redis import RedisInfoSessionManager, RedisStreamSessionManager  # needs redis-py
+
+    return SessionManagers(RedisStreamSessionManager(url, **stream_options), RedisInfoSessionManager(url))
+
+
+def create_app(
+    managers: Optional[SessionManagers] = None, *, redis_url: Optional[str] = None, **options: Any
+) -> Flask:
+    """Build the Flask app; *options* go to McpBlueprint.
+
+    With a Redis URL (*redis_url*, else ``$MCP_REDIS_URL``) the note is kept in Redis and
+    *managers* defaults to :func:`redis_managers`; without one, everything is in memory.
+    This is the factory for gunicorn (``'examples.server:create_app()'``): each worker calls
+    it after the fork, so nothing (locks, connections) is created at import.
+    """
+    redis_url = redis_url or os.environ.get(REDIS_URL_ENV)
+    if managers is None:
+        managers = redis_managers(redis_url) if redis_url else SessionManagers()
+    server = NoteServer(Note(redis_url))
     options.setdefault("server_info", {"name": "session-manager-example", "version": "1.0.0"})
     options.setdefault(
         "capabilities",
@@ -214,10 +279,6 @@ def create_app(managers: Optional[SessionManagers] = None, **options: Any) -> Fl
     return app
 
 
-#: For ``gunicorn -k gevent examples.server:app`` (its worker patches before importing this).
-app = create_app()
-
-
 def main(argv: Optional[List[str]] = None) -> None:
     """Serve the example with gevent's WSGI server."""
     from gevent.pywsgi import WSGIServer
@@ -232,12 +293,19 @@ def main(argv: Optional[List[str]] = None) -> None:
         metavar="HOST",
         help="extra Host header value to accept (DNS rebinding protection allows localhost names only)",
     )
+    parser.add_argument(
+        "--redis",
+        default=os.environ.get(REDIS_URL_ENV),
+        metavar="URL",
+        help=f"keep sessions in Redis, e.g. redis://127.0.0.1:6379/0 (default: ${REDIS_URL_ENV}, else in memory)",
+    )
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    served = create_app(allowed_hosts=[*DEFAULT_ALLOWED_HOSTS, *args.allow_host])
+    served = create_app(redis_url=args.redis, allowed_hosts=[*DEFAULT_ALLOWED_HOSTS, *args.allow_host])
     server = WSGIServer((args.host, args.port), served, log=None)
     server.start()
-    logger.info("MCP server on http://%s:%d/mcp", args.host, server.server_port)
+    where = "in Redis" if args.redis else "in memory"
+    logger.info("MCP server on http://%s:%d/mcp, sessions %s", args.host, server.server_port, where)
     server.serve_forever()
 
 

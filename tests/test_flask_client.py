@@ -300,7 +300,7 @@ def test_example_under_gevent_pywsgi() -> None:
 
 def test_example_under_gunicorn_gevent() -> None:
     port = free_port()
-    args = [PYTHON, "-m", "gunicorn", "-k", "gevent", "-w", "1", "-b", f"127.0.0.1:{port}", "examples.server:app"]
+    args = [PYTHON, "-m", "gunicorn", "-k", "gevent", "-w", "1", "-b", f"127.0.0.1:{port}", "examples.server:create_app()"]
     subprocess_round(ServerProcess(args, port))
 
 

@@ -1,0 +1,69 @@
+"""gunicorn settings for the example MCP server on several gevent workers, sessions in Redis.
+
+    MCP_REDIS_URL=redis://127.0.0.1:6379/0 gunicorn -c examples/gunicorn.conf.py 'examples.server:create_app()'
+
+Command-line options override these (``-w 2``, ``-b 0.0.0.0:8000``...).
+No sticky routing is needed: every worker reads sessions from Redis, and a
+notification sent by any worker (or by examples/notify.py) reaches the
+stream wherever it is held.
+"""
+
+import os
+
+REDIS_URL_ENV = "MCP_REDIS_URL"  # as in examples/server.py (not imported: keep the arbiter free of the app)
+
+# gevent: one greenlet per connection, so thousands of idle SSE streams cost
+# memory, not threads. gunicorn's gevent worker monkey-patches before it
+# imports the app.
+worker_class = "gevent"
+workers = 4  # about one per core
+bind = "127.0.0.1:8000"
+
+# Each open GET stream holds one connection (and one greenlet) for as long as
+# the client stays: this is the most streams plus in-flight requests per
+# worker. Raise it with the open-file limit (ulimit -n).
+worker_connections = 2000
+
+# A gevent worker tells the arbiter it is alive from its event loop, not per
+# request, so long-lived streams never trip `timeout`: it only catches a
+# worker whose loop is blocked (e.g. CPU-bound code), which is then killed.
+timeout = 30
+# How long a graceful stop or reload (SIGTERM, SIGHUP) waits for requests in
+# flight. Streams never finish by themselves: post_worker_init below ends them
+# at once, so this only bounds ordinary requests (a slow tool call).
+graceful_timeout = 10
+# Idle keep-alive connections between requests (raise it behind a load balancer).
+keepalive = 5
+
+
+def on_starting(server):  # type: ignore[no-untyped-def]
+    """Refuse several workers without Redis: each would keep its own sessions."""
+    if server.cfg.workers > 1 and not os.environ.get(REDIS_URL_ENV):
+        # gunicorn prints a RuntimeError raised here and exits with status 1.
+        raise RuntimeError(
+            f"{server.cfg.workers} workers need shared sessions: set {REDIS_URL_ENV}=redis://HOST:PORT/DB. "
+            "With in-memory sessions each worker knows only its own: requests of a session that land on "
+            "another worker get 404 and its notifications are lost. (Or run one worker: -w 1.)"
+        )
+
+
+def post_worker_init(worker):  # type: ignore[no-untyped-def]
+    """On a graceful stop or reload (SIGTERM), end this worker's streams at once.
+
+    Streams never finish by themselves: left alone, the worker waits out
+    graceful_timeout, is killed, and its streams still count as open (409 on
+    a client's new GET elsewhere) until their liveness keys expire. Closing
+    the stream manager ends them and deletes their keys; clients reconnect to
+    another worker, and this one exits as soon as its other requests are done.
+    """
+    import signal
+
+    import gevent
+
+    streams = worker.wsgi.blueprints["mcp"].managers.streams
+
+    def on_sigterm(signum, frame):  # type: ignore[no-untyped-def]
+        worker.alive = False  # what gunicorn's own handler does: stop accepting, drain
+        gevent.spawn(streams.close)  # Redis I/O: not inside the signal handler
+
+    signal.signal(signal.SIGTERM, on_sigterm)

@@ -1,0 +1,94 @@
+"""Push a notification to live MCP sessions through Redis, from a plain synchronous script.
+
+The server (examples/server.py with ``--redis`` or ``MCP_REDIS_URL``, any
+number of workers) holds the sessions' GET streams; this script needs no
+gevent, no Flask app and no HTTP: it publishes through the same Redis, and
+the worker holding each stream delivers it::
+
+    export MCP_REDIS_URL=redis://127.0.0.1:6379/0
+    python examples/notify.py --session SID --method notifications/message \\
+        --params '{"level": "info", "data": "hello"}'
+    python examples/notify.py --broadcast --method notifications/tools/list_changed
+    python examples/notify.py --resource-updated note://current   # its subscribers only
+
+Delivery is at most once: a session without an open GET stream misses it.
+"""
+
+import argparse
+import json
+import os
+import sys
+from typing import Any, Dict, List, Optional
+
+from session_manager import BackendUnavailableError, SessionManagers
+from session_manager.flask import Notifier  # fan-out and JSON-RPC framing; needs no Flask app
+from session_manager.redis import RedisInfoSessionManager, RedisStreamSessionManager
+
+REDIS_URL_ENV = "MCP_REDIS_URL"  # as in examples/server.py
+
+
+def parse_args(argv: Optional[List[str]]) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description="Send an MCP notification to live sessions through Redis.")
+    parser.add_argument(
+        "--redis",
+        default=os.environ.get(REDIS_URL_ENV),
+        metavar="URL",
+        help=f"the servers' Redis, redis://HOST:PORT/DB (default: ${REDIS_URL_ENV})",
+    )
+    target = parser.add_mutually_exclusive_group(required=True)
+    target.add_argument("--session", action="append", metavar="ID", help="a session id (repeatable)")
+    target.add_argument("--broadcast", action="store_true", help="every session with an open stream")
+    target.add_argument(
+        "--resource-updated", metavar="URI", help="send notifications/resources/updated to URI's subscribers"
+    )
+    parser.add_argument("--method", help="notification method, e.g. notifications/message")
+    parser.add_argument("--params", default=None, metavar="JSON", help="notification params, a JSON object")
+    args = parser.parse_args(argv)
+    if not args.redis:
+        parser.error(f"give the Redis URL with --redis or ${REDIS_URL_ENV}")
+    if args.resource_updated is None and not args.method:
+        parser.error("--method is required with --session and --broadcast")
+    if args.resource_updated is not None and (args.method or args.params):
+        parser.error("--resource-updated sends its own method and params")
+    if args.params is not None:
+        try:
+            args.params = json.loads(args.params)
+        except ValueError as exc:
+            parser.error(f"--params is not JSON: {exc}")
+        if not isinstance(args.params, dict):
+            parser.error("--params must be a JSON object")
+    return args
+
+
+def notify(notifier: Notifier, args: argparse.Namespace) -> str:
+    """Send what *args* ask for; return what was done, for the user."""
+    params: Optional[Dict[str, Any]] = args.params
+    if args.broadcast:
+        notifier.broadcast(args.method, params)
+        return f"broadcast {args.method}"
+    if args.resource_updated is not None:
+        notifier.resource_updated(args.resource_updated)  # looks its subscribers up in Redis
+        return f"notifications/resources/updated for {args.resource_updated} sent to its subscribers"
+    for session_id in args.session:
+        if not notifier.managers.streams.has(session_id):  # a stream held by any worker counts
+            print(f"warning: session {session_id} has no open stream; it will miss this", file=sys.stderr)
+        notifier.notify(session_id, args.method, params)
+    return f"{args.method} sent to {len(args.session)} session(s)"
+
+
+def main(argv: Optional[List[str]] = None) -> int:
+    args = parse_args(argv)
+    # Same URL and (default) prefix as the server. This process only sends:
+    # no listener or heartbeat starts, nothing runs in the background.
+    managers = SessionManagers(RedisStreamSessionManager(args.redis), RedisInfoSessionManager(args.redis))
+    with managers:
+        try:
+            print(notify(Notifier(managers), args))
+        except BackendUnavailableError as exc:
+            print(f"error: {exc}", file=sys.stderr)
+            return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
