@@ -21,7 +21,7 @@ import sys
 from typing import Any, Dict, List, Optional
 
 from session_manager import BackendUnavailableError, SessionManagers
-from session_manager.flask import Notifier  # fan-out and JSON-RPC framing; needs no Flask app
+from session_manager import Notifier  # fan-out and JSON-RPC framing; no Flask needed
 from session_manager.redis import RedisInfoSessionManager, RedisStreamSessionManager
 
 REDIS_URL_ENV = "MCP_REDIS_URL"  # as in examples/server.py

@@ -13,6 +13,7 @@ from .errors import (
     StreamConflictError,
 )
 from .memory import InMemoryInfoSessionManager, InMemoryStreamSessionManager
+from .notifier import Notifier
 from .sse import encode_comment, encode_event
 from .stream import StreamController
 
@@ -24,6 +25,7 @@ __all__ = [
     "InMemoryStreamSessionManager",
     "InMemoryInfoSessionManager",
     "SessionManagers",
+    "Notifier",
     "SessionInfo",
     "StreamController",
     "LOG_LEVELS",

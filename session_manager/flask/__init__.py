@@ -35,7 +35,7 @@ from ._checks import (
     SUPPORTED_PROTOCOL_VERSIONS,
 )
 from ._context import RequestContext
-from ._jsonrpc import (
+from .._jsonrpc import (
     INTERNAL_ERROR,
     INVALID_PARAMS,
     INVALID_REQUEST,
@@ -44,7 +44,7 @@ from ._jsonrpc import (
     JsonRpcError,
 )
 from ._legacy_blueprint import LegacySseBlueprint
-from ._notifier import Notifier
+from ..notifier import Notifier
 
 __all__ = [
     "McpBlueprint",

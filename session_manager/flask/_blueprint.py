@@ -15,7 +15,7 @@ from ._core import Principal, TransportCore
 from ._endpoint import Endpoint
 from ._handler import Handler
 from ._legacy_blueprint import LegacySseBlueprint
-from ._notifier import Notifier
+from ..notifier import Notifier
 from ._routing import add_mcp_route, install_method_fallback
 
 __all__ = ["McpBlueprint"]

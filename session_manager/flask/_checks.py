@@ -12,7 +12,7 @@ from typing import IO, Iterable, List, Optional, Sequence, Tuple
 
 from werkzeug.datastructures import MIMEAccept
 
-from ._jsonrpc import INVALID_REQUEST, SERVER_ERROR, HttpError
+from .._jsonrpc import INVALID_REQUEST, SERVER_ERROR, HttpError
 
 __all__ = [
     "LATEST_PROTOCOL_VERSION",

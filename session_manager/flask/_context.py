@@ -6,8 +6,8 @@ import logging
 from typing import Any, Callable, Dict, Optional, Union
 
 from ..errors import BackendUnavailableError
-from ._jsonrpc import notification
-from ._mcp import log_enabled, log_notification, progress_notification
+from .._jsonrpc import notification
+from .._mcp import log_enabled, log_notification, progress_notification
 
 __all__ = ["RequestContext"]
 

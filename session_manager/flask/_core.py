@@ -27,7 +27,7 @@ from ..stream import StreamController
 from ._checks import LATEST_PROTOCOL_VERSION, Allowlist, check_host, check_origin, read_body
 from ._context import Emit, RequestContext
 from ._handler import Handler, OnSuccess
-from ._jsonrpc import (
+from .._jsonrpc import (
     INTERNAL_ERROR,
     INVALID_PARAMS,
     INVALID_REQUEST,

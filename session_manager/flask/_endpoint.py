@@ -23,7 +23,7 @@ from ._checks import (
 )
 from ._core import JSON, SSE, TransportCore, empty_response, json_response, sse_response
 from ._handler import invoke, notify_handler, run_streamed
-from ._jsonrpc import INVALID_REQUEST, REQUEST, SERVER_ERROR, HttpError, JsonRpcError, Message, error_response
+from .._jsonrpc import INVALID_REQUEST, REQUEST, SERVER_ERROR, HttpError, JsonRpcError, Message, error_response
 
 __all__ = ["Endpoint", "ALLOWED_METHODS"]
 

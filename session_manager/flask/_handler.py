@@ -20,7 +20,7 @@ from flask import copy_current_request_context
 from ..errors import SessionManagerError
 from ..stream import StreamController
 from ._context import RequestContext
-from ._jsonrpc import INTERNAL_ERROR, JsonRpcError, Message, error_response, result_response
+from .._jsonrpc import INTERNAL_ERROR, JsonRpcError, Message, error_response, result_response
 
 __all__ = ["Handler", "OnSuccess", "invoke", "notify_handler", "run_in_background", "run_streamed"]
 

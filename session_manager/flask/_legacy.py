@@ -25,7 +25,7 @@ from ..stream import StreamController
 from ._checks import LEGACY_SUPPORTED_PROTOCOL_VERSIONS, accepts, check_content_type, method_not_allowed
 from ._core import SSE, TransportCore, sse_response
 from ._handler import OnSuccess, notify_handler, run_in_background
-from ._jsonrpc import INVALID_REQUEST, REQUEST, SERVER_ERROR, HttpError, JsonRpcError, Message, error_response
+from .._jsonrpc import INVALID_REQUEST, REQUEST, SERVER_ERROR, HttpError, JsonRpcError, Message, error_response
 
 __all__ = ["LegacyEndpoint", "SESSION_PARAM", "STREAM_ENDPOINT", "MESSAGES_ENDPOINT"]
 

@@ -13,7 +13,7 @@ from ._checks import DEFAULT_ALLOWED_HOSTS, DEFAULT_ALLOWED_ORIGINS, DEFAULT_MAX
 from ._core import Principal, TransportCore
 from ._handler import Handler
 from ._legacy import MESSAGES_ENDPOINT, STREAM_ENDPOINT, LegacyEndpoint
-from ._notifier import Notifier
+from ..notifier import Notifier
 from ._routing import add_mcp_route, install_method_fallback
 
 __all__ = ["LegacySseBlueprint"]

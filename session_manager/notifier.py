@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from typing import Any, Dict, Iterable, Optional
 
-from ..base import SessionManagers
+from .base import SessionManagers
 from ._jsonrpc import notification
 from ._mcp import log_enabled, log_notification, resource_updated_notification
 

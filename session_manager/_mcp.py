@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from typing import Any, Dict, Optional, Union
 
-from .. import _validate
-from .._validate import LOG_LEVELS
+from . import _validate
+from ._validate import LOG_LEVELS
 from ._jsonrpc import notification
 
 __all__ = ["log_enabled", "log_notification", "progress_notification", "resource_updated_notification"]
