@@ -274,19 +274,11 @@ def main() -> None:
     cpus = sorted(os.sched_getaffinity(0))
     server_cpu = cpus[-1] if args.pin and len(cpus) > 1 else None
     hf.prepare_process(cpus[0] if server_cpu is not None else None)
-    server = None
-    url = args.redis
-    if url is None:
-        from tests.redis_server import MISSING, RedisServer, find_binary
+    from tests.redis_server import url_or_private
 
-        binary = find_binary()
-        if binary is None:
-            sys.exit(MISSING)
-        server = RedisServer(binary).start()
-        url = server.url
-    args.redis_pid = server.process.pid if server is not None else None
     results: Dict[str, List[Dict[str, Any]]] = {"redis": []} if args.skip_memory else {"redis": [], "memory": []}
-    try:
+    with url_or_private(args.redis) as (url, server):
+        args.redis_pid = server.process.pid if server is not None else None
         if server is not None and server_cpu is not None:
             os.sched_setaffinity(args.redis_pid, {server_cpu})  # Redis is part of the server side
         placement = f"servers on CPU {server_cpu}, generator on CPU {cpus[0]}" if server_cpu is not None else "no pinning"
@@ -299,9 +291,6 @@ def main() -> None:
             for name, runs in results.items():
                 runs.append(bench_redis(url, server_cpu, args) if name == "redis" else hf.bench("ours", server_cpu, args))
                 print(row(name, f"#{run}", runs[-1], args.workers), flush=True)
-    finally:
-        if server is not None:
-            server.cleanup()
     summary = {name: median(runs) for name, runs in results.items()}
     if args.repeat > 1:
         for name, r in summary.items():

@@ -166,23 +166,12 @@ def main() -> None:
     parser.add_argument("-m", "--messages", type=int, default=20)
     args = parser.parse_args()
     sys.path.insert(0, ROOT)
-    server = None
-    url = args.redis
-    if url is None:
-        from tests.redis_server import MISSING, RedisServer, find_binary
+    from tests.redis_server import url_or_private
 
-        binary = find_binary()
-        if binary is None:
-            sys.exit(MISSING)
-        server = RedisServer(binary).start()
-        url = server.url
-    try:
+    with url_or_private(args.redis) as (url, _):
         redis_rate = run_redis(url, args.sessions, args.workers, args.messages)
         memory_rate = run_memory(args.sessions, args.messages)
         print(f"redis / in-memory delivered rate: {redis_rate / memory_rate:.2f} (target >= 0.5)")
-    finally:
-        if server is not None:
-            server.cleanup()
 
 
 if __name__ == "__main__":

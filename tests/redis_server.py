@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
 import socket
 import subprocess
+import sys
 import tempfile
 import time
-from typing import List, Optional
+from typing import Iterator, List, Optional, Tuple
 
 import redis
 
@@ -114,3 +116,19 @@ class RedisServer:
                 return log.read()[-2000:]
         except OSError:
             return "(no log)"
+
+
+@contextlib.contextmanager
+def url_or_private(url: Optional[str]) -> Iterator[Tuple[str, Optional[RedisServer]]]:
+    """For benchmarks: *url* as given, or a private redis-server started (and removed) here."""
+    if url is not None:
+        yield url, None
+        return
+    binary = find_binary()
+    if binary is None:
+        sys.exit(MISSING)
+    server = RedisServer(binary).start()
+    try:
+        yield server.url, server
+    finally:
+        server.cleanup()
