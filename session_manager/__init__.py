@@ -8,10 +8,13 @@ session's metadata, with in-memory backends by default.
 from .base import LOG_LEVELS, InfoSessionManager, SessionInfo, SessionManagers, StreamSessionManager
 from .errors import (
     BackendUnavailableError,
+    EventGoneError,
+    InvalidEventIdError,
     SessionManagerError,
     SessionNotFoundError,
     StreamConflictError,
 )
+from .events import EventStore, InMemoryEventStore, Replay
 from .memory import InMemoryInfoSessionManager, InMemoryStreamSessionManager
 from .notifier import Notifier
 from .sse import encode_comment, encode_event
@@ -25,6 +28,9 @@ __all__ = [
     "InMemoryStreamSessionManager",
     "InMemoryInfoSessionManager",
     "SessionManagers",
+    "EventStore",
+    "InMemoryEventStore",
+    "Replay",
     "Notifier",
     "SessionInfo",
     "StreamController",
@@ -35,4 +41,6 @@ __all__ = [
     "StreamConflictError",
     "SessionNotFoundError",
     "BackendUnavailableError",
+    "InvalidEventIdError",
+    "EventGoneError",
 ]

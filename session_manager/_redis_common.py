@@ -19,7 +19,7 @@ except ImportError as exc:  # pragma: no cover - depends on the environment
         "the Redis session managers need redis-py: pip install 'session_manager[redis]'"
     ) from exc
 
-__all__ = ["REDIS_DOWN", "RedisBacked", "RedisErrors", "check_gevent", "connect", "positive_seconds", "text"]
+__all__ = ["REDIS_DOWN", "RedisBacked", "RedisErrors", "check_gevent", "connect", "text"]
 
 #: Redis errors that mean "the server cannot be used right now" (as opposed to a bug).
 REDIS_DOWN: Tuple[Type[BaseException], ...] = (
@@ -47,13 +47,6 @@ def check_gevent() -> None:
             "greenlet. Call gevent.monkey.patch_all() (or at least patch_socket()) before "
             "using the Redis session managers."
         )
-
-
-def positive_seconds(value: Any, what: str) -> float:
-    """Return *value* as float seconds if it is a positive number, else raise ValueError."""
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or not value > 0:
-        raise ValueError(f"{what} must be a positive number of seconds, got {value!r}")
-    return float(value)
 
 
 def text(value: Union[str, bytes]) -> str:
@@ -159,7 +152,7 @@ class RedisBacked:
         """Check the environment, connect, and return the validated socket timeout."""
         check_gevent()
         self._prefix = _validate.text(prefix, "prefix")
-        timeout = positive_seconds(socket_timeout, "socket_timeout")
+        timeout = _validate.positive_seconds(socket_timeout, "socket_timeout")
         self._client, self._owned_pool = connect(
             url_or_client,
             socket_timeout=timeout,

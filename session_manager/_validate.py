@@ -76,3 +76,10 @@ def text(value: Any, what: str) -> str:
     if not value:
         raise ValueError(f"{what} must not be empty")
     return value
+
+
+def positive_seconds(value: Any, what: str) -> float:
+    """Return *value* as float seconds if it is a positive, finite number, else raise ValueError."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 < value < float("inf"):
+        raise ValueError(f"{what} must be a positive number of seconds, got {value!r}")
+    return float(value)

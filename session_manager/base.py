@@ -4,10 +4,13 @@ from __future__ import annotations
 
 import abc
 from dataclasses import dataclass
-from typing import Any, Dict, Iterable, List, Optional
+from typing import TYPE_CHECKING, Any, Dict, Iterable, List, Optional
 
 from ._validate import LOG_LEVELS
 from .stream import StreamController
+
+if TYPE_CHECKING:
+    from .events import EventStore
 
 __all__ = ["LOG_LEVELS", "SessionInfo", "StreamSessionManager", "InfoSessionManager", "SessionManagers"]
 
@@ -20,17 +23,37 @@ class StreamSessionManager(abc.ABC):
     """
 
     @abc.abstractmethod
-    def create(self, session_id: str, controller: StreamController) -> None:
+    def create(self, session_id: str, controller: StreamController, *, last_event_id: Optional[str] = None) -> None:
         """Register the open stream of *session_id*.
 
         Raises :class:`~session_manager.StreamConflictError` if the session
         already has an open stream (which is left untouched). The manager
         forgets the stream by itself when the stream ends.
+
+        With an :attr:`event_store`, the session's messages are stored from
+        its first stream on (until :meth:`delete`), every event carries an
+        id, and the stream starts with a priming event holding the id of the
+        latest stored event. *last_event_id* (a client's ``Last-Event-ID``)
+        resumes: the events stored after it are replayed, in order, before
+        anything live, with no gap or duplicate in between, and the new
+        stream replaces any open stream of the session (a client resuming is
+        the one that stream belonged to). A bad id raises
+        :class:`~session_manager.InvalidEventIdError` or
+        :class:`~session_manager.EventGoneError`; resuming without an event
+        store raises ``ValueError``.
         """
+
+    @property
+    def event_store(self) -> Optional["EventStore"]:
+        """The event store that makes this manager's streams resumable, if any."""
+        return None
 
     @abc.abstractmethod
     def delete(self, session_id: str) -> None:
-        """Close the stream of *session_id* and forget it; idempotent."""
+        """Close the stream of *session_id* and forget it and its stored events; idempotent.
+
+        Call it when the session ends (``SessionManagers.delete`` does).
+        """
 
     @abc.abstractmethod
     def has(self, session_id: str) -> bool:
@@ -151,6 +174,15 @@ class InfoSessionManager(abc.ABC):
     def close(self) -> None:
         """Release connections; the in-memory backend has none."""
 
+    def track_streams(self, streams: StreamSessionManager) -> None:
+        """Let *streams* keep sessions alive, and end a session's stream when it expires.
+
+        A session expires after ``session_ttl`` seconds with no request and
+        no open stream. :class:`SessionManagers` calls this for its pair.
+        Backends whose stream manager refreshes the session by itself (Redis
+        with Redis) need nothing, which is the default.
+        """
+
     def __enter__(self) -> "InfoSessionManager":
         return self
 
@@ -179,9 +211,10 @@ class SessionManagers:
             raise TypeError(f"info must be an InfoSessionManager, not {type(info).__name__}")
         self.streams: StreamSessionManager = InMemoryStreamSessionManager() if streams is None else streams
         self.info: InfoSessionManager = InMemoryInfoSessionManager() if info is None else info
+        self.info.track_streams(self.streams)
 
     def delete(self, session_id: str) -> None:
-        """End the session everywhere: its stream and all its metadata."""
+        """End the session everywhere: its stream, its stored events and all its metadata."""
         self.streams.delete(session_id)
         self.info.delete(session_id)
 

@@ -7,6 +7,8 @@ __all__ = [
     "StreamConflictError",
     "SessionNotFoundError",
     "BackendUnavailableError",
+    "InvalidEventIdError",
+    "EventGoneError",
 ]
 
 
@@ -39,3 +41,37 @@ class SessionNotFoundError(SessionManagerError, LookupError):
 
 class BackendUnavailableError(SessionManagerError):
     """The shared backend (e.g. Redis) cannot be reached right now."""
+
+
+class InvalidEventIdError(SessionManagerError, ValueError):
+    """A ``Last-Event-ID`` that is not an event id this package issues.
+
+    The Streamable HTTP transport answers it with 400 Bad Request.
+    """
+
+    def __init__(self, event_id: object) -> None:
+        super().__init__(
+            f"{event_id!r:.80} is not an event id of this server: expected <stream>.<position> "
+            "as sent in an SSE id field"
+        )
+        self.event_id = event_id
+
+
+class EventGoneError(SessionManagerError, LookupError):
+    """The events after a ``Last-Event-ID`` cannot be replayed.
+
+    ``reason`` is ``"unknown"`` (the session has no such stream: never
+    opened, deleted, or an id of another session) or ``"expired"`` (events
+    after it have left the bounded buffer). The Streamable HTTP transport
+    answers it with 410 Gone: the client should open a new stream without
+    ``Last-Event-ID``, knowing that messages in between are lost.
+    """
+
+    def __init__(self, event_id: str, reason: str) -> None:
+        what = {
+            "unknown": "this session has no stream with that event id",
+            "expired": "events after it are no longer stored",
+        }[reason]
+        super().__init__(f"cannot resume after event {event_id!r:.80}: {what}")
+        self.event_id = event_id
+        self.reason = reason

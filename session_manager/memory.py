@@ -4,18 +4,26 @@ from __future__ import annotations
 
 import logging
 import threading
-from typing import Dict, Iterable, List, Mapping, Optional, Set
+import time
+from collections import OrderedDict
+from typing import Callable, Dict, Iterable, List, Mapping, Optional, Set
 
 from . import _validate
 from ._fields import FieldStoreInfoManager
 from .base import StreamSessionManager
 from .errors import SessionNotFoundError, StreamConflictError
-from .sse import encode_message
+from .events import EventStore, get_stream_id, replay_frames
+from .sse import encode_event, encode_id, encode_message
 from .stream import StreamController
 
 __all__ = ["InMemoryStreamSessionManager", "InMemoryInfoSessionManager"]
 
 logger = logging.getLogger(__name__)
+
+#: Seconds of inactivity after which a session expires by default (both backends).
+DEFAULT_SESSION_TTL = 3600.0
+#: Locks that order storing and queuing per session (a fixed set: no lock per session).
+_STRIPES = 64
 
 
 class InMemoryStreamSessionManager(StreamSessionManager):
@@ -26,29 +34,77 @@ class InMemoryStreamSessionManager(StreamSessionManager):
     read is atomic), so they cost O(number of targets); a broadcast copies
     the dict under the lock and enqueues outside it. Delivery is FIFO per
     stream and at most once.
+
+    With an *event_store* (e.g. :class:`~session_manager.InMemoryEventStore`)
+    streams are resumable: a session's messages are stored from its first
+    stream on, each event carries its id, and :meth:`create` with
+    ``last_event_id`` replays what the client missed. A message is stored
+    and queued as one step per session (under one of a fixed set of locks,
+    picked by session id), so a resume sees every event exactly once.
+    Broadcasts then reach every session with a log, open stream or not.
+    Closing the manager closes its store.
     """
 
-    def __init__(self) -> None:
+    def __init__(self, *, event_store: Optional[EventStore] = None) -> None:
+        if event_store is not None and not isinstance(event_store, EventStore):
+            raise TypeError(f"event_store must be an EventStore, not {type(event_store).__name__}")
         self._lock = threading.Lock()
         self._streams: Dict[str, StreamController] = {}
+        self._store = event_store
+        #: With a store: session id -> its GET stream id, for every session with a log.
+        self._logged: Dict[str, str] = {}
+        self._stripes = [threading.Lock() for _ in range(_STRIPES)] if event_store is not None else []
         #: Streams closed because their consumer fell behind.
         self.slow_consumers_dropped = 0
 
-    def create(self, session_id: str, controller: StreamController) -> None:
+    @property
+    def event_store(self) -> Optional[EventStore]:
+        return self._store
+
+    def create(self, session_id: str, controller: StreamController, *, last_event_id: Optional[str] = None) -> None:
         _validate.session_id(session_id)
         if not isinstance(controller, StreamController):
             raise TypeError(f"controller must be a StreamController, not {type(controller).__name__}")
-        with self._lock:
-            current = self._streams.get(session_id)
-            if current is not None and not current.closed:
-                raise StreamConflictError(session_id)
-            self._streams[session_id] = controller
+        store = self._store
+        if store is None:
+            if last_event_id is not None:
+                raise ValueError("resuming (last_event_id) needs an event store: pass event_store= to the manager")
+            self._register(session_id, controller, replace=False)
+        else:
+            stream_id = get_stream_id(session_id)
+            with self._stripes[hash(session_id) % _STRIPES]:  # no send to this session meanwhile
+                if last_event_id is None:
+                    self._check_free(session_id)
+                    controller.prime([encode_event("", id=store.open(session_id, stream_id), retry=controller.retry)])
+                else:
+                    controller.prime(replay_frames(store, session_id, stream_id, last_event_id, controller.retry))
+                replaced = self._register(session_id, controller, replace=last_event_id is not None)
+                self._logged[session_id] = stream_id
+            if replaced is not None:
+                replaced.close()
         controller.add_close_callback(lambda: self._forget(session_id, controller))
+
+    def _check_free(self, session_id: str) -> None:
+        current = self._streams.get(session_id)
+        if current is not None and not current.closed:
+            raise StreamConflictError(session_id)
+
+    def _register(self, session_id: str, controller: StreamController, *, replace: bool) -> Optional[StreamController]:
+        """Make *controller* the session's stream; return the open stream it replaced."""
+        with self._lock:
+            if not replace:
+                self._check_free(session_id)
+            current = self._streams.get(session_id)
+            self._streams[session_id] = controller
+        return current if current is not None and current is not controller and not current.closed else None
 
     def delete(self, session_id: str) -> None:
         _validate.session_id(session_id)
         with self._lock:
             controller = self._streams.pop(session_id, None)
+            self._logged.pop(session_id, None)
+        if self._store is not None:
+            self._store.delete(session_id)
         if controller is not None:
             controller.close()
 
@@ -59,6 +115,9 @@ class InMemoryStreamSessionManager(StreamSessionManager):
 
     def send(self, sessions: Optional[Iterable[str]], data: str) -> None:
         frame = encode_message(data)
+        if self._store is not None:
+            self._send_stored(sessions, data, frame)
+            return
         if sessions is None:
             with self._lock:
                 targets = self._streams.copy()  # far cheaper than a list of item tuples
@@ -72,12 +131,37 @@ class InMemoryStreamSessionManager(StreamSessionManager):
             if controller is not None and not controller.enqueue_frame(frame):
                 self._forget(sid, controller)
 
+    def _send_stored(self, sessions: Optional[Iterable[str]], data: str, frame: bytes) -> None:
+        """Store *data* on the log of every target, then queue it with its id; one step per session."""
+        store = self._store
+        assert store is not None
+        if sessions is None:
+            with self._lock:
+                targets: Iterable[str] = self._logged.copy()
+        else:
+            targets = _validate.session_ids(sessions)
+        logged, streams, stripes = self._logged, self._streams, self._stripes
+        for sid in targets:
+            stream_id = logged.get(sid)
+            if stream_id is None:
+                continue
+            with stripes[hash(sid) % _STRIPES]:
+                event_id = store.append(sid, stream_id, data)
+                controller = streams.get(sid)
+                if event_id is None or controller is None:
+                    continue
+                if not controller.enqueue_frame(encode_id(event_id) + frame):
+                    self._forget(sid, controller)
+
     def close(self) -> None:
         with self._lock:
             controllers = list(self._streams.values())
             self._streams.clear()
+            self._logged.clear()
         for controller in controllers:
             controller.close()
+        if self._store is not None:
+            self._store.close()
 
     def __len__(self) -> int:
         """Number of registered streams."""
@@ -95,13 +179,14 @@ class InMemoryStreamSessionManager(StreamSessionManager):
 
 
 class _Session:
-    """Stored metadata of one session: text fields and subscribed URIs."""
+    """Stored metadata of one session: text fields, subscribed URIs, last use."""
 
-    __slots__ = ("fields", "subscriptions")
+    __slots__ = ("fields", "subscriptions", "used")
 
-    def __init__(self, fields: Dict[str, str]) -> None:
+    def __init__(self, fields: Dict[str, str], used: float) -> None:
         self.fields = fields
         self.subscriptions: Set[str] = set()
+        self.used = used
 
 
 class InMemoryInfoSessionManager(FieldStoreInfoManager):
@@ -110,38 +195,125 @@ class InMemoryInfoSessionManager(FieldStoreInfoManager):
     Values are copied in and out (stored as JSON text), so callers can never
     mutate stored state. Subscriptions are indexed both ways, so
     :meth:`delete` and :meth:`get_subscriptions` never scan all sessions.
+
+    Expiry: a session with no call naming it (getters included) and no open
+    stream for *session_ttl* seconds is deleted, with its stream and stored
+    events (once :meth:`track_streams` was called, as
+    :class:`~session_manager.SessionManagers` does). Sessions are kept in
+    order of last use, so expiry costs no timer or thread: each call that
+    looks a session up first removes the expired ones at the old end (O(1)
+    when none is due), and :meth:`expire` does it on demand. ``None`` keeps
+    sessions until deleted.
     """
 
-    def __init__(self) -> None:
+    def __init__(self, *, session_ttl: Optional[float] = DEFAULT_SESSION_TTL, clock: Callable[[], float] = time.monotonic) -> None:
+        self._ttl = None if session_ttl is None else _validate.positive_seconds(session_ttl, "session_ttl")
+        self._clock = clock
         self._lock = threading.Lock()
-        self._sessions: Dict[str, _Session] = {}
+        self._sessions: "OrderedDict[str, _Session]" = OrderedDict()  # least recently used first
         self._subscribers: Dict[str, Set[str]] = {}
+        self._streams: Optional[StreamSessionManager] = None
+
+    @property
+    def session_ttl(self) -> Optional[float]:
+        """Seconds of inactivity after which a session expires (``None``: never)."""
+        return self._ttl
+
+    def track_streams(self, streams: StreamSessionManager) -> None:
+        if not isinstance(streams, StreamSessionManager):
+            raise TypeError(f"streams must be a StreamSessionManager, not {type(streams).__name__}")
+        self._streams = streams
+
+    # -- expiry ------------------------------------------------------------
+
+    def _use(self, session_id: str) -> Optional[_Session]:
+        """The session, marked as used now; caller holds the lock."""
+        session = self._sessions.get(session_id)
+        if session is not None and self._ttl is not None:
+            session.used = self._clock()
+            self._sessions.move_to_end(session_id)
+        return session
+
+    def expire(self) -> List[str]:
+        """Delete every session idle for *session_ttl* with no open stream; return their ids."""
+        ttl = self._ttl
+        if ttl is None:
+            return []
+        deadline = self._clock() - ttl
+        with self._lock:
+            due = []
+            for sid, session in self._sessions.items():  # oldest first: stop at the first one in use
+                if session.used > deadline:
+                    break
+                due.append(sid)
+        if not due:
+            return []
+        streams = self._streams
+        alive = {sid for sid in due if streams is not None and streams.has(sid)}  # outside the lock: may do I/O
+        expired = []
+        with self._lock:
+            for sid in due:
+                session = self._sessions.get(sid)
+                if session is None or session.used > deadline:
+                    continue  # deleted or used meanwhile
+                if sid in alive:
+                    self._use(sid)  # an open stream keeps it
+                else:
+                    self._remove(sid)
+                    expired.append(sid)
+        for sid in expired:
+            logger.debug("session %r expired after %g s idle", sid, ttl)
+            if streams is not None:
+                streams.delete(sid)
+        return expired
+
+    def _due(self) -> bool:
+        """Whether the least recently used session is past its expiry (O(1))."""
+        if self._ttl is None or not self._sessions:
+            return False
+        try:
+            oldest = next(iter(self._sessions.values()))
+        except (StopIteration, RuntimeError):  # emptied or resized by another thread
+            return False
+        return oldest.used <= self._clock() - self._ttl
+
+    def _sweep(self) -> None:
+        if self._due():
+            self.expire()
+
+    # -- storage primitives ------------------------------------------------
 
     def _insert(self, session_id: str, fields: Dict[str, str]) -> bool:
+        self._sweep()
         with self._lock:
             if session_id in self._sessions:
                 return False
-            self._sessions[session_id] = _Session(fields)
+            self._sessions[session_id] = _Session(fields, self._clock())
             return True
 
     def _read_all(self, session_id: str) -> Optional[Mapping[str, str]]:
+        self._sweep()
         with self._lock:
-            session = self._sessions.get(session_id)
+            session = self._use(session_id)
             return None if session is None else dict(session.fields)
 
     def _read(self, session_id: str, name: str) -> Optional[str]:
-        session = self._sessions.get(session_id)
-        return None if session is None else session.fields.get(name)
+        with self._lock:
+            session = self._use(session_id)
+            return None if session is None else session.fields.get(name)
 
     def _write(self, session_id: str, name: str, value: str) -> bool:
         with self._lock:
-            session = self._sessions.get(session_id)
+            session = self._use(session_id)
             if session is not None:
                 session.fields[name] = value
             return session is not None
 
     def exists(self, session_id: str) -> bool:
-        return _validate.session_id(session_id) in self._sessions
+        _validate.session_id(session_id)
+        self._sweep()
+        with self._lock:
+            return self._use(session_id) is not None
 
     def get_subscriptions(self, uri: str) -> List[str]:
         _validate.text(uri, "uri")
@@ -152,7 +324,7 @@ class InMemoryInfoSessionManager(FieldStoreInfoManager):
         _validate.session_id(session_id)
         _validate.text(uri, "uri")
         with self._lock:
-            session = self._sessions.get(session_id)
+            session = self._use(session_id)
             if session is None:
                 raise SessionNotFoundError(session_id)
             session.subscriptions.add(uri)
@@ -162,7 +334,7 @@ class InMemoryInfoSessionManager(FieldStoreInfoManager):
         _validate.session_id(session_id)
         _validate.text(uri, "uri")
         with self._lock:
-            session = self._sessions.get(session_id)
+            session = self._use(session_id)
             if session is not None:
                 session.subscriptions.discard(uri)
             self._unindex(session_id, uri)
@@ -170,9 +342,13 @@ class InMemoryInfoSessionManager(FieldStoreInfoManager):
     def delete(self, session_id: str) -> None:
         _validate.session_id(session_id)
         with self._lock:
-            session = self._sessions.pop(session_id, None)
-            for uri in session.subscriptions if session is not None else ():
-                self._unindex(session_id, uri)
+            self._remove(session_id)
+
+    def _remove(self, session_id: str) -> None:
+        """Drop the session and its subscriptions; caller holds the lock."""
+        session = self._sessions.pop(session_id, None)
+        for uri in session.subscriptions if session is not None else ():
+            self._unindex(session_id, uri)
 
     def _unindex(self, session_id: str, uri: str) -> None:
         """Drop *session_id* from the subscribers of *uri*; caller holds the lock."""

@@ -71,7 +71,8 @@ import redis as redis_py
 
 from . import _redis_scripts as lua
 from . import _validate
-from ._redis_common import REDIS_DOWN, RedisBacked, check_gevent, positive_seconds, text
+from ._redis_common import REDIS_DOWN, RedisBacked, check_gevent, text
+from ._validate import positive_seconds
 from ._fields import FieldStoreInfoManager
 from .base import StreamSessionManager
 from .errors import BackendUnavailableError, SessionNotFoundError, StreamConflictError

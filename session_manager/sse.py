@@ -13,7 +13,7 @@ from typing import Optional
 
 from . import _validate
 
-__all__ = ["encode_event", "encode_message", "encode_comment", "PING"]
+__all__ = ["encode_event", "encode_message", "encode_comment", "encode_id", "PING"]
 
 _LINE_BREAK = re.compile(r"\r\n|\r|\n")
 _FORBIDDEN_IN_FIELD = re.compile(r"[\r\n\x00]")
@@ -78,6 +78,15 @@ def encode_message(data: str) -> bytes:
     if "\n" in data or "\r" in data:
         return encode_event(data)
     return b"data: " + data.encode("utf-8") + b"\n\n"
+
+
+def encode_id(event_id: str) -> bytes:
+    """The ``id`` line that, put before a frame, gives the event its id.
+
+    ``encode_id(i) + encode_message(data)`` is ``encode_event(data, id=i)``:
+    a message framed once for many streams gets each stream's id this way.
+    """
+    return _field("id", event_id).encode("utf-8")
 
 
 def encode_comment(text: str = "") -> bytes:

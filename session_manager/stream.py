@@ -15,7 +15,7 @@ import queue
 import threading
 from typing import Callable, Iterator, List, Optional
 
-from .sse import PING, encode_message
+from .sse import PING, encode_event, encode_message
 
 __all__ = ["StreamController", "DEFAULT_MAXSIZE", "DEFAULT_KEEPALIVE"]
 
@@ -45,7 +45,15 @@ class StreamController:
     The queue holds at most *maxsize* frames (give or take one per sender
     racing on the same stream). A consumer that falls that far behind is a
     slow consumer: the stream is closed (and logged) rather than allowed to
-    grow the server, and other streams are unaffected.
+    grow the server, *on_overflow* runs (e.g. to shut the client's socket,
+    so a write blocked on it fails at once), and other streams are
+    unaffected. With an event store the client resumes from where it
+    stopped reading.
+
+    Frames handed to :meth:`prime` before reading starts (a priming event,
+    a replay) come first. With *retry* (milliseconds), a stream the server
+    closes ends with a ``retry`` field telling the client when to
+    reconnect.
 
     Close callbacks (*on_close* and :meth:`add_close_callback`) run exactly
     once when the stream is over: the reader finished, the reader was
@@ -53,14 +61,19 @@ class StreamController:
     was closed before anyone read it.
     """
 
-    __slots__ = ("_queue", "_maxsize", "_keepalive", "_state", "_started", "_overflowed", "_lock", "_callbacks")
+    __slots__ = (
+        "_queue", "_maxsize", "_keepalive", "_retry", "_state", "_started", "_overflowed", "_lock",
+        "_callbacks", "_preamble", "_on_overflow",
+    )
 
     def __init__(
         self,
         *,
         maxsize: int = DEFAULT_MAXSIZE,
         keepalive: float = DEFAULT_KEEPALIVE,
+        retry: Optional[int] = None,
         on_close: Optional[Callable[[], object]] = None,
+        on_overflow: Optional[Callable[[], object]] = None,
     ) -> None:
         if type(maxsize) is not int or maxsize < 1:
             raise ValueError(f"maxsize must be a positive int, got {maxsize!r}")
@@ -69,8 +82,11 @@ class StreamController:
                 f"keepalive must be a positive, finite number of seconds (at most "
                 f"threading.TIMEOUT_MAX), got {keepalive!r}"
             )
-        if on_close is not None and not callable(on_close):
-            raise TypeError(f"on_close must be callable, not {type(on_close).__name__}")
+        if retry is not None and (type(retry) is not int or retry < 0):
+            raise ValueError(f"retry must be a non-negative int (milliseconds), got {retry!r}")
+        for name, callback in (("on_close", on_close), ("on_overflow", on_overflow)):
+            if callback is not None and not callable(callback):
+                raise TypeError(f"{name} must be callable, not {type(callback).__name__}")
         self._queue: "queue.SimpleQueue[object]" = queue.SimpleQueue()
         self._maxsize = maxsize
         self._keepalive = float(keepalive)
@@ -78,7 +94,10 @@ class StreamController:
         self._started = False
         self._overflowed = False
         self._lock = threading.Lock()
+        self._retry = retry
         self._callbacks: Optional[List[Callable[[], object]]] = [on_close] if on_close else []
+        self._preamble: List[bytes] = []
+        self._on_overflow = on_overflow
 
     # -- producer side -----------------------------------------------------
 
@@ -98,10 +117,26 @@ class StreamController:
         if queue_.qsize() < self._maxsize:
             queue_.put(frame)
             return True
-        self._overflowed = True
+        with self._lock:
+            if self._overflowed:
+                return False
+            self._overflowed = True
         logger.warning("slow SSE consumer: %d frames unread, closing the stream", self._maxsize)
         self.close()
+        if self._on_overflow is not None:
+            _run_callback(self._on_overflow)
         return False
+
+    def prime(self, frames: List[bytes]) -> None:
+        """Send *frames* before anything queued: a priming event, a replay.
+
+        Must be called before the stream is read. Unlike queued frames they
+        do not count against *maxsize*: a replay is bounded by the event
+        store's buffer instead.
+        """
+        if self._started:
+            raise RuntimeError("prime() must be called before the stream is read")
+        self._preamble.extend(frames)
 
     # -- lifecycle ---------------------------------------------------------
 
@@ -116,6 +151,11 @@ class StreamController:
         return self._overflowed
 
     @property
+    def retry(self) -> Optional[int]:
+        """Reconnection delay (ms) sent to the client when the server ends the stream, if any."""
+        return self._retry
+
+    @property
     def maxsize(self) -> int:
         """Frames the stream may hold before its consumer counts as slow."""
         return self._maxsize
@@ -124,8 +164,10 @@ class StreamController:
         """End the stream; idempotent and safe from any thread or greenlet.
 
         By default the reader stops at once and frames still queued are
-        dropped. With ``drain=True`` frames queued so far are delivered
-        first (how a POST stream ends after its response).
+        dropped (with an event store the client gets them back by resuming;
+        a controller with *retry* tells it when, in its last frame). With
+        ``drain=True`` frames queued so far are delivered first (how a POST
+        stream ends after its response).
         """
         with self._lock:
             if self._state is _CLOSED or (drain and self._state is _DRAINING):
@@ -165,6 +207,12 @@ class StreamController:
         get, get_nowait = q.get, q.get_nowait
         keepalive = self._keepalive
         try:
+            preamble, self._preamble = self._preamble, []
+            for start in range(0, len(preamble), _MAX_BATCH):
+                if self._state is _CLOSED:
+                    break
+                yield b"".join(preamble[start : start + _MAX_BATCH])
+            del preamble
             while self._state is not _CLOSED:
                 try:
                     item = get(timeout=keepalive)
@@ -182,11 +230,13 @@ class StreamController:
                 except queue.Empty:  # pragma: no cover - a second reader on the same stream
                     pass
                 if self._state is _CLOSED:
-                    return
+                    break
                 if chunk:
                     yield chunk[0] if len(chunk) == 1 else b"".join(chunk)
                 if self._state is _DRAINING and q.empty():
                     return
+            if self._retry is not None:  # closed by the server: say when to come back
+                yield encode_event(retry=self._retry)
         finally:
             self._state = _CLOSED
             self._release()

@@ -1,0 +1,253 @@
+"""Event stores: what makes a stream resumable.
+
+With an event store every event on a session's streams carries an SSE
+``id``; a client that lost its connection comes back with that id in
+``Last-Event-ID`` and gets, in order, exactly the events of that stream it
+missed. Without one, delivery is at most once.
+
+Event ids are ``<stream>.<position>``:
+
+- ``<stream>`` names the stream within its session: ``g`` + 8 hex digits
+  for the session's GET stream (derived from the session id, so every
+  process computes the same one and an id of another session never names
+  this session's stream), ``p`` + 8 random hex digits for the stream of one
+  POST.
+- ``<position>`` orders the events of one stream; its form belongs to the
+  store (an integer in memory, a Redis stream entry id in Redis).
+
+Each stream's log is a bounded buffer: the oldest events go first, and a
+client whose ``Last-Event-ID`` is older than what the buffer still holds
+gets :class:`~session_manager.EventGoneError` (``reason="expired"``)
+rather than a replay with a hole in it.
+"""
+
+from __future__ import annotations
+
+import abc
+import collections
+import hashlib
+import re
+import secrets
+import threading
+from typing import Deque, Dict, List, NamedTuple, Optional, Tuple
+
+from . import _validate
+from .errors import EventGoneError, InvalidEventIdError
+from .sse import encode_event, encode_id, encode_message
+
+__all__ = [
+    "EventStore",
+    "InMemoryEventStore",
+    "Replay",
+    "get_stream_id",
+    "new_post_stream_id",
+    "parse_event_id",
+    "is_get_stream",
+    "replay_frames",
+    "DEFAULT_MAX_EVENTS",
+    "DEFAULT_MAX_STREAMS",
+]
+
+#: Events kept per stream by default.
+DEFAULT_MAX_EVENTS = 1000
+#: POST stream logs kept per session by default (the GET stream's log is always kept).
+DEFAULT_MAX_STREAMS = 16
+
+_EVENT_ID = re.compile(r"([gp][0-9a-f]{8})\.([0-9]{1,20}(?:-[0-9]{1,20})?)")
+_MAX_EVENT_ID_LENGTH = 64
+
+
+class Replay(NamedTuple):
+    """What a resume sends: the stream the id belongs to and the events after it."""
+
+    stream_id: str
+    #: ``(event id, message)`` pairs, oldest first.
+    events: List[Tuple[str, str]]
+
+
+def get_stream_id(session_id: str) -> str:
+    """The id of the session's GET stream: the same in every process."""
+    return "g" + hashlib.sha1(session_id.encode("utf-8")).hexdigest()[:8]
+
+
+def new_post_stream_id() -> str:
+    """A fresh id for the stream of one POST."""
+    return "p" + secrets.token_hex(4)
+
+
+def is_get_stream(stream_id: str) -> bool:
+    """Whether *stream_id* names a session's GET stream (rather than a POST's)."""
+    return stream_id.startswith("g")
+
+
+def parse_event_id(event_id: object) -> Tuple[str, str]:
+    """Split an event id into ``(stream id, position)``.
+
+    Raises :class:`~session_manager.InvalidEventIdError` if it is not an id
+    of the form this package issues (``<stream>.<position>``).
+    """
+    if type(event_id) is not str or len(event_id) > _MAX_EVENT_ID_LENGTH:
+        raise InvalidEventIdError(event_id)
+    match = _EVENT_ID.fullmatch(event_id)
+    if match is None:
+        raise InvalidEventIdError(event_id)
+    return match.group(1), match.group(2)
+
+
+class EventStore(abc.ABC):
+    """Where the events of resumable streams are kept, per session and stream.
+
+    A stream's log starts with :meth:`open`; :meth:`append` stores one
+    message and returns its event id; :meth:`replay` returns the events of
+    the stream an id belongs to that came after it. Logs are bounded, and
+    go with :meth:`delete` (the session ended or expired). Every method is
+    safe to call from any thread or greenlet. Callers that need an order
+    across threads (appending and delivering as one step) serialize the
+    appends of one stream themselves.
+    """
+
+    @abc.abstractmethod
+    def open(self, session_id: str, stream_id: str) -> str:
+        """Start the log of a stream (or find it); return the id of its latest event.
+
+        That id is what a stream opened now primes its client with: a
+        resume from it replays what is stored afterwards.
+        """
+
+    @abc.abstractmethod
+    def append(self, session_id: str, stream_id: str, message: str) -> Optional[str]:
+        """Store *message* on the stream's log; return its event id.
+
+        Returns ``None`` (storing nothing) if the log was never opened or
+        was deleted.
+        """
+
+    @abc.abstractmethod
+    def replay(self, session_id: str, last_event_id: str) -> Replay:
+        """Return the events stored after *last_event_id* on its stream, oldest first.
+
+        Raises :class:`~session_manager.InvalidEventIdError` for an id this
+        package never issues, and :class:`~session_manager.EventGoneError`
+        if the session has no such stream (``reason="unknown"``: never
+        opened, deleted, or an id of another session) or events after it
+        have left the buffer (``reason="expired"``).
+        """
+
+    @abc.abstractmethod
+    def delete(self, session_id: str) -> None:
+        """Forget every log of the session; idempotent."""
+
+    def close(self) -> None:
+        """Release connections; the in-memory store has none."""
+
+
+class _Log:
+    """One stream's bounded buffer of ``(position, message)``."""
+
+    __slots__ = ("stream_id", "events", "last")
+
+    def __init__(self, stream_id: str, max_events: int) -> None:
+        self.stream_id = stream_id
+        self.events: Deque[Tuple[int, str]] = collections.deque(maxlen=max_events)
+        self.last = 0  # position of the latest event (0: none yet)
+
+
+class InMemoryEventStore(EventStore):
+    """Logs of this process: a bounded deque per stream, one lock for all.
+
+    Memory is bounded by *max_events* per stream and *max_streams* POST
+    stream logs per session (opening one more forgets the oldest POST
+    stream's log; the GET stream's log is kept until :meth:`delete`).
+    Messages are kept by reference, so a broadcast stores one string for
+    all its streams.
+    """
+
+    def __init__(self, max_events: int = DEFAULT_MAX_EVENTS, *, max_streams: int = DEFAULT_MAX_STREAMS) -> None:
+        for name, value in (("max_events", max_events), ("max_streams", max_streams)):
+            if type(value) is not int or value < 1:
+                raise ValueError(f"{name} must be a positive int, got {value!r}")
+        self.max_events = max_events
+        self.max_streams = max_streams
+        self._lock = threading.Lock()
+        # session id -> stream id -> log, in the order the logs were opened
+        self._sessions: Dict[str, Dict[str, _Log]] = {}
+
+    def open(self, session_id: str, stream_id: str) -> str:
+        _validate.session_id(session_id)
+        _check_stream_id(stream_id)
+        with self._lock:
+            logs = self._sessions.setdefault(session_id, {})
+            log = logs.get(stream_id)
+            if log is None:
+                log = logs[stream_id] = _Log(stream_id, self.max_events)
+                self._evict_posts(logs)
+            return f"{stream_id}.{log.last}"
+
+    def _evict_posts(self, logs: Dict[str, _Log]) -> None:
+        """Forget the oldest POST stream logs beyond *max_streams*; caller holds the lock."""
+        posts = [sid for sid in logs if not is_get_stream(sid)]
+        for stream_id in posts[: max(0, len(posts) - self.max_streams)]:
+            del logs[stream_id]
+
+    def append(self, session_id: str, stream_id: str, message: str) -> Optional[str]:
+        with self._lock:
+            logs = self._sessions.get(session_id)
+            log = None if logs is None else logs.get(stream_id)
+            if log is None:
+                return None
+            position = log.last = log.last + 1
+            log.events.append((position, message))
+        return f"{stream_id}.{position}"
+
+    def replay(self, session_id: str, last_event_id: str) -> Replay:
+        stream_id, position = parse_event_id(last_event_id)
+        if not position.isdigit():
+            raise EventGoneError(last_event_id, "unknown")  # a position of another store
+        after = int(position)
+        with self._lock:
+            logs = self._sessions.get(session_id)
+            log = None if logs is None else logs.get(stream_id)
+            if log is None or after > log.last:
+                raise EventGoneError(last_event_id, "unknown")
+            events = log.events
+            oldest = events[0][0] if events else log.last + 1
+            if after < oldest - 1:
+                raise EventGoneError(last_event_id, "expired")
+            # Positions are contiguous: the events after *after* are the last (log.last - after).
+            missed = list(events)[len(events) - (log.last - after) :] if log.last > after else []
+        return Replay(stream_id, [(f"{stream_id}.{pos}", message) for pos, message in missed])
+
+    def delete(self, session_id: str) -> None:
+        with self._lock:
+            self._sessions.pop(session_id, None)
+
+    def __len__(self) -> int:
+        """Number of sessions with at least one log."""
+        return len(self._sessions)
+
+    def __repr__(self) -> str:
+        return f"<InMemoryEventStore sessions={len(self._sessions)} max_events={self.max_events}>"
+
+
+def replay_frames(
+    store: EventStore, session_id: str, stream_id: str, last_event_id: str, retry: Optional[int]
+) -> List[bytes]:
+    """The frames that resume *stream_id* after *last_event_id*: a priming event, then the replay.
+
+    Raises :class:`~session_manager.EventGoneError` if the id belongs to
+    another stream (or session), and what :meth:`EventStore.replay` raises.
+    """
+    replay = store.replay(session_id, last_event_id)
+    if replay.stream_id != stream_id:
+        raise EventGoneError(last_event_id, "unknown")
+    frames = [encode_event("", id=last_event_id, retry=retry)]
+    frames.extend(encode_id(event_id) + encode_message(message) for event_id, message in replay.events)
+    return frames
+
+
+def _check_stream_id(stream_id: object) -> str:
+    if type(stream_id) is not str or not re.fullmatch(r"[gp][0-9a-f]{8}", stream_id):
+        raise ValueError(
+            f"stream id must come from get_stream_id() or new_post_stream_id(), got {stream_id!r:.80}"
+        )
+    return stream_id
