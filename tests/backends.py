@@ -12,13 +12,16 @@ from typing import Callable, Dict
 import pytest
 
 from session_manager import (
+    EventStore,
     InfoSessionManager,
+    InMemoryEventStore,
     InMemoryInfoSessionManager,
     InMemoryStreamSessionManager,
     StreamSessionManager,
 )
 
 StreamFactory = Callable[[pytest.FixtureRequest], StreamSessionManager]
+StoreFactory = Callable[[pytest.FixtureRequest], EventStore]
 InfoFactory = Callable[[pytest.FixtureRequest], InfoSessionManager]
 
 STREAM_BACKENDS: Dict[str, StreamFactory] = {
@@ -29,4 +32,16 @@ STREAM_BACKENDS: Dict[str, StreamFactory] = {
 INFO_BACKENDS: Dict[str, InfoFactory] = {
     "memory": lambda request: InMemoryInfoSessionManager(),
     "redis": lambda request: request.getfixturevalue("redis_info"),  # tests/conftest_redis.py
+}
+
+#: Event stores with small bounds: ``max_events`` = 50, ``max_streams`` = 3.
+EVENT_STORE_BACKENDS: Dict[str, StoreFactory] = {
+    "memory": lambda request: InMemoryEventStore(50, max_streams=3),
+    "redis": lambda request: request.getfixturevalue("redis_event_store"),  # tests/conftest_redis.py
+}
+
+#: Stream managers with an event store (same bounds as above): resumable streams.
+RESUMABLE_STREAM_BACKENDS: Dict[str, StreamFactory] = {
+    "memory": lambda request: InMemoryStreamSessionManager(event_store=InMemoryEventStore(50, max_streams=3)),
+    "redis": lambda request: request.getfixturevalue("redis_resumable_streams"),  # tests/conftest_redis.py
 }
