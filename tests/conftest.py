@@ -10,9 +10,9 @@ from typing import Callable, Iterator, List
 
 import pytest
 
-from session_manager import InfoSessionManager, StreamController, StreamSessionManager
+from session_manager import EventStore, InfoSessionManager, StreamController, StreamSessionManager
 
-from .backends import INFO_BACKENDS, STREAM_BACKENDS
+from .backends import EVENT_STORE_BACKENDS, INFO_BACKENDS, RESUMABLE_STREAM_BACKENDS, STREAM_BACKENDS
 from .sse_parser import iter_events
 
 pytest_plugins = ["tests.conftest_redis"]
@@ -30,6 +30,22 @@ def streams(request: pytest.FixtureRequest) -> Iterator[StreamSessionManager]:
 def info(request: pytest.FixtureRequest) -> Iterator[InfoSessionManager]:
     """A fresh info manager, once per backend."""
     manager = INFO_BACKENDS[request.param](request)
+    yield manager
+    manager.close()
+
+
+@pytest.fixture(params=sorted(EVENT_STORE_BACKENDS))
+def event_store(request: pytest.FixtureRequest) -> Iterator[EventStore]:
+    """A fresh event store (max_events=50, max_streams=3), once per backend."""
+    store = EVENT_STORE_BACKENDS[request.param](request)
+    yield store
+    store.close()
+
+
+@pytest.fixture(params=sorted(RESUMABLE_STREAM_BACKENDS))
+def resumable(request: pytest.FixtureRequest) -> Iterator[StreamSessionManager]:
+    """A fresh stream manager with an event store (max_events=50), once per backend."""
+    manager = RESUMABLE_STREAM_BACKENDS[request.param](request)
     yield manager
     manager.close()
 

@@ -596,3 +596,52 @@ def test_repr_and_properties():
     assert "open" in repr(controller)
     controller.close()
     assert "closed" in repr(controller)
+
+
+# -- priming, retry, overflow hook (resumable streams) ---------------------------
+
+
+def test_primed_frames_come_first_and_do_not_count_against_maxsize():
+    from session_manager.sse import encode_event
+
+    controller = StreamController(maxsize=2, keepalive=0.05)
+    controller.enqueue("queued")
+    controller.prime([encode_event("", id="g00000000.0")] + [encode_event(f"r{i}") for i in range(100)])
+    controller.close(drain=True)
+    events = parse(controller)
+    assert events[0].id == "g00000000.0" and events[0].data == ""
+    assert [e.data for e in events[1:]] == [f"r{i}" for i in range(100)] + ["queued"]
+    assert not controller.overflowed
+
+
+def test_prime_after_reading_started_is_refused():
+    controller = StreamController(keepalive=0.05)
+    frames = iter(controller)
+    controller.enqueue("x")
+    next(frames)
+    with pytest.raises(RuntimeError, match="before the stream is read"):
+        controller.prime([b"data: late\n\n"])
+    controller.close()
+
+
+def test_a_stream_the_server_closes_ends_with_its_retry_hint():
+    controller = StreamController(keepalive=0.05, retry=2500)
+    frames = iter(controller)
+    controller.enqueue("x")
+    assert next(frames) == b"data: x\n\n"
+    controller.close()
+    assert list(frames) == [b"retry: 2500\n\n"]
+
+
+def test_on_overflow_runs_once_when_the_consumer_falls_behind():
+    calls = []
+    controller = StreamController(maxsize=2, on_overflow=lambda: calls.append(1))
+    for i in range(5):
+        controller.enqueue(str(i))
+    assert calls == [1] and controller.overflowed and controller.closed
+
+
+@pytest.mark.parametrize("bad", [-1, 1.5, "10", True])
+def test_bad_retry_is_refused(bad):
+    with pytest.raises(ValueError, match="retry"):
+        StreamController(retry=bad)

@@ -2,7 +2,17 @@
 
 from __future__ import annotations
 
-from session_manager import InMemoryInfoSessionManager, InMemoryStreamSessionManager, StreamController
+import threading
+
+import pytest
+
+from session_manager import (
+    EventGoneError,
+    InMemoryInfoSessionManager,
+    InMemoryStreamSessionManager,
+    SessionNotFoundError,
+    StreamController,
+)
 
 
 def test_slow_consumer_is_counted_once():
@@ -63,3 +73,92 @@ def test_body_closed_before_first_read_unregisters_the_stream():
     iter(controller).close()
     assert controller.closed
     assert not streams.has("a") and len(streams) == 0
+
+
+# -- idle expiry (a fake clock: no waiting) -------------------------------------
+
+
+class FakeClock:
+    def __init__(self) -> None:
+        self.now = 1000.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def expiring_pair(ttl: float = 60.0):
+    from session_manager import InMemoryEventStore, SessionManagers
+
+    clock = FakeClock()
+    managers = SessionManagers(
+        InMemoryStreamSessionManager(event_store=InMemoryEventStore(10)),
+        InMemoryInfoSessionManager(session_ttl=ttl, clock=clock),
+    )
+    return managers, clock
+
+
+def test_idle_sessions_expire_with_their_stored_events_and_unused_ones_stay():
+    from session_manager.events import get_stream_id
+
+    managers, clock = expiring_pair()
+    managers.info.create("idle")
+    managers.info.create("busy")
+    controller = StreamController()
+    managers.streams.create("idle", controller)  # opens its event log
+    controller.close()  # the client went away
+    managers.streams.send(["idle"], '{"n":1}')
+    assert managers.streams.event_store.replay("idle", get_stream_id("idle") + ".0").events
+    clock.now += 59
+    assert managers.info.get_log_level("busy") is None  # any call naming a session is activity
+    clock.now += 2
+    assert not managers.info.exists("idle")  # expired on the way
+    assert managers.info.exists("busy")
+    with pytest.raises(EventGoneError):
+        managers.streams.event_store.replay("idle", get_stream_id("idle") + ".0")
+    assert len(managers.info) == 1
+
+
+def test_an_open_stream_keeps_its_session_alive():
+    managers, clock = expiring_pair()
+    managers.info.create("streaming")
+    controller = StreamController()
+    managers.streams.create("streaming", controller)
+    clock.now += 3600
+    assert managers.info.expire() == []
+    assert managers.info.exists("streaming")
+    controller.close()
+    clock.now += 61
+    assert managers.info.expire() == ["streaming"]
+    assert not managers.streams.has("streaming")
+
+
+def test_expiry_deletes_subscriptions_and_answers_like_a_deleted_session():
+    managers, clock = expiring_pair(ttl=1)
+    managers.info.create("s")
+    managers.info.add_subscription("s", "file:///a")
+    clock.now += 2
+    assert managers.info.expire() == ["s"]
+    assert managers.info.get_subscriptions("file:///a") == []
+    assert managers.info.get("s") is None
+    with pytest.raises(SessionNotFoundError):
+        managers.info.set_log_level("s", "info")
+
+
+def test_session_ttl_none_never_expires_and_bad_ttls_are_refused():
+    info = InMemoryInfoSessionManager(session_ttl=None)
+    info.create("s")
+    assert info.expire() == [] and info.exists("s")
+    for bad in (0, -1, float("inf"), "60", True):
+        with pytest.raises(ValueError, match="session_ttl"):
+            InMemoryInfoSessionManager(session_ttl=bad)
+
+
+def test_expiry_costs_no_thread_or_timer():
+    before = set(threading.enumerate())
+    managers, clock = expiring_pair(ttl=1)
+    for i in range(1000):
+        managers.info.create(f"s{i}")
+    clock.now += 2
+    managers.info.create("fresh")  # sweeps on the way
+    assert len(managers.info) == 1
+    assert set(threading.enumerate()) == before
