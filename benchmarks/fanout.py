@@ -89,11 +89,18 @@ def best_and_median(runs: list, key: str) -> "tuple[dict, float]":
 # -- sync mode -------------------------------------------------------------------
 
 
-def run_sync(n: int, m: int, size: int, repeat: int, no_gc: bool) -> dict:
-    from session_manager import InMemoryStreamSessionManager, StreamController
+def make_streams(store: bool, max_events: int):
+    """The manager under test: plain, or resumable (every event stored and id'd)."""
+    from session_manager import InMemoryEventStore, InMemoryStreamSessionManager
+
+    return InMemoryStreamSessionManager(event_store=InMemoryEventStore(max_events) if store else None)
+
+
+def run_sync(n: int, m: int, size: int, repeat: int, no_gc: bool, store: bool = False, max_events: int = 1000) -> dict:
+    from session_manager import StreamController
     from session_manager.sse import PING
 
-    streams = InMemoryStreamSessionManager()
+    streams = make_streams(store, max_events)
     ids = [f"session-{i:06d}" for i in range(n)]
 
     gc.collect()
@@ -125,7 +132,7 @@ def run_sync(n: int, m: int, size: int, repeat: int, no_gc: bool) -> dict:
     # Warm-up: every generator starts, yields one frame and is left suspended,
     # as an idle open stream is. Measured for memory, not for time.
     streams.send(None, payload(size, "warm"))
-    assert drain() == n
+    assert drain() == n * (2 if store else 1)  # with a store, each stream's priming event too
     gc.collect()
     after, _ = tracemalloc.get_traced_memory()
     tracemalloc.stop()
@@ -177,6 +184,7 @@ def run_sync(n: int, m: int, size: int, repeat: int, no_gc: bool) -> dict:
         gen.close()
     return {
         "mode": "sync",
+        "store": store,
         "n": n,
         "m": m,
         "frame_bytes": frame_bytes,
@@ -195,7 +203,7 @@ def run_sync(n: int, m: int, size: int, repeat: int, no_gc: bool) -> dict:
 # -- gevent mode ------------------------------------------------------------------
 
 
-def run_gevent(n: int, m: int, size: int, repeat: int, no_gc: bool) -> dict:
+def run_gevent(n: int, m: int, size: int, repeat: int, no_gc: bool, store: bool = False, max_events: int = 1000) -> dict:
     from gevent import monkey
 
     if not monkey.is_module_patched("threading"):
@@ -203,10 +211,10 @@ def run_gevent(n: int, m: int, size: int, repeat: int, no_gc: bool) -> dict:
     import gevent
     from gevent.event import Event
 
-    from session_manager import InMemoryStreamSessionManager, StreamController
+    from session_manager import StreamController
     from session_manager.sse import PING
 
-    streams = InMemoryStreamSessionManager()
+    streams = make_streams(store, max_events)
     ids = [f"session-{i:06d}" for i in range(n)]
     state = {"frames": 0, "target": 0}
     reached = Event()
@@ -237,7 +245,7 @@ def run_gevent(n: int, m: int, size: int, repeat: int, no_gc: bool) -> dict:
 
     messages = [payload(size, i) for i in range(m)]
     streams.send(None, payload(size, "warm"))
-    wait_for(n)
+    wait_for(n * (2 if store else 1))  # with a store, each stream's priming event too
 
     burst, inter, targeted = [], [], []
     with gc_mode(no_gc):
@@ -279,6 +287,7 @@ def run_gevent(n: int, m: int, size: int, repeat: int, no_gc: bool) -> dict:
     gevent.joinall(greenlets, timeout=60)
     return {
         "mode": "gevent",
+        "store": store,
         "n": n,
         "m": m,
         "burst": burst,
@@ -301,7 +310,8 @@ def verdict(value: float, target: float, higher_is_better: bool = True) -> str:
 
 def report(result: dict) -> None:
     mode = result["mode"]
-    print(f"\n== {mode} consumers: N={result['n']} streams, M={result['m']} broadcasts ==")
+    store = "with an InMemoryEventStore (ids + stored events)" if result["store"] else "no event store"
+    print(f"\n== {mode} consumers, {store}: N={result['n']} streams, M={result['m']} broadcasts ==")
     burst, burst_median = best_and_median(result["burst"], "deliveries_per_s")
     inter, inter_median = best_and_median(result["interleaved"], "deliveries_per_s")
     targeted, targeted_median = best_and_median(result["targeted"], "sends_per_s")
@@ -332,6 +342,19 @@ def report(result: dict) -> None:
     print(f"  (memory counts: {memory['what']})")
 
 
+def compare(plain: dict, stored: dict) -> None:
+    """What the event store costs: the share of delivered/s lost (target: at most 25%)."""
+    print(f"\n== cost of the event store ({plain['mode']} consumers; medians) ==")
+    for phase, key in (("burst", "deliveries_per_s"), ("interleaved", "deliveries_per_s"), ("targeted", "sends_per_s")):
+        without = best_and_median(plain[phase], key)[1]
+        with_store = best_and_median(stored[phase], key)[1]
+        cost = 1 - with_store / without
+        print(
+            f"{phase:<12}: {without:>12,.0f} -> {with_store:>12,.0f} per s, cost {cost:6.1%}  "
+            f"{'meets' if cost <= 0.25 else 'MISSES'} target <= 25%"
+        )
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--mode", choices=["sync", "gevent", "both"], default="both")
@@ -342,6 +365,11 @@ def main() -> int:
     parser.add_argument("--no-gc", action="store_true", help="switch the cyclic GC off while timing")
     parser.add_argument("--json", action="store_true", help="print the raw result as JSON")
     parser.add_argument("--no-pin", action="store_true", help="do not pin to one CPU")
+    parser.add_argument(
+        "--store", choices=["none", "memory", "both"], default="both",
+        help="run without an event store, with an InMemoryEventStore, or both and compare (default both)",
+    )
+    parser.add_argument("--max-events", type=int, default=1000, help="events kept per stream by the store")
     args = parser.parse_args()
 
     if args.mode == "gevent":
@@ -362,12 +390,13 @@ def main() -> int:
     )
 
     results = []
-    if args.mode in ("sync", "both"):
-        results.append(run_sync(args.n, args.m, args.size, args.repeat, args.no_gc))
+    stores = {"none": [False], "memory": [True], "both": [False, True]}[args.store]
+    run = run_gevent if args.mode == "gevent" else run_sync
+    for store in stores:
+        results.append(run(args.n, args.m, args.size, args.repeat, args.no_gc, store, args.max_events))
         report(results[-1])
-    if args.mode == "gevent":
-        results.append(run_gevent(args.n, args.m, args.size, args.repeat, args.no_gc))
-        report(results[-1])
+    if len(results) == 2:
+        compare(*results)
     if args.json:
         print(json.dumps(results))
     if args.mode == "both":
@@ -377,6 +406,7 @@ def main() -> int:
             command.append("--no-gc")
         if args.no_pin:
             command.append("--no-pin")
+        command += ["--store", args.store, "--max-events", str(args.max_events)]
         if args.json:
             command.append("--json")
         sys.stdout.flush()

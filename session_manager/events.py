@@ -26,6 +26,7 @@ from __future__ import annotations
 import abc
 import collections
 import hashlib
+import itertools
 import re
 import secrets
 import threading
@@ -142,24 +143,47 @@ class EventStore(abc.ABC):
 
 
 class _Log:
-    """One stream's bounded buffer of ``(position, message)``."""
+    """One stream's bounded buffer of ``(position, message)``, oldest first."""
 
-    __slots__ = ("stream_id", "events", "last")
+    __slots__ = ("stream_id", "events", "opened", "prefix")
 
-    def __init__(self, stream_id: str, max_events: int) -> None:
+    def __init__(self, stream_id: str, max_events: int, opened: int) -> None:
         self.stream_id = stream_id
-        self.events: Deque[Tuple[int, str]] = collections.deque(maxlen=max_events)
-        self.last = 0  # position of the latest event (0: none yet)
+        # One more than max_events: while the oldest kept event is one the client
+        # got, everything after it is still here.
+        self.events: Deque[Tuple[int, str]] = collections.deque(maxlen=max_events + 1)
+        self.opened = opened  # the position a stream opened now is primed with
+        #: ``id: <stream>.``: the start of the id line of every event of this log.
+        self.prefix = f"id: {stream_id}.".encode("ascii")
+
+    def latest(self) -> int:
+        events = self.events
+        return events[-1][0] if events else self.opened
+
+    def after(self, position: int) -> Optional[List[Tuple[int, str]]]:
+        """The events after *position*, or ``None`` if some of them were dropped."""
+        events = list(self.events)  # one C call: a consistent snapshot even while others append
+        floor = events[0][0] if len(events) == self.events.maxlen else self.opened
+        if position < floor:
+            return None
+        start = len(events)
+        while start and events[start - 1][0] > position:
+            start -= 1
+        return events[start:]
 
 
 class InMemoryEventStore(EventStore):
-    """Logs of this process: a bounded deque per stream, one lock for all.
+    """Logs of this process: a bounded deque per stream.
+
+    Positions come from one counter per store, so a message sent to many
+    sessions is stored once (the same ``(position, message)`` tuple is
+    appended to each session's log) and its id differs between streams
+    only by the stream part. A resume succeeds whenever the client missed
+    at most *max_events* events of the stream.
 
     Memory is bounded by *max_events* per stream and *max_streams* POST
     stream logs per session (opening one more forgets the oldest POST
     stream's log; the GET stream's log is kept until :meth:`delete`).
-    Messages are kept by reference, so a broadcast stores one string for
-    all its streams.
     """
 
     def __init__(self, max_events: int = DEFAULT_MAX_EVENTS, *, max_streams: int = DEFAULT_MAX_STREAMS) -> None:
@@ -169,19 +193,27 @@ class InMemoryEventStore(EventStore):
         self.max_events = max_events
         self.max_streams = max_streams
         self._lock = threading.Lock()
+        self._positions = itertools.count(1)
         # session id -> stream id -> log, in the order the logs were opened
         self._sessions: Dict[str, Dict[str, _Log]] = {}
 
-    def open(self, session_id: str, stream_id: str) -> str:
+    def _next_position(self) -> int:
+        return next(self._positions)  # atomic: itertools.count is implemented in C
+
+    def _open_log(self, session_id: str, stream_id: str) -> _Log:
+        """The stream's log, created if needed (the in-memory stream manager appends to it directly)."""
         _validate.session_id(session_id)
         _check_stream_id(stream_id)
         with self._lock:
             logs = self._sessions.setdefault(session_id, {})
             log = logs.get(stream_id)
             if log is None:
-                log = logs[stream_id] = _Log(stream_id, self.max_events)
+                log = logs[stream_id] = _Log(stream_id, self.max_events, self._next_position())
                 self._evict_posts(logs)
-            return f"{stream_id}.{log.last}"
+            return log
+
+    def open(self, session_id: str, stream_id: str) -> str:
+        return f"{stream_id}.{self._open_log(session_id, stream_id).latest()}"
 
     def _evict_posts(self, logs: Dict[str, _Log]) -> None:
         """Forget the oldest POST stream logs beyond *max_streams*; caller holds the lock."""
@@ -190,12 +222,13 @@ class InMemoryEventStore(EventStore):
             del logs[stream_id]
 
     def append(self, session_id: str, stream_id: str, message: str) -> Optional[str]:
+        _validate.message(message)
         with self._lock:
             logs = self._sessions.get(session_id)
             log = None if logs is None else logs.get(stream_id)
             if log is None:
                 return None
-            position = log.last = log.last + 1
+            position = self._next_position()
             log.events.append((position, message))
         return f"{stream_id}.{position}"
 
@@ -207,14 +240,11 @@ class InMemoryEventStore(EventStore):
         with self._lock:
             logs = self._sessions.get(session_id)
             log = None if logs is None else logs.get(stream_id)
-            if log is None or after > log.last:
-                raise EventGoneError(last_event_id, "unknown")
-            events = log.events
-            oldest = events[0][0] if events else log.last + 1
-            if after < oldest - 1:
-                raise EventGoneError(last_event_id, "expired")
-            # Positions are contiguous: the events after *after* are the last (log.last - after).
-            missed = list(events)[len(events) - (log.last - after) :] if log.last > after else []
+        if log is None or not log.opened <= after <= log.latest():
+            raise EventGoneError(last_event_id, "unknown")
+        missed = log.after(after)
+        if missed is None:
+            raise EventGoneError(last_event_id, "expired")
         return Replay(stream_id, [(f"{stream_id}.{pos}", message) for pos, message in missed])
 
     def delete(self, session_id: str) -> None:

@@ -6,13 +6,13 @@ import logging
 import threading
 import time
 from collections import OrderedDict
-from typing import Callable, Dict, Iterable, List, Mapping, Optional, Set
+from typing import Callable, Dict, Iterable, List, Mapping, Optional, Set, Union
 
 from . import _validate
 from ._fields import FieldStoreInfoManager
 from .base import StreamSessionManager
 from .errors import SessionNotFoundError, StreamConflictError
-from .events import EventStore, get_stream_id, replay_frames
+from .events import EventStore, InMemoryEventStore, _Log, get_stream_id, replay_frames
 from .sse import encode_event, encode_id, encode_message
 from .stream import StreamController
 
@@ -22,8 +22,6 @@ logger = logging.getLogger(__name__)
 
 #: Seconds of inactivity after which a session expires by default (both backends).
 DEFAULT_SESSION_TTL = 3600.0
-#: Locks that order storing and queuing per session (a fixed set: no lock per session).
-_STRIPES = 64
 
 
 class InMemoryStreamSessionManager(StreamSessionManager):
@@ -51,9 +49,10 @@ class InMemoryStreamSessionManager(StreamSessionManager):
         self._lock = threading.Lock()
         self._streams: Dict[str, StreamController] = {}
         self._store = event_store
-        #: With a store: session id -> its GET stream id, for every session with a log.
-        self._logged: Dict[str, str] = {}
-        self._stripes = [threading.Lock() for _ in range(_STRIPES)] if event_store is not None else []
+        #: With a store, every session with a log: its GET stream's log (in-memory store) or id.
+        self._logged: Dict[str, Union[str, _Log]] = {}
+        #: Orders storing and queuing: ids reach each stream in the order they were stored.
+        self._send_lock = threading.Lock()
         #: Streams closed because their consumer fell behind.
         self.slow_consumers_dropped = 0
 
@@ -72,14 +71,20 @@ class InMemoryStreamSessionManager(StreamSessionManager):
             self._register(session_id, controller, replace=False)
         else:
             stream_id = get_stream_id(session_id)
-            with self._stripes[hash(session_id) % _STRIPES]:  # no send to this session meanwhile
+            with self._send_lock:  # no message to this session meanwhile: nothing lost or sent twice
                 if last_event_id is None:
                     self._check_free(session_id)
-                    controller.prime([encode_event("", id=store.open(session_id, stream_id), retry=controller.retry)])
+                    if isinstance(store, InMemoryEventStore):
+                        log: Union[str, _Log] = store._open_log(session_id, stream_id)
+                        primer = f"{stream_id}.{log.latest()}"
+                    else:
+                        log, primer = stream_id, store.open(session_id, stream_id)
+                    controller.prime([encode_event("", id=primer, retry=controller.retry)])
                 else:
                     controller.prime(replay_frames(store, session_id, stream_id, last_event_id, controller.retry))
+                    log = self._logged.get(session_id) or stream_id
                 replaced = self._register(session_id, controller, replace=last_event_id is not None)
-                self._logged[session_id] = stream_id
+                self._logged[session_id] = log
             if replaced is not None:
                 replaced.close()
         controller.add_close_callback(lambda: self._forget(session_id, controller))
@@ -132,25 +137,36 @@ class InMemoryStreamSessionManager(StreamSessionManager):
                 self._forget(sid, controller)
 
     def _send_stored(self, sessions: Optional[Iterable[str]], data: str, frame: bytes) -> None:
-        """Store *data* on the log of every target, then queue it with its id; one step per session."""
+        """Store *data* on the log of every target and queue it with its id, as one step."""
         store = self._store
         assert store is not None
+        logged, streams = self._logged, self._streams
         if sessions is None:
             with self._lock:
-                targets: Iterable[str] = self._logged.copy()
+                targets: Iterable[str] = logged.copy()
         else:
             targets = _validate.session_ids(sessions)
-        logged, streams, stripes = self._logged, self._streams, self._stripes
-        for sid in targets:
-            stream_id = logged.get(sid)
-            if stream_id is None:
-                continue
-            with stripes[hash(sid) % _STRIPES]:
-                event_id = store.append(sid, stream_id, data)
-                controller = streams.get(sid)
-                if event_id is None or controller is None:
+        with self._send_lock:
+            if not isinstance(store, InMemoryEventStore):
+                for sid in targets:
+                    stream_id = logged.get(sid)
+                    event_id = None if stream_id is None else store.append(sid, stream_id, data)  # type: ignore[arg-type]
+                    controller = streams.get(sid)
+                    if event_id is not None and controller is not None:
+                        if not controller.enqueue_frame(encode_id(event_id) + frame):
+                            self._forget(sid, controller)
+                return
+            # One position and one stored tuple for every target; per stream only its id line.
+            position = store._next_position()
+            entry = (position, data)
+            tail = b"%d\n" % position + frame
+            for sid in targets:
+                log = logged.get(sid)
+                if log is None:
                     continue
-                if not controller.enqueue_frame(encode_id(event_id) + frame):
+                log.events.append(entry)  # type: ignore[union-attr]
+                controller = streams.get(sid)
+                if controller is not None and not controller.enqueue_frame(log.prefix + tail):  # type: ignore[union-attr]
                     self._forget(sid, controller)
 
     def close(self) -> None:
