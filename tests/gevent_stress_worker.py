@@ -95,6 +95,81 @@ def fanout(consumers: int = 2000, messages: int = 100, time_limit: float = 60.0)
     }
 
 
+def resume(consumers: int = 500, senders: int = 8, per_sender: int = 60, time_limit: float = 60.0) -> dict:
+    """Greenlet senders and consumers that drop their stream and resume it three times each.
+
+    Senders alternate broadcasts and targeted sends to every consumer.
+    Each consumer reads until a random point, walks away without closing
+    (a dead connection: the stream stays registered) and resumes with its
+    last event id, which takes the stream over. Every consumer must end
+    with every message exactly once, each sender's in order.
+    """
+    import random
+
+    from session_manager import InMemoryEventStore
+
+    streams = InMemoryStreamSessionManager(event_store=InMemoryEventStore(senders * per_sender + 10))
+    rng = random.Random(5)
+    got = [[] for _ in range(consumers)]
+    errors = []
+    total = senders * per_sender
+    ids = [f"r{i}" for i in range(consumers)]
+
+    held = []  # abandoned iterators stay referenced: their streams stay open, as dead connections do
+
+    def consume(i: int) -> None:
+        last = None
+        try:
+            for attempt in range(4):
+                controller = StreamController(keepalive=5.0, maxsize=total + 10)
+                streams.create(ids[i], controller, last_event_id=last)
+                parser = SSEParser()
+                stop_after = len(got[i]) + rng.randrange(1, total // 3) if attempt < 3 else total
+                frames = iter(controller)
+                held.append(frames)
+                for chunk in frames:  # walking away = leaving the loop without closing
+                    for event in parser.feed(chunk):
+                        if event.data:
+                            got[i].append(json.loads(event.data)["n"])
+                    last = parser.last_event_id
+                    if len(got[i]) >= min(stop_after, total):
+                        break
+                if len(got[i]) >= total:
+                    return
+        except BaseException as exc:  # noqa: BLE001
+            errors.append(f"consumer {i}: {exc!r}")
+
+    def send(w: int) -> None:
+        for k in range(per_sender):
+            data = json.dumps({"jsonrpc": "2.0", "method": "notifications/message", "n": f"{w}:{k}"})
+            streams.send(None if k % 2 else ids, data)
+            gevent.sleep(0)
+
+    readers = [gevent.spawn(consume, i) for i in range(consumers)]
+    gevent.sleep(0.1)  # every consumer has opened its stream
+    writers = [gevent.spawn(send, w) for w in range(senders)]
+    gevent.joinall(writers, timeout=time_limit)
+    gevent.joinall(readers, timeout=time_limit)
+    taken_over = sum(frames._controller.closed for frames in held)  # replaced by a resume (before delete)
+    expected = {w: [f"{w}:{k}" for k in range(per_sender)] for w in range(senders)}
+    wrong = [
+        i for i, seen in enumerate(got)
+        if len(seen) != total or any([n for n in seen if n.startswith(f"{w}:")] != expected[w] for w in expected)
+    ]
+    for sid in ids:
+        streams.delete(sid)
+    return {
+        "consumers": consumers,
+        "messages": total,
+        "wrong": [{"consumer": i, "count": len(got[i]), "head": got[i][:5]} for i in wrong[:5]],
+        "errors": errors[:10],
+        "stuck": sum(not g.dead for g in readers + writers),
+        "taken_over": taken_over,
+        "left_streams": len(streams._streams),
+        "left_logs": len(streams._logged) + len(streams.event_store),
+    }
+
+
 def main() -> int:
     probe = StreamController()
     summary = {
@@ -106,11 +181,13 @@ def main() -> int:
         },
     }
     probe.close()
-    which = sys.argv[1:] or ["stress", "fanout"]
+    which = sys.argv[1:] or ["stress", "fanout", "resume"]
     if "stress" in which:
         summary["stress"] = run_stress(gevent_runtime(), workers=16, ops_per_worker=3200, time_limit=90.0)
     if "fanout" in which:
         summary["fanout"] = fanout()
+    if "resume" in which:
+        summary["resume"] = resume()
     print(json.dumps(summary))
     return 0
 

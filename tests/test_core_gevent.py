@@ -61,3 +61,14 @@ def test_gevent_fanout_every_consumer_gets_every_message_once_in_order():
     assert fanout["abandoned_still_registered"] == 0, fanout
     assert fanout["callbacks_not_once"] == 0, fanout
     assert fanout["all_closed"] and fanout["left_streams"] == 0, fanout
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(300)
+def test_gevent_resumes_under_concurrent_senders_lose_and_repeat_nothing():
+    summary = run_worker("resume")["resume"]
+    assert summary["errors"] == [], summary
+    assert summary["wrong"] == [], summary
+    assert summary["stuck"] == 0, summary
+    assert summary["taken_over"] >= summary["consumers"], summary  # resumes replaced open streams
+    assert summary["left_streams"] == 0 and summary["left_logs"] == 0, summary
