@@ -163,3 +163,58 @@ def test_expiry_costs_no_thread_or_timer():
     managers.info.create("fresh")  # sweeps on the way
     assert len(managers.info) == 1
     assert set(threading.enumerate()) == before
+
+
+def test_expiry_racing_with_requests_from_many_threads_keeps_the_indexes_consistent():
+    """Eight threads use, subscribe and delete sessions while the clock runs and expiry sweeps."""
+    import random
+
+    managers, clock = expiring_pair(ttl=5)
+    info = managers.info
+    errors = []
+
+    def worker(w: int) -> None:
+        rng = random.Random(w)
+        try:
+            for i in range(400):
+                sid = f"w{w}-{rng.randrange(20)}"
+                op = rng.randrange(5)
+                if op == 0:
+                    try:
+                        info.create(sid)
+                    except ValueError:
+                        pass
+                elif op == 1:
+                    try:
+                        info.add_subscription(sid, f"file:///{rng.randrange(3)}")
+                    except SessionNotFoundError:
+                        pass
+                elif op == 2:
+                    info.delete(sid)
+                elif op == 3:
+                    info.exists(sid)
+                else:
+                    clock.now += 0.05
+                    info.expire()
+        except Exception as exc:  # noqa: BLE001
+            errors.append(repr(exc))
+
+    threads = [threading.Thread(target=worker, args=(w,)) for w in range(8)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(60)
+    assert errors == []
+    sessions = dict(info._sessions)
+    for uri, subscribers in info._subscribers.items():
+        assert subscribers, uri
+        for sid in subscribers:
+            assert uri in sessions[sid].subscriptions
+    for sid, session in sessions.items():
+        for uri in session.subscriptions:
+            assert sid in info._subscribers[uri]
+    used = [s.used for s in sessions.values()]
+    assert used == sorted(used)  # kept in order of last use
+    clock.now += 10
+    info.expire()
+    assert len(info) == 0 and info._subscribers == {}
