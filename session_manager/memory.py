@@ -74,17 +74,15 @@ class InMemoryStreamSessionManager(StreamSessionManager):
             with self._send_lock:  # no message to this session meanwhile: nothing lost or sent twice
                 if last_event_id is None:
                     self._check_free(session_id)
-                    if isinstance(store, InMemoryEventStore):
-                        log: Union[str, _Log] = store._open_log(session_id, stream_id)
-                        primer = f"{stream_id}.{log.latest()}"
-                    else:
-                        log, primer = stream_id, store.open(session_id, stream_id)
-                    controller.prime([encode_event("", id=primer, retry=controller.retry)])
+                    frames = [encode_event("", id=store.open(session_id, stream_id), retry=controller.retry)]
                 else:
-                    controller.prime(replay_frames(store, session_id, stream_id, last_event_id, controller.retry))
-                    log = self._logged.get(session_id) or stream_id
+                    frames = replay_frames(store, session_id, stream_id, last_event_id, controller.retry)
+                controller.prime(frames)
                 replaced = self._register(session_id, controller, replace=last_event_id is not None)
-                self._logged[session_id] = log
+                # What _send_stored appends to: the log itself when the store is in memory.
+                self._logged[session_id] = (
+                    store._open_log(session_id, stream_id) if _appends_directly(store) else stream_id
+                )
             if replaced is not None:
                 replaced.close()
         controller.add_close_callback(lambda: self._forget(session_id, controller))
@@ -147,7 +145,7 @@ class InMemoryStreamSessionManager(StreamSessionManager):
         else:
             targets = _validate.session_ids(sessions)
         with self._send_lock:
-            if not isinstance(store, InMemoryEventStore):
+            if not _appends_directly(store):
                 for sid in targets:
                     stream_id = logged.get(sid)
                     event_id = None if stream_id is None else store.append(sid, stream_id, data)  # type: ignore[arg-type]
@@ -192,6 +190,11 @@ class InMemoryStreamSessionManager(StreamSessionManager):
 
     def __repr__(self) -> str:
         return f"<InMemoryStreamSessionManager streams={len(self._streams)}>"
+
+
+def _appends_directly(store: EventStore) -> bool:
+    """Whether sends may append to the store's logs themselves (exactly InMemoryEventStore, not a subclass)."""
+    return type(store) is InMemoryEventStore
 
 
 class _Session:

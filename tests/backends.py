@@ -40,8 +40,30 @@ EVENT_STORE_BACKENDS: Dict[str, StoreFactory] = {
     "redis": lambda request: request.getfixturevalue("redis_event_store"),  # tests/conftest_redis.py
 }
 
+class DelegatingStore(EventStore):
+    """A third-party store, as far as the managers can tell: they must use only the EventStore API."""
+
+    def __init__(self, inner: EventStore) -> None:
+        self.inner = inner
+
+    def open(self, session_id, stream_id):
+        return self.inner.open(session_id, stream_id)
+
+    def append(self, session_id, stream_id, message):
+        return self.inner.append(session_id, stream_id, message)
+
+    def replay(self, session_id, last_event_id):
+        return self.inner.replay(session_id, last_event_id)
+
+    def delete(self, session_id):
+        self.inner.delete(session_id)
+
+
 #: Stream managers with an event store (same bounds as above): resumable streams.
 RESUMABLE_STREAM_BACKENDS: Dict[str, StreamFactory] = {
     "memory": lambda request: InMemoryStreamSessionManager(event_store=InMemoryEventStore(50, max_streams=3)),
+    "memory-custom-store": lambda request: InMemoryStreamSessionManager(
+        event_store=DelegatingStore(InMemoryEventStore(50, max_streams=3))
+    ),
     "redis": lambda request: request.getfixturevalue("redis_resumable_streams"),  # tests/conftest_redis.py
 }
