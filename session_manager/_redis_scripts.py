@@ -11,38 +11,6 @@ from __future__ import annotations
 
 # -- streams -----------------------------------------------------------------
 
-#: Claim a stream key for a new registration. KEYS: stream key.
-#: ARGV: token, node, ttl ms. Returns 1, or 0 if a live stream of another node holds it.
-STREAM_CLAIM = """
-local v = redis.call('GET', KEYS[1])
-if v and string.byte(v, 1) ~= 45 and string.match(v, '^[^:]*') ~= ARGV[2] then
-  return 0
-end
-redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[3])
-return 1
-"""
-
-#: Heartbeat of one batch. KEYS: stream keys. ARGV: ttl ms, then one token per key.
-#: Per key: 1 = refreshed (or re-created after Redis lost it), 0 = deleted
-#: elsewhere (tombstone) or taken over by another node: close the local stream.
-STREAM_REFRESH = """
-local out = {}
-for i, key in ipairs(KEYS) do
-  local token = ARGV[i + 1]
-  local v = redis.call('GET', key)
-  if v == token then
-    redis.call('PEXPIRE', key, ARGV[1])
-    out[i] = 1
-  elseif not v then
-    redis.call('SET', key, token, 'PX', ARGV[1])
-    out[i] = 1
-  else
-    out[i] = 0
-  end
-end
-return out
-"""
-
 #: Forget ended streams. KEYS: stream keys. ARGV: one token per key. Deletes a
 #: key only if it still holds that token (or its tombstone), never a newer stream.
 STREAM_FORGET = """
@@ -74,29 +42,6 @@ redis.call('PUBLISH', ARGV[2] .. node, 'd ' .. ARGV[3] .. ' ' .. v)
 return 2
 """
 
-#: Targeted send. KEYS: stream keys. ARGV: node channel prefix, data, then one
-#: session id per key. One PUBLISH per owning node, carrying its ids and the data.
-STREAM_SEND = """
-local groups, order = {}, {}
-for i, key in ipairs(KEYS) do
-  local v = redis.call('GET', key)
-  if v and string.byte(v, 1) ~= 45 then
-    local node = string.match(v, '^[^:]*')
-    local ids = groups[node]
-    if not ids then
-      ids = {}
-      groups[node] = ids
-      order[#order + 1] = node
-    end
-    ids[#ids + 1] = ARGV[i + 2]
-  end
-end
-for _, node in ipairs(order) do
-  redis.call('PUBLISH', ARGV[1] .. node, 'm ' .. table.concat(groups[node], ' ') .. '\\n' .. ARGV[2])
-end
-return #order
-"""
-
 # -- info --------------------------------------------------------------------
 # Every info script gets KEYS[1] = session hash, KEYS[2] = its set of URIs,
 # ARGV[1] = per-URI key prefix, ARGV[2] = session ttl in ms.
@@ -104,14 +49,20 @@ return #order
 #: Refresh the expiry of a session, its URI index and the subscriber set of
 #: each of its URIs, so a subscriber set lives as long as its longest-lived
 #: subscriber.
-_TOUCH = """
-local function touch()
-  redis.call('PEXPIRE', KEYS[1], ARGV[2])
-  if redis.call('PEXPIRE', KEYS[2], ARGV[2]) == 1 then
-    for _, uri in ipairs(redis.call('SMEMBERS', KEYS[2])) do
-      redis.call('PEXPIRE', ARGV[1] .. uri, ARGV[2])
+_TOUCH_SESSION = """
+local function touch_session(hash, index, uri_prefix, ttl)
+  redis.call('PEXPIRE', hash, ttl)
+  if redis.call('PEXPIRE', index, ttl) == 1 then
+    for _, uri in ipairs(redis.call('SMEMBERS', index)) do
+      redis.call('PEXPIRE', uri_prefix .. uri, ttl)
     end
   end
+end
+"""
+
+_TOUCH = _TOUCH_SESSION + """
+local function touch()
+  touch_session(KEYS[1], KEYS[2], ARGV[1], ARGV[2])
 end
 """
 
@@ -211,4 +162,278 @@ for _, sid in ipairs(redis.call('SMEMBERS', KEYS[1])) do
   end
 end
 return live
+"""
+
+# -- event logs --------------------------------------------------------------
+# Keys of a store with prefix P: ``P events:<sid>`` (sorted set: the session's
+# stream ids, the GET stream at score 0, POST streams by opening order),
+# ``P event-log:<stream>:<sid>`` (a Redis stream: an opening marker entry
+# ``o``, then one entry ``m`` = message per event) and ``P events-get`` (set
+# of the session ids with a GET log: who a broadcast reaches). Every script
+# using them gets ARGV[1..4] = P, max events, ttl ms, max POST logs (P = ''
+# when there is no store); its own arguments start at ARGV[5].
+
+_EVENTS = """
+local EV = {p = ARGV[1], max = ARGV[2], ttl = ARGV[3], streams = tonumber(ARGV[4])}
+local function ev_index(sid) return EV.p .. 'events:' .. sid end
+local function ev_log(sid, stream) return EV.p .. 'event-log:' .. stream .. ':' .. sid end
+local function ev_gets() return EV.p .. 'events-get' end
+local function ev_get_stream(sid) return 'g' .. string.sub(redis.sha1hex(sid), 1, 8) end
+local function ev_is_get(stream) return string.byte(stream, 1) == 103 end
+
+-- Refresh the session's index and the given logs (and the GET set with a GET log).
+local function ev_touch(sid, streams)
+  redis.call('PEXPIRE', ev_index(sid), EV.ttl)
+  for _, stream in ipairs(streams) do
+    redis.call('PEXPIRE', ev_log(sid, stream), EV.ttl)
+    if ev_is_get(stream) then
+      redis.call('PEXPIRE', ev_gets(), EV.ttl)
+    end
+  end
+end
+
+-- Open (or find) a log; return the event id of its latest entry.
+local function ev_open(sid, stream)
+  local key = ev_log(sid, stream)
+  local id
+  if redis.call('EXISTS', key) == 1 then
+    id = redis.call('XREVRANGE', key, '+', '-', 'COUNT', 1)[1][1]
+  else
+    id = redis.call('XADD', key, 'MAXLEN', '~', EV.max, '*', 'o', '')
+    local index = ev_index(sid)
+    if ev_is_get(stream) then
+      redis.call('ZADD', index, 0, stream)
+      redis.call('SADD', ev_gets(), sid)
+    else
+      local top = redis.call('ZREVRANGE', index, 0, 0, 'WITHSCORES')
+      redis.call('ZADD', index, (tonumber(top[2]) or 0) + 1, stream)
+      local posts = redis.call('ZRANGEBYSCORE', index, '(0', '+inf')
+      for i = 1, #posts - EV.streams do
+        redis.call('DEL', ev_log(sid, posts[i]))
+        redis.call('ZREM', index, posts[i])
+      end
+    end
+  end
+  ev_touch(sid, {stream})
+  return stream .. '.' .. id
+end
+
+-- Store a message on an existing log; its event id, or false if there is no log.
+local function ev_append(sid, stream, message)
+  local id = redis.call('XADD', ev_log(sid, stream), 'NOMKSTREAM', 'MAXLEN', '~', EV.max, '*', 'm', message)
+  if not id then
+    return false
+  end
+  return stream .. '.' .. id
+end
+
+local function ev_split(id)
+  local ms, seq = string.match(id, '^(%d+)-(%d+)$')
+  return tonumber(ms), tonumber(seq)
+end
+
+-- The events after entry *pos*: {id, message, ...}, or 'unknown' / 'expired'.
+-- Resuming needs that exact entry (an event or the opening marker) still in
+-- the log: trimming drops the oldest entries first, so all after it are there.
+local function ev_replay(sid, stream, pos)
+  local key = ev_log(sid, stream)
+  if redis.call('EXISTS', key) == 0 then
+    return 'unknown'
+  end
+  if #redis.call('XRANGE', key, pos, pos) == 0 then
+    local first = redis.call('XRANGE', key, '-', '+', 'COUNT', 1)[1]
+    local ms, seq = ev_split(pos)
+    local first_ms, first_seq = ev_split(first[1])
+    if ms < first_ms or (ms == first_ms and seq < first_seq) then
+      return 'expired'
+    end
+    return 'unknown'
+  end
+  local out = {}
+  for _, entry in ipairs(redis.call('XRANGE', key, '(' .. pos, '+')) do
+    if entry[2][1] == 'm' then
+      out[#out + 1] = stream .. '.' .. entry[1]
+      out[#out + 1] = entry[2][2]
+    end
+  end
+  ev_touch(sid, {stream})
+  return out
+end
+"""
+
+#: ARGV[5], ARGV[6]: session id, stream id. Returns the priming event id.
+EVENTS_OPEN = _EVENTS + """
+return ev_open(ARGV[5], ARGV[6])
+"""
+
+#: ARGV[5..7]: session id, stream id, message. Returns the event id, or nil without a log.
+EVENTS_APPEND = _EVENTS + """
+local id = ev_append(ARGV[5], ARGV[6], ARGV[7])
+if id then
+  ev_touch(ARGV[5], {ARGV[6]})
+end
+return id
+"""
+
+#: ARGV[5..7]: session id, stream id, position. Returns {id, message, ...} or an error word.
+EVENTS_REPLAY = _EVENTS + """
+return ev_replay(ARGV[5], ARGV[6], ARGV[7])
+"""
+
+#: ARGV[5]: session id. Deletes every log of the session.
+EVENTS_DELETE = _EVENTS + """
+local sid = ARGV[5]
+local index = ev_index(sid)
+for _, stream in ipairs(redis.call('ZRANGE', index, 0, -1)) do
+  redis.call('DEL', ev_log(sid, stream))
+end
+redis.call('DEL', index)
+redis.call('SREM', ev_gets(), sid)
+return 1
+"""
+
+# -- streams with and without event logs --------------------------------------
+
+#: claim(): take a stream key for a new registration, unless a live stream of
+#: another node holds it. route()/publish(): group items per owning node and
+#: PUBLISH ``<kind> <item> <item>...\\n<data>`` once per node; with *tagged*
+#: an item is prefixed with the registration number (``<n>`` of ``<node>:<n>``).
+_STREAMS = """
+local function claim(key, token, node, ttl)
+  local v = redis.call('GET', key)
+  if v and string.byte(v, 1) ~= 45 and string.match(v, '^[^:]*') ~= node then
+    return false
+  end
+  redis.call('SET', key, token, 'PX', ttl)
+  return true
+end
+
+local groups, order = {}, {}
+local function route(v, item, tagged)
+  if not v or string.byte(v, 1) == 45 then
+    return
+  end
+  local node, n = string.match(v, '^([^:]*):(.*)$')
+  local items = groups[node]
+  if not items then
+    items = {}
+    groups[node] = items
+    order[#order + 1] = node
+  end
+  items[#items + 1] = tagged and (n .. ' ' .. item) or item
+end
+
+local function publish(channel_prefix, kind, data)
+  for _, node in ipairs(order) do
+    redis.call('PUBLISH', channel_prefix .. node, kind .. ' ' .. table.concat(groups[node], ' ') .. '\\n' .. data)
+  end
+  return #order
+end
+"""
+
+#: Claim a stream key for a new registration. KEYS: stream key.
+#: ARGV: token, node, ttl ms. Returns 1, or 0 if a live stream of another node holds it.
+STREAM_CLAIM = _STREAMS + """
+return claim(KEYS[1], ARGV[1], ARGV[2], ARGV[3]) and 1 or 0
+"""
+
+#: Targeted send. KEYS: stream keys. ARGV: node channel prefix, data, then one
+#: session id per key. One PUBLISH ``m <sid> <sid>...`` per owning node.
+STREAM_SEND = _STREAMS + """
+for i, key in ipairs(KEYS) do
+  route(redis.call('GET', key), ARGV[i + 2], false)
+end
+return publish(ARGV[1], 'm', ARGV[2])
+"""
+
+#: Claim a stream key and open the session's GET log. KEYS: stream key.
+#: ARGV[5..8]: token, node, ttl ms, session id. Returns the priming event id,
+#: or nil if a live stream of another node holds the key.
+STREAM_CLAIM_LOGGED = _EVENTS + _STREAMS + """
+if not claim(KEYS[1], ARGV[5], ARGV[6], ARGV[7]) then
+  return false
+end
+return ev_open(ARGV[8], ev_get_stream(ARGV[8]))
+"""
+
+#: Resume: replay the session's GET log after a position and take the stream
+#: key over, telling a previous owner on another node to close its stream
+#: (``d <sid> <token>``). KEYS: stream key. ARGV[5..10]: token, node, ttl ms,
+#: session id, position, node channel prefix. Returns {id, message, ...}, or
+#: 'unknown' / 'expired' (nothing taken over).
+STREAM_RESUME = _EVENTS + """
+local sid = ARGV[8]
+local events = ev_replay(sid, ev_get_stream(sid), ARGV[9])
+if type(events) == 'string' then
+  return events
+end
+local v = redis.call('GET', KEYS[1])
+if v and string.byte(v, 1) ~= 45 and v ~= ARGV[5] then
+  local node = string.match(v, '^[^:]*')
+  if node ~= ARGV[6] then
+    redis.call('PUBLISH', ARGV[10] .. node, 'd ' .. sid .. ' ' .. v)
+  end
+end
+redis.call('SET', KEYS[1], ARGV[5], 'PX', ARGV[7])
+return events
+"""
+
+#: Targeted send with event logs: store on each target's GET log (sessions
+#: without one are skipped), then one PUBLISH ``e <n> <event id>...`` per
+#: owning node, in the same step, so ids are in delivery order. KEYS: stream
+#: keys. ARGV[5], ARGV[6]: node channel prefix, data; then one session id per key.
+STREAM_SEND_LOGGED = _EVENTS + _STREAMS + """
+for i, key in ipairs(KEYS) do
+  local sid = ARGV[i + 6]
+  local id = ev_append(sid, ev_get_stream(sid), ARGV[6])
+  if id then
+    route(redis.call('GET', key), id, true)
+  end
+end
+return publish(ARGV[5], 'e', ARGV[6])
+"""
+
+#: Broadcast with event logs: every session with a GET log (members whose log
+#: is gone are removed). ARGV[5..7]: stream key prefix, node channel prefix, data.
+STREAM_BROADCAST_LOGGED = _EVENTS + _STREAMS + """
+for _, sid in ipairs(redis.call('SMEMBERS', ev_gets())) do
+  local id = ev_append(sid, ev_get_stream(sid), ARGV[7])
+  if id then
+    route(redis.call('GET', ARGV[5] .. sid), id, true)
+  else
+    redis.call('SREM', ev_gets(), sid)
+  end
+end
+return publish(ARGV[6], 'e', ARGV[7])
+"""
+
+#: Heartbeat of one batch. KEYS: stream keys. ARGV[5..7]: ttl ms, length of the
+#: stream key prefix, info key prefix; then one token per key. Per key:
+#: 1 = refreshed (or re-created after Redis lost it), 0 = deleted elsewhere
+#: (tombstone) or taken over by another node: close the local stream. An open
+#: stream keeps its session alive: it refreshes the session's info keys (to
+#: the ``ttl`` its hash holds) and its event logs.
+STREAM_REFRESH = _EVENTS + _TOUCH_SESSION + """
+local out = {}
+local skip = tonumber(ARGV[6]) + 1
+for i, key in ipairs(KEYS) do
+  local token = ARGV[i + 7]
+  local v = redis.call('GET', key)
+  if v == token or not v then
+    redis.call('SET', key, token, 'PX', ARGV[5])
+    out[i] = 1
+    local sid = string.sub(key, skip)
+    local hash = ARGV[7] .. 'session:' .. sid
+    local ttl = redis.call('HGET', hash, 'ttl')
+    if ttl then
+      touch_session(hash, ARGV[7] .. 'subs:' .. sid, ARGV[7] .. 'uri:', ttl)
+    end
+    if EV.p ~= '' then
+      ev_touch(sid, redis.call('ZRANGE', ev_index(sid), 0, -1))
+    end
+  else
+    out[i] = 0
+  end
+end
+return out
 """

@@ -14,9 +14,27 @@ Streams (:class:`RedisStreamSessionManager`)
       tombstone left by a ``delete`` from another node until the owner has
       closed the stream.
     - channel ``node:<node>``: ``m <sid> <sid>...\\n<data>`` (targeted
-      message), ``d <sid> <token>`` (close a stream), ``x`` (wake the
-      listener).
-    - channel ``broadcast``: the data of ``send(None, data)``.
+      message), ``e <n> <event id> <n> <event id>...\\n<data>`` (a stored
+      message, addressed to registrations ``<node>:<n>``), ``d <sid> <token>``
+      (close a stream), ``x`` (wake the listener).
+    - channel ``broadcast``: the data of ``send(None, data)`` (without an
+      event store).
+
+    With an event store (:class:`RedisEventStore`, ``event_store=``) streams
+    are resumable. One script stores a message on each target's GET-stream
+    log and publishes it with its event id to the owning node, so event ids
+    are in delivery order and a resume (one script that replays the log and
+    takes the stream key over, from any process) sees every event exactly
+    once. Messages are addressed to a registration, not a session: what was
+    routed to a stream before it was replaced is never delivered to the new
+    one (the replay has it). A broadcast then reaches every session with a
+    GET-stream log, open stream or not (one script call, O(sessions) in
+    Redis).
+
+    Expiry: an open stream keeps its session alive. The heartbeat refreshes,
+    for every local stream, the session's info keys (when a
+    :class:`RedisInfoSessionManager` with the same prefix created it) and its
+    event logs. A session with no open stream expires by TTL, every key of it.
 
     Costs: broadcast is one PUBLISH; a targeted send is one script call
     (per 1,000 targets) that looks the owners up and PUBLISHes once per
@@ -40,13 +58,14 @@ Streams (:class:`RedisStreamSessionManager`)
     memory limit): an evicted stream key reads as a closed stream.
 
 Info (:class:`RedisInfoSessionManager`)
-    ``session:<sid>`` (hash: ``created``, ``protocol_version``,
+    ``session:<sid>`` (hash: ``created``, ``ttl`` (ms), ``protocol_version``,
     ``client_info`` and ``client_capabilities`` as JSON, ``log_level``),
     ``subs:<sid>`` (set of its subscribed URIs) and ``uri:<uri>`` (set of
     subscribed session ids). Every call on a session (getters included)
     refreshes its expiry to ``session_ttl`` in the same script; the
     subscriber set of each URI lives as long as its longest-lived
-    subscriber.
+    subscriber. An open stream of the session (a
+    :class:`RedisStreamSessionManager` with the same prefix) keeps it alive.
 
 Both classes take a ``redis://`` URL or a :class:`redis.Redis` client (a
 client passed in is used as configured and left open by ``close``; give it
@@ -71,15 +90,17 @@ import redis as redis_py
 
 from . import _redis_scripts as lua
 from . import _validate
-from ._redis_common import REDIS_DOWN, RedisBacked, check_gevent, text
+from ._redis_common import REDIS_DOWN, RedisBacked, check_gevent, describe, text
+from ._redis_events import RedisEventStore, check_resume, replay_reply
 from ._validate import positive_seconds
 from ._fields import FieldStoreInfoManager
 from .base import StreamSessionManager
 from .errors import BackendUnavailableError, SessionNotFoundError, StreamConflictError
-from .sse import encode_message
+from .events import EventStore, Replay, get_stream_id, replay_frames
+from .sse import encode_event, encode_id, encode_message
 from .stream import StreamController
 
-__all__ = ["RedisStreamSessionManager", "RedisInfoSessionManager"]
+__all__ = ["RedisStreamSessionManager", "RedisInfoSessionManager", "RedisEventStore"]
 
 logger = logging.getLogger(__name__)
 
@@ -110,14 +131,25 @@ def _valid_ids(sessions: Iterable[str]) -> List[str]:
 
 
 class _Stream:
-    """One registered stream: its controller and the token its key holds."""
+    """One registered stream: its controller and the token ``<node>:<number>`` its key holds."""
 
-    __slots__ = ("controller", "token", "forgotten")
+    __slots__ = ("controller", "token", "number", "session_id", "forgotten")
 
-    def __init__(self, controller: StreamController, token: str) -> None:
+    def __init__(self, controller: StreamController, node: str, number: int, session_id: str) -> None:
         self.controller = controller
-        self.token = token
+        self.number = str(number)
+        self.token = f"{node}:{number}"
+        self.session_id = session_id
         self.forgotten = False  # its key is queued for deletion (or was deleted)
+
+
+class _Replayer:
+    """Stands in for an event store in :func:`replay_frames`, whose only call is ``replay()``."""
+
+    __slots__ = ("replay",)
+
+    def __init__(self, replay: Callable[[str, str], Replay]) -> None:
+        self.replay = replay
 
 
 class _Node:
@@ -134,6 +166,8 @@ class _Node:
         self.counter = itertools.count(1)
         self.lock = threading.Lock()
         self.streams: Dict[str, _Stream] = {}
+        #: With an event store: registration number -> stream, the address of ``e`` messages.
+        self.registrations: Dict[str, _Stream] = {}
         self.creating: Set[str] = set()
         self.pending: Deque[Tuple[str, str]] = collections.deque()  # (sid, token) keys to delete
         self.stop = threading.Event()
@@ -149,7 +183,8 @@ class RedisStreamSessionManager(RedisBacked, StreamSessionManager):
 
     See the module documentation for keys, channels, costs and failure
     behaviour. Delivery is FIFO per stream (every message, local or not,
-    goes through the holder's one subscription) and at most once.
+    goes through the holder's one subscription); at most once without an
+    event store, exactly once across resumes with one.
 
     :param url_or_client: a ``redis://`` URL, or a :class:`redis.Redis` client.
     :param prefix: namespace of every key and channel.
@@ -161,6 +196,10 @@ class RedisStreamSessionManager(RedisBacked, StreamSessionManager):
         built from a URL), and longest ``create`` waits for the listener.
     :param max_connections: size of the command pool of a client built from
         a URL (the listener takes one of them).
+    :param event_store: a :class:`RedisEventStore` on the same Redis, to make
+        streams resumable; :meth:`close` closes it. No other store will do:
+        storing a message must be atomic with routing it (one script does
+        both), or a resume could miss or repeat events.
     """
 
     def __init__(
@@ -172,13 +211,25 @@ class RedisStreamSessionManager(RedisBacked, StreamSessionManager):
         heartbeat_interval: Optional[float] = None,
         socket_timeout: float = 5.0,
         max_connections: int = 8,
+        event_store: Optional[RedisEventStore] = None,
     ) -> None:
+        if event_store is not None and not isinstance(event_store, RedisEventStore):
+            raise TypeError(
+                f"event_store must be a RedisEventStore, not {type(event_store).__name__}: the Redis stream "
+                "manager stores each message and routes it in one Redis script (so event ids follow delivery "
+                "order and resumes lose and repeat nothing), which needs the store's logs in the same Redis"
+            )
         ttl = positive_seconds(liveness_ttl, "liveness_ttl")
         interval = ttl / 3 if heartbeat_interval is None else positive_seconds(heartbeat_interval, "heartbeat_interval")
         if interval > ttl / 2:
             raise ValueError(
                 f"heartbeat_interval ({interval:g} s) must be at most half of liveness_ttl ({ttl:g} s), "
                 "so one late heartbeat does not expire live streams"
+            )
+        if event_store is not None and event_store.session_ttl <= 2 * interval:
+            raise ValueError(
+                f"the event store's session_ttl ({event_store.session_ttl:g} s) must exceed twice "
+                f"heartbeat_interval ({interval:g} s): the heartbeat keeps the logs of open streams alive"
             )
         self._ttl_ms = max(1, int(ttl * 1000))
         self._interval = interval
@@ -198,6 +249,20 @@ class RedisStreamSessionManager(RedisBacked, StreamSessionManager):
         self._forget_keys = register(lua.STREAM_FORGET)
         self._delete = register(lua.STREAM_DELETE)
         self._send = register(lua.STREAM_SEND)
+        self._store = event_store
+        #: ARGV[1..4] of the scripts that touch event logs ('' prefix: no store).
+        self._store_args: Tuple[Union[str, int], ...] = ("", 0, 0, 0)
+        if event_store is not None:
+            self._store_args = event_store.script_args
+            if describe(event_store._client) != describe(self._client):
+                logger.warning(
+                    "the event store connects to %s and the stream manager to %s: both must be the same Redis",
+                    describe(event_store._client), describe(self._client),
+                )
+            self._claim_logged = register(lua.STREAM_CLAIM_LOGGED)
+            self._resume = register(lua.STREAM_RESUME)
+            self._send_logged = register(lua.STREAM_SEND_LOGGED)
+            self._broadcast_logged = register(lua.STREAM_BROADCAST_LOGGED)
         self._state_lock = threading.Lock()  # guards _state and _closed only
         self._state: Optional[_Node] = None
         self._closed = False
@@ -250,33 +315,87 @@ class RedisStreamSessionManager(RedisBacked, StreamSessionManager):
 
     # -- public API --------------------------------------------------------
 
-    def create(self, session_id: str, controller: StreamController) -> None:
+    @property
+    def event_store(self) -> Optional[EventStore]:
+        return self._store
+
+    def create(self, session_id: str, controller: StreamController, *, last_event_id: Optional[str] = None) -> None:
         _validate.session_id(session_id)
         if not isinstance(controller, StreamController):
             raise TypeError(f"controller must be a StreamController, not {type(controller).__name__}")
+        resume_from = None
+        if last_event_id is not None:
+            if self._store is None:
+                raise ValueError("resuming (last_event_id) needs an event store: pass event_store= to the manager")
+            resume_from = check_resume(session_id, last_event_id)  # a bad id touches nothing
         state = self._started()
         with state.lock:
             current = state.streams.get(session_id)
-            if (current is not None and not current.controller.closed) or session_id in state.creating:
+            if session_id in state.creating or (
+                resume_from is None and current is not None and not current.controller.closed
+            ):
                 raise StreamConflictError(session_id)
             state.creating.add(session_id)
-        entry = _Stream(controller, f"{state.node}:{next(state.counter)}")
+        entry = _Stream(controller, state.node, next(state.counter), session_id)
         try:
             if not state.ready.wait(0 if state.failures else self._timeout):
                 raise self._errors.unavailable(
                     "the listener of this process is not connected, so the stream could not receive "
                     "messages; see the session_manager.redis log"
                 )
-            with self._errors:
-                claimed = self._claim(keys=[self._key(session_id)], args=[entry.token, state.node, self._ttl_ms])
-            if not claimed:
-                raise StreamConflictError(session_id)
+            if self._store is None:
+                with self._errors:
+                    claimed = self._claim(keys=[self._key(session_id)], args=[entry.token, state.node, self._ttl_ms])
+                if not claimed:
+                    raise StreamConflictError(session_id)
+            else:
+                self._open_logged(state, entry, last_event_id, resume_from)
             with state.lock:
+                replaced = state.streams.get(session_id)
                 state.streams[session_id] = entry
+        except BaseException:
+            with state.lock:
+                if state.registrations.get(entry.number) is entry:
+                    del state.registrations[entry.number]
+            raise
         finally:
             with state.lock:
                 state.creating.discard(session_id)
+        if replaced is not None:
+            replaced.controller.close()  # taken over by the resume (or already closed)
         controller.add_close_callback(lambda: self._forget(state, session_id, entry))
+
+    def _open_logged(self, state: _Node, entry: _Stream, last_event_id: Optional[str], resume_from: Optional[str]) -> None:
+        """Claim the stream key and prime the stream: priming id, or the replay of a resume.
+
+        The registration is addressable before the script runs, so every
+        message routed to it once the key names it is queued (after the
+        primed frames); messages routed to earlier registrations never are.
+        """
+        with state.lock:
+            state.registrations[entry.number] = entry
+        sid, controller = entry.session_id, entry.controller
+        if last_event_id is None:
+            with self._errors:
+                primer = self._claim_logged(
+                    keys=[self._key(sid)], args=[*self._store_args, entry.token, state.node, self._ttl_ms, sid]
+                )
+            if primer is None:
+                raise StreamConflictError(sid)
+            controller.prime([encode_event("", id=text(primer), retry=controller.retry)])
+            return
+        stream_id = get_stream_id(sid)
+
+        def take_over(session_id: str, event_id: str) -> Replay:
+            with self._errors:
+                reply = self._resume(
+                    keys=[self._key(sid)],
+                    args=[*self._store_args, entry.token, state.node, self._ttl_ms, sid, resume_from, self._channel_prefix],
+                )
+            return replay_reply(event_id, stream_id, reply)
+
+        # replay_frames needs only the store's replay(): here, the script that also takes the stream over.
+        controller.prime(replay_frames(_Replayer(take_over), sid, stream_id, last_event_id, controller.retry))  # type: ignore[arg-type]
 
     def delete(self, session_id: str) -> None:
         _validate.session_id(session_id)
@@ -293,6 +412,8 @@ class RedisStreamSessionManager(RedisBacked, StreamSessionManager):
                     keys=[self._key(session_id)],
                     args=[state.node, self._channel_prefix, session_id, self._ttl_ms],
                 )
+            if self._store is not None:
+                self._store.delete(session_id)
         except BackendUnavailableError:
             if entry is None:
                 raise
@@ -317,22 +438,29 @@ class RedisStreamSessionManager(RedisBacked, StreamSessionManager):
 
     def send(self, sessions: Optional[Iterable[str]], data: str) -> None:
         _validate.message(data)
+        logged = self._store is not None
         if sessions is None:
             with self._errors:
-                self._client.publish(self._broadcast, data)
+                if logged:
+                    self._broadcast_logged(args=[*self._store_args, self._key_prefix, self._channel_prefix, data])
+                else:
+                    self._client.publish(self._broadcast, data)
             return
         ids = _valid_ids(sessions)
         if not ids:
             return
+        script, head = (
+            (self._send_logged, [*self._store_args, self._channel_prefix, data])
+            if logged
+            else (self._send, [self._channel_prefix, data])
+        )
         with self._errors:
             if len(ids) <= _BATCH:
-                self._send(keys=[self._key(sid) for sid in ids], args=[self._channel_prefix, data, *ids])
+                script(keys=[self._key(sid) for sid in ids], args=[*head, *ids])
                 return
             with self._client.pipeline(transaction=False) as pipe:
                 for chunk in _chunks(ids):
-                    self._send(
-                        keys=[self._key(sid) for sid in chunk], args=[self._channel_prefix, data, *chunk], client=pipe
-                    )
+                    script(keys=[self._key(sid) for sid in chunk], args=[*head, *chunk], client=pipe)
                 pipe.execute()
 
     def close(self) -> None:
@@ -345,13 +473,18 @@ class RedisStreamSessionManager(RedisBacked, StreamSessionManager):
             if state is not None:
                 self._shutdown(state)
         finally:
-            self._disconnect()
+            try:
+                self._disconnect()
+            finally:
+                if self._store is not None:
+                    self._store.close()
 
     def _shutdown(self, state: _Node) -> None:
         """Close this process's streams, stop its threads, delete its keys."""
         with state.lock:
             entries = list(state.streams.items())
             state.streams.clear()
+            state.registrations.clear()
             for _, entry in entries:
                 entry.forgotten = True
         for _, entry in entries:
@@ -391,6 +524,8 @@ class RedisStreamSessionManager(RedisBacked, StreamSessionManager):
             if state.streams.get(session_id) is entry:
                 del state.streams[session_id]
                 self.slow_consumers_dropped += entry.controller.overflowed
+            if state.registrations.get(entry.number) is entry:
+                del state.registrations[entry.number]
             if entry.forgotten:
                 return
             entry.forgotten = True
@@ -418,7 +553,10 @@ class RedisStreamSessionManager(RedisBacked, StreamSessionManager):
             items = list(state.streams.items())
         for chunk in _chunks(items):
             results = self._refresh(
-                keys=[self._key(sid) for sid, _ in chunk], args=[self._ttl_ms, *(e.token for _, e in chunk)]
+                keys=[self._key(sid) for sid, _ in chunk],
+                args=[
+                    *self._store_args, self._ttl_ms, len(self._key_prefix), self._prefix, *(e.token for _, e in chunk)
+                ],
             )
             for (sid, entry), alive in zip(chunk, results):
                 if not alive:
@@ -547,6 +685,15 @@ class RedisStreamSessionManager(RedisBacked, StreamSessionManager):
                 entry = streams.get(sid)
                 if entry is not None and not entry.controller.enqueue_frame(frame):
                     self._forget(state, sid, entry)
+        elif kind == "e":
+            head, _, data = payload.partition("\n")
+            frame = encode_message(data)
+            items = head[2:].split(" ")
+            registrations = state.registrations
+            for i in range(0, len(items) - 1, 2):
+                entry = registrations.get(items[i])
+                if entry is not None and not entry.controller.enqueue_frame(encode_id(items[i + 1]) + frame):
+                    self._forget(state, entry.session_id, entry)
         elif kind == "d":
             _, sid, token = payload.split(" ", 2)
             entry = state.streams.get(sid)
@@ -623,7 +770,8 @@ class RedisInfoSessionManager(RedisBacked, FieldStoreInfoManager):
             return script(keys=keys, args=[self._uri_prefix, self._ttl_ms, *args])
 
     def _insert(self, session_id: str, fields: Dict[str, str]) -> bool:
-        flat = ["created", repr(time.time())]
+        # ttl: how long an open stream of the session keeps it alive (the stream heartbeat reads it).
+        flat = ["created", repr(time.time()), "ttl", str(self._ttl_ms)]
         for name, value in fields.items():
             flat += [name, value]
         return bool(self._run(self._create, session_id, *flat))

@@ -12,7 +12,7 @@ from typing import Iterator
 
 import pytest
 
-from session_manager.redis import RedisInfoSessionManager, RedisStreamSessionManager
+from session_manager.redis import RedisEventStore, RedisInfoSessionManager, RedisStreamSessionManager
 
 from .redis_server import MISSING, RedisServer, find_binary
 
@@ -70,5 +70,39 @@ def redis_streams(redis_server: RedisServer, redis_prefix: str) -> Iterator[Redi
 def redis_info(redis_server: RedisServer, redis_prefix: str) -> Iterator[RedisInfoSessionManager]:
     """An info manager on the shared server with its own prefix."""
     manager = RedisInfoSessionManager(redis_server.url, prefix=redis_prefix)
+    yield manager
+    manager.close()
+
+
+#: Bounds of test event stores (as the in-memory ones in tests/backends.py).
+TEST_MAX_EVENTS = 50
+TEST_MAX_STREAMS = 3
+
+
+def make_event_store(url: str, prefix: str, **kwargs) -> RedisEventStore:
+    """An event store with the test bounds (keyword arguments override them)."""
+    kwargs.setdefault("max_events", TEST_MAX_EVENTS)
+    kwargs.setdefault("max_streams", TEST_MAX_STREAMS)
+    return RedisEventStore(url, prefix=prefix, **kwargs)
+
+
+@pytest.fixture
+def redis_event_store(redis_server: RedisServer, redis_prefix: str) -> Iterator[RedisEventStore]:
+    """An event store on the shared server (max_events=50, max_streams=3) with its own prefix."""
+    store = make_event_store(redis_server.url, redis_prefix)
+    yield store
+    store.close()
+
+
+@pytest.fixture
+def redis_resumable_streams(redis_server: RedisServer, redis_prefix: str) -> Iterator[RedisStreamSessionManager]:
+    """A stream manager with a Redis event store (max_events=50, max_streams=3), small liveness bounds."""
+    manager = RedisStreamSessionManager(
+        redis_server.url,
+        prefix=redis_prefix,
+        liveness_ttl=TEST_LIVENESS_TTL,
+        heartbeat_interval=TEST_HEARTBEAT,
+        event_store=make_event_store(redis_server.url, redis_prefix),
+    )
     yield manager
     manager.close()

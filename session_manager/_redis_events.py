@@ -1,0 +1,163 @@
+"""RedisEventStore: the logs of resumable streams in Redis Streams, shared by every process.
+
+Keys (under ``prefix``; see the key layout in :mod:`session_manager._redis_scripts`):
+
+- ``events:<sid>``: the session's index of its logs (sorted set), for
+  :meth:`~RedisEventStore.delete` and for forgetting the oldest POST-stream
+  logs beyond ``max_streams`` (the GET-stream log is never forgotten).
+- ``event-log:<stream>:<sid>``: one Redis stream per log. It starts with an
+  opening marker entry (the priming id of a stream opened on an empty log,
+  skipped by replays), then one entry per message. Positions are Redis
+  entry ids (``<ms>-<seq>``), so event ids look like ``g1a2b3c4d.1700000000000-0``.
+- ``events-get``: the sessions with a GET-stream log (who a broadcast of a
+  :class:`~session_manager.redis.RedisStreamSessionManager` reaches).
+
+Logs are trimmed with ``XADD ... MAXLEN ~ max_events``: Redis drops whole
+nodes of old entries, so a log holds at least ``max_events`` events (up to
+one node, 100 entries by default, more). A resume is possible exactly when
+the entry of its ``Last-Event-ID`` is still in the log; older ids are
+``expired``. Every key expires ``session_ttl`` seconds after the last
+activity of its session's logs (open, append, replay, or the heartbeat of an
+open stream of a stream manager using this store).
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any, Optional, Tuple, Union
+
+import redis as redis_py
+
+from . import _redis_scripts as lua
+from . import _validate
+from ._redis_common import RedisBacked, text
+from .errors import EventGoneError
+from .events import (
+    DEFAULT_MAX_EVENTS,
+    DEFAULT_MAX_STREAMS,
+    EventStore,
+    Replay,
+    _check_stream_id,
+    get_stream_id,
+    parse_event_id,
+)
+
+__all__ = ["RedisEventStore"]
+
+logger = logging.getLogger(__name__)
+
+_MAX_ID_PART = 2**64 - 1  # a Redis stream id is two unsigned 64-bit integers
+
+
+def redis_position(last_event_id: object) -> Tuple[str, str]:
+    """Split an event id into ``(stream id, Redis entry id)``, normalized for XRANGE.
+
+    Raises :class:`~session_manager.InvalidEventIdError` for a malformed id
+    and :class:`~session_manager.EventGoneError` (``unknown``) for a position
+    no Redis store issues (e.g. one of the in-memory store).
+    """
+    stream_id, position = parse_event_id(last_event_id)
+    ms, _, seq = position.partition("-")
+    if not seq or int(ms) > _MAX_ID_PART or int(seq) > _MAX_ID_PART:
+        raise EventGoneError(str(last_event_id), "unknown")
+    return stream_id, f"{int(ms)}-{int(seq)}"
+
+
+def replay_reply(last_event_id: str, stream_id: str, reply: Any) -> Replay:
+    """Turn a replay script's reply into a :class:`Replay`, or raise its EventGoneError."""
+    if not isinstance(reply, list):
+        raise EventGoneError(last_event_id, text(reply))
+    return Replay(stream_id, [(text(reply[i]), text(reply[i + 1])) for i in range(0, len(reply), 2)])
+
+
+class RedisEventStore(RedisBacked, EventStore):
+    """Event logs in Redis: every process resumes any stream. Each call is one script (one round trip).
+
+    Same semantics as :class:`~session_manager.InMemoryEventStore`, with
+    approximate trimming (see the module documentation) and expiry: a
+    session's logs go ``session_ttl`` seconds after their last use. Give it
+    to :class:`~session_manager.redis.RedisStreamSessionManager`
+    (``event_store=``), which stores and routes each message in one script.
+
+    :param url_or_client: a ``redis://`` URL, or a :class:`redis.Redis` client (left open by :meth:`close`).
+    :param prefix: namespace of every key.
+    :param max_events: events kept per log (at least; trimming is approximate).
+    :param max_streams: POST-stream logs kept per session (the GET-stream log is always kept).
+    :param session_ttl: seconds after the last use of a session's logs before they expire.
+    :param socket_timeout: seconds before a Redis call gives up (clients built from a URL).
+    :param max_connections: size of the command pool of a client built from a URL.
+    """
+
+    def __init__(
+        self,
+        url_or_client: Union[str, "redis_py.Redis"],
+        *,
+        prefix: str = "mcp:",
+        max_events: int = DEFAULT_MAX_EVENTS,
+        max_streams: int = DEFAULT_MAX_STREAMS,
+        session_ttl: float = 3600.0,
+        socket_timeout: float = 5.0,
+        max_connections: int = 8,
+    ) -> None:
+        for name, value in (("max_events", max_events), ("max_streams", max_streams)):
+            if type(value) is not int or value < 1:
+                raise ValueError(f"{name} must be a positive int, got {value!r}")
+        self.max_events = max_events
+        self.max_streams = max_streams
+        self.session_ttl = _validate.positive_seconds(session_ttl, "session_ttl")
+        self._connect(
+            url_or_client,
+            prefix=prefix,
+            socket_timeout=socket_timeout,
+            max_connections=max_connections,
+            role="events",
+        )
+        #: ARGV[1..4] of every script using the logs (see _redis_scripts).
+        self.script_args: Tuple[Union[str, int], ...] = (
+            prefix, max_events, max(1, int(self.session_ttl * 1000)), max_streams,
+        )
+        register = self._client.register_script
+        self._open = register(lua.EVENTS_OPEN)
+        self._append = register(lua.EVENTS_APPEND)
+        self._replay = register(lua.EVENTS_REPLAY)
+        self._delete = register(lua.EVENTS_DELETE)
+
+    def _call(self, script: Any, *args: Any) -> Any:
+        with self._errors:
+            return script(args=[*self.script_args, *args])
+
+    def open(self, session_id: str, stream_id: str) -> str:
+        _validate.session_id(session_id)
+        _check_stream_id(stream_id)
+        return text(self._call(self._open, session_id, stream_id))
+
+    def append(self, session_id: str, stream_id: str, message: str) -> Optional[str]:
+        _validate.message(message)
+        reply = self._call(self._append, session_id, stream_id, message)
+        return None if reply is None else text(reply)
+
+    def replay(self, session_id: str, last_event_id: str) -> Replay:
+        stream_id, position = redis_position(last_event_id)
+        return replay_reply(last_event_id, stream_id, self._call(self._replay, session_id, stream_id, position))
+
+    def delete(self, session_id: str) -> None:
+        self._call(self._delete, _validate.session_id(session_id))
+
+    def close(self) -> None:
+        """Disconnect the pool this store created (a client passed in stays open)."""
+        self._disconnect()
+
+    def __repr__(self) -> str:
+        return f"<RedisEventStore prefix={self._prefix!r} max_events={self.max_events}>"
+
+
+def check_resume(session_id: str, last_event_id: object) -> str:
+    """The Redis position to resume the session's GET stream from; raises as replay does.
+
+    An id of another stream (a POST's, another session's) is ``unknown``
+    before anything is taken over.
+    """
+    stream_id, position = redis_position(last_event_id)
+    if stream_id != get_stream_id(session_id):
+        raise EventGoneError(str(last_event_id), "unknown")
+    return position
