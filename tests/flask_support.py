@@ -245,11 +245,15 @@ def initialize_message(protocol_version: str = LATEST, id: Any = 0) -> Dict[str,
 
 
 def events_of(response: requests.Response) -> List[Event]:
-    """The SSE events of a complete response body."""
+    """The SSE events of a complete response body that carry a message.
+
+    Priming events (an id with empty data, sent first on resumable streams)
+    carry none and are skipped.
+    """
     assert response.headers["Content-Type"] == "text/event-stream", response.headers
     parser = SSEParser()
     parser.feed(response.content)
-    return parser.events
+    return [event for event in parser.events if event.data]
 
 
 def reply_of(response: requests.Response) -> Dict[str, Any]:
@@ -437,7 +441,8 @@ class RawStream:
                 pytest.fail(f"expected {count} events, got {len(got)}: {got!r}")
             if event is None:
                 pytest.fail(f"stream ended after {len(got)} of {count} events: {got!r}")
-            got.append(json.loads(event.data))
+            if event.data:  # not a priming event
+                got.append(json.loads(event.data))
         return got
 
     def close(self) -> None:

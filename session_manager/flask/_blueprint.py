@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import logging
-from typing import Any, Dict, Iterable, Optional
+from typing import Any, Dict, Iterable, List, Optional
 
 from flask import Blueprint
 from flask.sansio.blueprints import BlueprintSetupState
@@ -11,18 +11,20 @@ from flask.sansio.blueprints import BlueprintSetupState
 from ..base import SessionManagers
 from ..stream import DEFAULT_KEEPALIVE, DEFAULT_MAXSIZE
 from ._checks import DEFAULT_ALLOWED_HOSTS, DEFAULT_ALLOWED_ORIGINS, DEFAULT_MAX_BODY_SIZE
-from ._core import Principal, TransportCore
+from ._core import DEFAULT_RETRY, Principal, TransportCore, close_transports
 from ._endpoint import Endpoint
 from ._handler import Handler
 from ._legacy_blueprint import LegacySseBlueprint
 from ..notifier import Notifier
 from ._routing import add_mcp_route, install_method_fallback
 
-__all__ = ["McpBlueprint"]
+__all__ = ["McpBlueprint", "DEFAULT_CLOSE_TIMEOUT"]
 
 logger = logging.getLogger(__name__)
 
 _ENDPOINT = "endpoint"
+#: Seconds :meth:`McpBlueprint.close` waits for running handlers by default.
+DEFAULT_CLOSE_TIMEOUT = 5.0
 
 
 class McpBlueprint(Blueprint, Notifier):
@@ -56,6 +58,17 @@ class McpBlueprint(Blueprint, Notifier):
       *stream_maxsize*: messages a stream may hold for a slow client.
     - *principal*: called in each request, returns its authenticated
       principal (or ``None``); a session is only visible to its principal.
+    - *retry*: milliseconds a client should wait before reconnecting to a
+      stream the server ended (sent as the SSE ``retry`` field when a
+      stream is primed and when the server closes it); ``None`` sends none.
+
+    Resumable streams: give ``managers.streams`` an event store (e.g.
+    ``InMemoryStreamSessionManager(event_store=InMemoryEventStore())``) and
+    every event carries an id; a client that lost a GET or POST stream
+    resumes it with ``GET`` + ``Last-Event-ID`` (see the README). Without
+    one, delivery is at most once and ``Last-Event-ID`` is ignored.
+
+    :meth:`close` shuts the transport down (streams, handlers, managers).
 
     Clients of the legacy HTTP+SSE transport (2024-11-05) are served by a
     second blueprint on the same managers: :meth:`legacy_sse_blueprint`.
@@ -79,6 +92,7 @@ class McpBlueprint(Blueprint, Notifier):
         keepalive: float = DEFAULT_KEEPALIVE,
         stream_maxsize: int = DEFAULT_MAXSIZE,
         principal: Optional[Principal] = None,
+        retry: Optional[int] = DEFAULT_RETRY,
     ) -> None:
         Blueprint.__init__(self, name, import_name, url_prefix=url_prefix or None)
         Notifier.__init__(self, SessionManagers() if managers is None else managers)
@@ -93,9 +107,13 @@ class McpBlueprint(Blueprint, Notifier):
             keepalive=keepalive,
             stream_maxsize=stream_maxsize,
             principal=principal,
+            retry=retry,
         )
         self._handler = handler
-        self._mcp_endpoint = Endpoint(TransportCore(handler, self.managers, **self._options), json_response=json_response)
+        core = TransportCore(handler, self.managers, **self._options)
+        #: Every transport on these managers made here (this one, then its legacy blueprints), for close().
+        self._cores: List[TransportCore] = [core]
+        self._mcp_endpoint = Endpoint(core, json_response=json_response)
         add_mcp_route(self, "" if url_prefix else "/", _ENDPOINT, self._mcp_endpoint.view)
         self.record_once(self._install_method_fallback)
 
@@ -116,7 +134,7 @@ class McpBlueprint(Blueprint, Notifier):
             app.register_blueprint(mcp)                          # /mcp
             app.register_blueprint(mcp.legacy_sse_blueprint())   # /sse and /messages
         """
-        return LegacySseBlueprint(
+        legacy = LegacySseBlueprint(
             self._handler,
             managers=self.managers,
             url_prefix=url_prefix,
@@ -125,6 +143,22 @@ class McpBlueprint(Blueprint, Notifier):
             name=f"{self.name}_legacy" if name is None else name,
             **self._options,
         )
+        self._cores.append(legacy._core)
+        return legacy
+
+    def close(self, timeout: float = DEFAULT_CLOSE_TIMEOUT) -> bool:
+        """Shut down: end every stream of this process, wait for handlers, close the managers.
+
+        New requests get 503. Open streams (GET and POST, and those of the
+        legacy blueprints made by :meth:`legacy_sse_blueprint`) end at once
+        with the ``retry`` hint, so clients reconnect; with a shared event
+        store they resume on another process. Handlers still running get up
+        to *timeout* seconds in all; then the managers close (Redis threads
+        and connections included). Returns True if no handler was left
+        running. Idempotent. Call it when the process stops (e.g. gunicorn's
+        ``worker_exit``), not from a request.
+        """
+        return close_transports(self._cores, self.managers, timeout)
 
     def _install_method_fallback(self, state: BlueprintSetupState) -> None:
         """Answer methods outside the routed ones with a JSON-RPC 405 on this endpoint only."""

@@ -7,14 +7,18 @@ reading and parsing a body, minting and finding sessions, the info
 manager's bookkeeping (``initialize``, ``logging/setLevel``,
 ``resources/subscribe|unsubscribe``), the :class:`RequestContext` and the
 mapping of every failure to a JSON-RPC error body, so a client never sees
-a traceback.
+a traceback. It also knows what of the transport runs in this process
+(open streams, handler threads, POST streams that can be resumed), so
+:func:`close_transports` can end it all.
 """
 
 from __future__ import annotations
 
 import functools
 import logging
-from typing import Any, Callable, Dict, Iterable, Optional, Sequence, Tuple, Type, Union
+import threading
+import time
+from typing import Any, Callable, Dict, Iterable, List, Optional, Sequence, Set, Tuple, Type, Union
 
 from flask import Response, request
 from werkzeug.exceptions import HTTPException
@@ -22,11 +26,13 @@ from werkzeug.exceptions import HTTPException
 from .. import __version__
 from .._validate import LOG_LEVELS
 from ..base import SessionInfo, SessionManagers
-from ..errors import BackendUnavailableError
+from ..errors import BackendUnavailableError, EventGoneError, InvalidEventIdError
+from ..sse import encode_comment
 from ..stream import StreamController
 from ._checks import LATEST_PROTOCOL_VERSION, Allowlist, check_host, check_origin, read_body
 from ._context import Emit, RequestContext
-from ._handler import Handler, OnSuccess
+from ._handler import Handler, OnSuccess, run_in_background
+from ._streams import PostStream, replay_only, socket_closer
 from .._jsonrpc import (
     INTERNAL_ERROR,
     INVALID_PARAMS,
@@ -41,13 +47,27 @@ from .._jsonrpc import (
 )
 from ._session import is_minted, mint_session_id, session_key
 
-__all__ = ["TransportCore", "Principal", "JSON", "SSE", "json_response", "sse_response", "empty_response"]
+__all__ = [
+    "TransportCore",
+    "Principal",
+    "JSON",
+    "SSE",
+    "DEFAULT_RETRY",
+    "json_response",
+    "sse_response",
+    "empty_response",
+    "close_transports",
+]
 
 logger = logging.getLogger(__name__)
 
 JSON = "application/json"
 SSE = "text/event-stream"
 _SSE_HEADERS = {"Cache-Control": "no-cache", "X-Accel-Buffering": "no"}
+#: First bytes of a stream, so the headers leave at once instead of with the first event.
+OPENED = encode_comment("open")
+#: Milliseconds a client waits before reconnecting to a stream the server ended.
+DEFAULT_RETRY = 1000
 
 #: ``principal() -> str | None``: the authenticated principal of the current request.
 Principal = Callable[[], Optional[str]]
@@ -111,6 +131,7 @@ class TransportCore:
         keepalive: float,
         stream_maxsize: int,
         principal: Optional[Principal],
+        retry: Optional[int] = DEFAULT_RETRY,
     ) -> None:
         if not callable(handler):
             raise TypeError(f"handler must be callable, not {type(handler).__name__}")
@@ -118,7 +139,7 @@ class TransportCore:
             raise TypeError(f"principal must be callable, not {type(principal).__name__}")
         if type(max_body_size) is not int or max_body_size < 1:
             raise ValueError(f"max_body_size must be a positive int, got {max_body_size!r}")
-        StreamController(keepalive=keepalive, maxsize=stream_maxsize)  # validates both, fails early
+        StreamController(keepalive=keepalive, maxsize=stream_maxsize, retry=retry)  # validates them, fails early
         self.handler = handler
         self.managers = managers
         self.server_info = dict(server_info) if server_info else {"name": "session_manager", "version": __version__}
@@ -130,15 +151,28 @@ class TransportCore:
         self.keepalive = keepalive
         self.stream_maxsize = stream_maxsize
         self.principal = principal
+        self.retry = retry
+        # What runs in this process, for close_transports() (and resumes, for _posts).
+        self._lock = threading.Lock()
+        self._closing = False
+        self._controllers: Set[StreamController] = set()
+        self._workers: Set[threading.Thread] = set()
+        self._posts: Dict[Tuple[str, str], PostStream] = {}
 
     # -- answering -------------------------------------------------------------
 
     def respond(self, dispatch: Callable[[], Response]) -> Response:
         """Run a view's *dispatch*; every failure becomes a JSON-RPC error response. Never raises."""
         try:
+            if self._closing:
+                raise _shutting_down()
             response = dispatch()
         except HttpError as exc:
             response = self.error(exc)
+        except InvalidEventIdError:
+            response = self.error(HttpError(400, INVALID_REQUEST, "Bad Request: Last-Event-ID is not an event id of this server"))
+        except EventGoneError as exc:
+            response = self.error(_gone(exc))
         except BackendUnavailableError as exc:
             logger.warning("session backend unavailable: %s", exc)
             response = self.error(HttpError(503, INTERNAL_ERROR, "Service Unavailable: session backend unavailable"))
@@ -215,8 +249,136 @@ class TransportCore:
         return functools.partial(self.managers.streams.send, [key])
 
     def new_stream(self, kind: Type[StreamController] = StreamController) -> StreamController:
-        """A stream controller with this transport's keepalive and bound."""
-        return kind(keepalive=self.keepalive, maxsize=self.stream_maxsize)
+        """A stream controller for the current request, with this transport's keepalive, bound and retry.
+
+        A client that falls *stream_maxsize* frames behind has its socket
+        shut, so a write blocked on it fails at once. The stream is tracked
+        until it ends, for :func:`close_transports`.
+        """
+        controller = kind(
+            keepalive=self.keepalive,
+            maxsize=self.stream_maxsize,
+            retry=self.retry,
+            on_overflow=socket_closer(request.environ),
+        )
+        with self._lock:
+            if self._closing:
+                raise _shutting_down()
+            self._controllers.add(controller)
+        controller.add_close_callback(functools.partial(self._untrack, self._controllers, controller))
+        return controller
+
+    def _untrack(self, tracked: Set[Any], item: Any) -> None:
+        with self._lock:
+            tracked.discard(item)
+
+    def spawn(
+        self,
+        message: Message,
+        ctx: RequestContext,
+        deliver: Callable[[str], object],
+        on_success: Optional[OnSuccess] = None,
+        done: Optional[Callable[[], object]] = None,
+    ) -> None:
+        """Run the request's handler on its own thread (greenlet), tracked until it ends."""
+        started: List[threading.Thread] = []
+
+        def track(thread: threading.Thread) -> None:
+            with self._lock:
+                if self._closing:
+                    raise _shutting_down()
+                self._workers.add(thread)
+            started.append(thread)
+
+        def finished() -> None:
+            try:
+                if done is not None:
+                    done()
+            finally:
+                for thread in started:
+                    self._untrack(self._workers, thread)
+
+        run_in_background(self.handler, message, ctx, deliver, on_success, finished, track)
+
+    # -- POST streams and resumption ---------------------------------------------
+
+    def stream_post(self, key: str, info: SessionInfo, message: Message, on_success: Optional[OnSuccess]) -> StreamController:
+        """Answer a POST with an SSE stream fed by its handler; return the stream.
+
+        With an event store the stream is resumable: while the handler runs,
+        a ``GET`` with one of its event ids takes it over (:meth:`resume`).
+        """
+        controller = self.new_stream()
+        try:
+            post = PostStream(key, controller, self.managers.streams.event_store)
+        except BaseException:
+            controller.close()
+            raise
+        controller.enqueue_frame(OPENED)
+        handle = None if post.stream_id is None else (key, post.stream_id)
+        if handle is not None:
+            with self._lock:
+                self._posts[handle] = post
+
+        def done() -> None:
+            post.end()
+            if handle is not None:
+                self._untrack_post(handle)
+
+        try:
+            self.spawn(message, self.context(key, info, message, post.send), post.finish, on_success, done)
+        except BaseException:
+            done()
+            controller.close()
+            raise
+        return controller
+
+    def _untrack_post(self, handle: Tuple[str, str]) -> None:
+        with self._lock:
+            self._posts.pop(handle, None)
+
+    def resume_post(self, key: str, stream_id: str, last_event_id: str) -> Response:
+        """``GET`` + ``Last-Event-ID`` of a POST stream: the events after it, then live if it still runs here.
+
+        If its handler runs in this process the new connection takes the
+        stream over and ends after the response; otherwise (finished, or
+        running in another process) the answer ends after the replay, with
+        ``retry``. Raises :class:`~session_manager.EventGoneError`.
+        """
+        store = self.managers.streams.event_store
+        assert store is not None
+        with self._lock:
+            post = self._posts.get((key, stream_id))
+        if post is None:
+            return sse_response(replay_only(store, key, stream_id, last_event_id, self.retry))
+        controller = self.new_stream()
+        try:
+            post.take_over(controller, last_event_id)
+        except BaseException:
+            controller.close()
+            raise
+        return sse_response(controller)
+
+    # -- shutdown ------------------------------------------------------------------
+
+    def stop_streams(self) -> None:
+        """Refuse new requests and end every stream this transport serves (with ``retry``)."""
+        with self._lock:
+            self._closing = True
+            controllers = list(self._controllers)
+        for controller in controllers:
+            controller.close()
+
+    def join_workers(self, deadline: float) -> bool:
+        """Wait until *deadline* (``time.monotonic()``) for the running handlers; True if none is left."""
+        with self._lock:
+            workers = list(self._workers)
+        for thread in workers:
+            thread.join(max(0.0, deadline - time.monotonic()))
+        left = [thread for thread in workers if thread.is_alive()]
+        if left:
+            logger.warning("%d MCP handler(s) still running at shutdown: %s", len(left), ", ".join(t.name for t in left))
+        return not left
 
     # -- protocol steps --------------------------------------------------------------
 
@@ -306,3 +468,35 @@ class TransportCore:
             emit=emit,
         )
 
+
+
+def _shutting_down() -> HttpError:
+    return HttpError(503, INTERNAL_ERROR, "Service Unavailable: the server is shutting down")
+
+
+def _gone(exc: EventGoneError) -> HttpError:
+    why = "that stream is unknown to this session" if exc.reason == "unknown" else "events after it are no longer stored"
+    return HttpError(
+        410,
+        INVALID_REQUEST,
+        f"Gone: cannot resume after Last-Event-ID ({why}); open a new stream without Last-Event-ID "
+        "(messages in between are lost)",
+    )
+
+
+def close_transports(cores: Iterable[TransportCore], managers: SessionManagers, timeout: float) -> bool:
+    """Shut transports down: end their streams, wait for their handlers, close *managers*.
+
+    Streams end at once, each with the transport's ``retry`` hint so clients
+    reconnect (elsewhere, or here after a restart). Running handlers get up
+    to *timeout* seconds in all. Returns True if none was left running.
+    """
+    if not isinstance(timeout, (int, float)) or timeout < 0:
+        raise ValueError(f"timeout must be a non-negative number of seconds, got {timeout!r}")
+    cores = list(cores)
+    for core in cores:
+        core.stop_streams()
+    deadline = time.monotonic() + timeout
+    finished = [core.join_workers(deadline) for core in cores]
+    managers.close()
+    return all(finished)

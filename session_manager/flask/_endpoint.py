@@ -1,7 +1,7 @@
 """Endpoint: the Streamable HTTP protocol behind McpBlueprint's single URL.
 
-POST carries one client message, GET opens the session's stream, DELETE
-ends the session. What it shares with the legacy transport (checks,
+POST carries one client message, GET opens the session's stream (or,
+with ``Last-Event-ID``, resumes one), DELETE ends the session. What it shares with the legacy transport (checks,
 sessions, bookkeeping, the handler's context, error mapping) is in
 :mod:`._core`.
 """
@@ -13,7 +13,8 @@ import logging
 from flask import Response, request
 
 from ..errors import StreamConflictError
-from ..sse import encode_comment, encode_event
+from ..events import is_get_stream, parse_event_id
+from ..sse import encode_event
 from ._checks import (
     SUPPORTED_PROTOCOL_VERSIONS,
     accepts,
@@ -21,8 +22,8 @@ from ._checks import (
     check_protocol_version,
     method_not_allowed,
 )
-from ._core import JSON, SSE, TransportCore, empty_response, json_response, sse_response
-from ._handler import invoke, notify_handler, run_streamed
+from ._core import JSON, OPENED, SSE, TransportCore, empty_response, json_response, sse_response
+from ._handler import invoke, notify_handler
 from .._jsonrpc import INVALID_REQUEST, REQUEST, SERVER_ERROR, HttpError, JsonRpcError, Message, error_response
 
 __all__ = ["Endpoint", "ALLOWED_METHODS"]
@@ -31,10 +32,9 @@ logger = logging.getLogger(__name__)
 
 SESSION_HEADER = "Mcp-Session-Id"
 PROTOCOL_HEADER = "MCP-Protocol-Version"
+LAST_EVENT_ID_HEADER = "Last-Event-ID"
 #: Methods the endpoint serves; anything else is 405 with this ``Allow``.
 ALLOWED_METHODS = ("GET", "POST", "DELETE")
-#: First bytes of a stream, so the headers leave at once instead of with the first event.
-_OPENED = encode_comment("open")
 
 
 class Endpoint:
@@ -96,10 +96,7 @@ class Endpoint:
         if not use_sse:
             ctx = core.context(key, info, message, core.to_session(key))
             return self._reply(invoke(core.handler, message, ctx, on_success)[0], use_sse)
-        controller = core.new_stream()
-        controller.enqueue_frame(_OPENED)
-        run_streamed(core.handler, message, core.context(key, info, message, controller.enqueue), controller, on_success)
-        return sse_response(controller)
+        return sse_response(core.stream_post(key, info, message, on_success))
 
     def _initialize(self, message: Message, use_sse: bool) -> Response:
         """Mint a session, store what the client declared, answer with the InitializeResult."""
@@ -131,23 +128,47 @@ class Endpoint:
     # -- GET and DELETE --------------------------------------------------------
 
     def _get(self) -> Response:
-        """Open the session's stream for server-initiated messages (one per session)."""
+        """Open the session's stream for server-initiated messages (one per session), or resume a stream.
+
+        With an event store, ``Last-Event-ID`` resumes the stream its id
+        belongs to: the session's GET stream (replacing the open one, whose
+        client is the one resuming) or a POST's stream. Without a store the
+        header is ignored: delivery is at most once.
+        """
+        core = self.core
         if not accepts(request.accept_mimetypes, SSE):
             raise HttpError(406, SERVER_ERROR, f"Not Acceptable: a GET stream needs Accept: {SSE}")
         key = self._session_key()
-        self.core.check_exists(key)
-        controller = self.core.new_stream()
-        controller.enqueue_frame(_OPENED)
+        core.check_exists(key)
+        streams = core.managers.streams
+        last_event_id = request.headers.get(LAST_EVENT_ID_HEADER) if streams.event_store is not None else None
+        if last_event_id:
+            stream_id = parse_event_id(last_event_id)[0]
+            if not is_get_stream(stream_id):
+                return core.resume_post(key, stream_id, last_event_id)
+        controller = core.new_stream()
+        controller.enqueue_frame(OPENED)
         try:
-            self.core.managers.streams.create(key, controller)
+            if last_event_id:
+                streams.create(key, controller, last_event_id=last_event_id)
+            else:
+                streams.create(key, controller)
         except StreamConflictError:
+            controller.close()
             raise HttpError(409, SERVER_ERROR, "Conflict: this session already has an open stream") from None
-        try:
-            self.core.check_exists(key)  # deleted while the stream was registered
-            return sse_response(controller)
         except BaseException:
-            controller.close()  # never read: unregisters it at once
+            controller.close()
             raise
+        try:
+            core.check_exists(key)  # deleted while the stream was registered
+        except HttpError:
+            controller.close()  # never read: unregisters it at once
+            streams.delete(key)  # and drops the log the racing create may have opened
+            raise
+        except BaseException:
+            controller.close()
+            raise
+        return sse_response(controller)
 
     def _delete(self) -> Response:
         """End the session: its stream and all its metadata."""

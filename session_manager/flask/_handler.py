@@ -10,7 +10,6 @@ same code serves both worlds.
 
 from __future__ import annotations
 
-import functools
 import logging
 import threading
 from typing import Any, Callable, Dict, Optional, Tuple
@@ -18,11 +17,10 @@ from typing import Any, Callable, Dict, Optional, Tuple
 from flask import copy_current_request_context
 
 from ..errors import SessionManagerError
-from ..stream import StreamController
 from ._context import RequestContext
 from .._jsonrpc import INTERNAL_ERROR, JsonRpcError, Message, error_response, result_response
 
-__all__ = ["Handler", "OnSuccess", "invoke", "notify_handler", "run_in_background", "run_streamed"]
+__all__ = ["Handler", "OnSuccess", "invoke", "notify_handler", "run_in_background"]
 
 logger = logging.getLogger(__name__)
 
@@ -75,12 +73,14 @@ def run_in_background(
     deliver: Callable[[str], object],
     on_success: Optional[OnSuccess] = None,
     done: Optional[Callable[[], object]] = None,
+    track: Optional[Callable[[threading.Thread], object]] = None,
 ) -> None:
     """Run the request on a new thread (greenlet under gevent); hand its reply to *deliver*.
 
     Must be called inside the Flask request context, which the thread gets a
-    copy of. *done* runs last, whatever happened. The HTTP request may end
-    before the handler does: a client that went away does not cancel it.
+    copy of. *done* runs last, whatever happened. *track* gets the thread
+    before it starts (so a shutdown can wait for it). The HTTP request may
+    end before the handler does: a client that went away does not cancel it.
     """
 
     def reply() -> None:
@@ -97,15 +97,8 @@ def run_in_background(
             if done is not None:
                 done()
 
-    threading.Thread(target=run, name=f"mcp-{message.method[:40]}", daemon=True).start()
+    thread = threading.Thread(target=run, name=f"mcp-{message.method[:40]}", daemon=True)
+    if track is not None:
+        track(thread)
+    thread.start()
 
-
-def run_streamed(
-    handler: Handler,
-    message: Message,
-    ctx: RequestContext,
-    controller: StreamController,
-    on_success: Optional[OnSuccess] = None,
-) -> None:
-    """Run the request in the background feeding *controller*, which ends once the reply is queued."""
-    run_in_background(handler, message, ctx, controller.enqueue, on_success, functools.partial(controller.close, drain=True))

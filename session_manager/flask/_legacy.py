@@ -14,7 +14,7 @@ from __future__ import annotations
 import functools
 import logging
 from dataclasses import replace
-from typing import Optional, Tuple
+from typing import List, Optional, Tuple
 
 from flask import Response, request, url_for
 
@@ -24,7 +24,7 @@ from ..sse import encode_event
 from ..stream import StreamController
 from ._checks import LEGACY_SUPPORTED_PROTOCOL_VERSIONS, accepts, check_content_type, method_not_allowed
 from ._core import SSE, TransportCore, sse_response
-from ._handler import OnSuccess, notify_handler, run_in_background
+from ._handler import OnSuccess, notify_handler
 from .._jsonrpc import INVALID_REQUEST, REQUEST, SERVER_ERROR, HttpError, JsonRpcError, Message, error_response
 
 __all__ = ["LegacyEndpoint", "SESSION_PARAM", "STREAM_ENDPOINT", "MESSAGES_ENDPOINT"]
@@ -38,6 +38,7 @@ STREAM_ENDPOINT, MESSAGES_ENDPOINT = "sse", "messages"
 _STREAM_METHODS = ("GET",)
 _MESSAGE_METHODS = ("POST",)
 _MESSAGE_EVENT = b"event: message\n"
+_EMPTY_DATA = b"data: \n\n"
 
 
 class _MessageEvents(StreamController):
@@ -47,15 +48,24 @@ class _MessageEvents(StreamController):
     an unnamed event is a ``message`` event to every SSE parser, but clients
     written against the reference servers may look for the name. Stream
     managers queue messages through :meth:`enqueue_frame`, so naming them
-    here covers direct sends and fan-out alike.
+    here covers direct sends and fan-out alike (with an event store, those
+    frames start with their ``id`` line).
+
+    The legacy transport has no resumption, and its clients parse every
+    ``message`` event as JSON: the priming event a stream manager with an
+    event store starts the stream with keeps its ``id`` and ``retry`` but
+    loses its empty ``data`` (so it dispatches no event).
     """
 
     __slots__ = ()
 
     def enqueue_frame(self, frame: bytes) -> bool:
-        if frame.startswith(b"data:"):
+        if frame.startswith((b"data:", b"id:")):
             frame = _MESSAGE_EVENT + frame
         return super().enqueue_frame(frame)
+
+    def prime(self, frames: List[bytes]) -> None:
+        super().prime([frame[: -len(_EMPTY_DATA)] + b"\n" if frame.endswith(_EMPTY_DATA) else frame for frame in frames])
 
 
 def _accepted() -> Response:
@@ -138,7 +148,7 @@ class LegacyEndpoint:
             return _accepted()
         info, on_success = prepared
         ctx = core.context(key, info, message, emit)
-        run_in_background(core.handler, message, ctx, ctx.send, on_success)
+        core.spawn(message, ctx, ctx.send, on_success)
         return _accepted()
 
     def _session_info(self, key: str) -> SessionInfo:

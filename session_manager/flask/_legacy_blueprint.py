@@ -10,7 +10,7 @@ from flask.sansio.blueprints import BlueprintSetupState
 from ..base import SessionManagers
 from ..stream import DEFAULT_KEEPALIVE, DEFAULT_MAXSIZE
 from ._checks import DEFAULT_ALLOWED_HOSTS, DEFAULT_ALLOWED_ORIGINS, DEFAULT_MAX_BODY_SIZE
-from ._core import Principal, TransportCore
+from ._core import DEFAULT_RETRY, Principal, TransportCore, close_transports
 from ._handler import Handler
 from ._legacy import MESSAGES_ENDPOINT, STREAM_ENDPOINT, LegacyEndpoint
 from ..notifier import Notifier
@@ -79,6 +79,7 @@ class LegacySseBlueprint(Blueprint, Notifier):
         keepalive: float = DEFAULT_KEEPALIVE,
         stream_maxsize: int = DEFAULT_MAXSIZE,
         principal: Optional[Principal] = None,
+        retry: Optional[int] = DEFAULT_RETRY,
     ) -> None:
         if _path(sse_path, "sse_path") == _path(messages_path, "messages_path"):
             raise ValueError(f"sse_path and messages_path must differ, both are {sse_path!r}")
@@ -96,11 +97,21 @@ class LegacySseBlueprint(Blueprint, Notifier):
             keepalive=keepalive,
             stream_maxsize=stream_maxsize,
             principal=principal,
+            retry=retry,
         )
+        self._core = core
         self._legacy_endpoint = LegacyEndpoint(core)
         add_mcp_route(self, sse_path, STREAM_ENDPOINT, self._legacy_endpoint.stream)
         add_mcp_route(self, messages_path, MESSAGES_ENDPOINT, self._legacy_endpoint.messages)
         self.record_once(self._install_method_fallback)
+
+    def close(self, timeout: float = 5.0) -> bool:
+        """Shut down: end this blueprint's streams, wait for its handlers, close the managers.
+
+        See :meth:`McpBlueprint.close <session_manager.flask.McpBlueprint.close>`
+        (which also covers the legacy blueprints it made: call one of them).
+        """
+        return close_transports([self._core], self.managers, timeout)
 
     def _install_method_fallback(self, state: BlueprintSetupState) -> None:
         """Answer methods outside the routed ones with a JSON-RPC 405 on these two URLs only."""
