@@ -7,13 +7,17 @@ missed. Without one, delivery is at most once.
 
 Event ids are ``<stream>.<position>``:
 
-- ``<stream>`` names the stream within its session: ``g`` + 8 hex digits
-  for the session's GET stream (derived from the session id, so every
-  process computes the same one and an id of another session never names
-  this session's stream), ``p`` + 8 random hex digits for the stream of one
-  POST.
+- ``<stream>`` names the stream within its session: ``g`` for the session's
+  GET stream (a session has one), ``p`` + 8 random hex digits for the
+  stream of one POST.
 - ``<position>`` orders the events of one stream; its form belongs to the
   store (an integer in memory, a Redis stream entry id in Redis).
+
+An id is only ever looked up among the events of the session that presents
+it: a replay is never another session's data. An id that is not an event
+of the session's stream (one of another session, a made-up one) is
+refused as unknown; the in-memory store gives a broadcast the same id in
+every session it reached, which each of them may resume from.
 
 Each stream's log is a bounded buffer: the oldest events go first, and a
 client whose ``Last-Event-ID`` is older than what the buffer still holds
@@ -25,7 +29,6 @@ from __future__ import annotations
 
 import abc
 import collections
-import hashlib
 import itertools
 import re
 import secrets
@@ -54,7 +57,10 @@ DEFAULT_MAX_EVENTS = 1000
 #: POST stream logs kept per session by default (the GET stream's log is always kept).
 DEFAULT_MAX_STREAMS = 16
 
-_EVENT_ID = re.compile(r"([gp][0-9a-f]{8})\.([0-9]{1,20}(?:-[0-9]{1,20})?)")
+#: The id of every session's GET stream.
+GET_STREAM = "g"
+_STREAM_ID = r"g|p[0-9a-f]{8}"
+_EVENT_ID = re.compile(rf"({_STREAM_ID})\.([0-9]{{1,20}}(?:-[0-9]{{1,20}})?)")
 _MAX_EVENT_ID_LENGTH = 64
 
 
@@ -67,8 +73,8 @@ class Replay(NamedTuple):
 
 
 def get_stream_id(session_id: str) -> str:
-    """The id of the session's GET stream: the same in every process."""
-    return "g" + hashlib.sha1(session_id.encode("utf-8")).hexdigest()[:8]
+    """The id of the session's GET stream (every session has one: ``"g"``)."""
+    return GET_STREAM
 
 
 def new_post_stream_id() -> str:
@@ -78,7 +84,7 @@ def new_post_stream_id() -> str:
 
 def is_get_stream(stream_id: str) -> bool:
     """Whether *stream_id* names a session's GET stream (rather than a POST's)."""
-    return stream_id.startswith("g")
+    return stream_id == GET_STREAM
 
 
 def parse_event_id(event_id: object) -> Tuple[str, str]:
@@ -143,47 +149,46 @@ class EventStore(abc.ABC):
 
 
 class _Log:
-    """One stream's bounded buffer of ``(position, message)``, oldest first."""
+    """A bounded buffer of ``(position, message)``, oldest first."""
 
-    __slots__ = ("stream_id", "events", "opened", "prefix")
+    __slots__ = ("events", "opened")
 
-    def __init__(self, stream_id: str, max_events: int, opened: int) -> None:
-        self.stream_id = stream_id
+    def __init__(self, max_events: int, opened: int) -> None:
         # One more than max_events: while the oldest kept event is one the client
         # got, everything after it is still here.
         self.events: Deque[Tuple[int, str]] = collections.deque(maxlen=max_events + 1)
         self.opened = opened  # the position a stream opened now is primed with
-        #: ``id: <stream>.``: the start of the id line of every event of this log.
-        self.prefix = f"id: {stream_id}.".encode("ascii")
 
     def latest(self) -> int:
         events = self.events
         return events[-1][0] if events else self.opened
 
-    def after(self, position: int) -> Optional[List[Tuple[int, str]]]:
-        """The events after *position*, or ``None`` if some of them were dropped."""
+    def snapshot(self, position: int) -> Tuple[bool, List[Tuple[int, str]]]:
+        """``(complete, events after position)``; not complete if some of them were dropped."""
         events = list(self.events)  # one C call: a consistent snapshot even while others append
         floor = events[0][0] if len(events) == self.events.maxlen else self.opened
-        if position < floor:
-            return None
         start = len(events)
         while start and events[start - 1][0] > position:
             start -= 1
-        return events[start:]
+        return position >= floor, events[start:]
+
+    def holds(self, position: int) -> bool:
+        return any(pos == position for pos, _ in reversed(self.events))
 
 
 class InMemoryEventStore(EventStore):
-    """Logs of this process: a bounded deque per stream.
+    """Logs of this process: bounded deques, positions from one counter.
 
-    Positions come from one counter per store, so a message sent to many
-    sessions is stored once (the same ``(position, message)`` tuple is
-    appended to each session's log) and its id differs between streams
-    only by the stream part. A resume succeeds whenever the client missed
-    at most *max_events* events of the stream.
-
-    Memory is bounded by *max_events* per stream and *max_streams* POST
-    stream logs per session (opening one more forgets the oldest POST
-    stream's log; the GET stream's log is kept until :meth:`delete`).
+    Each stream has a log of up to *max_events* messages, and a session
+    keeps at most *max_streams* POST stream logs (opening one more forgets
+    the oldest; the GET stream's log is kept until :meth:`delete`).
+    Messages broadcast to every session by the in-memory stream manager are
+    stored once, in a shared log of the same bound that every GET stream
+    replays from (only what came after the stream's log was opened): a
+    broadcast costs the store one append, whatever the number of sessions,
+    and its event has the same id on every stream. A resume succeeds
+    whenever the client missed at most *max_events* targeted messages and
+    *max_events* broadcasts.
     """
 
     def __init__(self, max_events: int = DEFAULT_MAX_EVENTS, *, max_streams: int = DEFAULT_MAX_STREAMS) -> None:
@@ -196,6 +201,8 @@ class InMemoryEventStore(EventStore):
         self._positions = itertools.count(1)
         # session id -> stream id -> log, in the order the logs were opened
         self._sessions: Dict[str, Dict[str, _Log]] = {}
+        #: Messages sent to every session (InMemoryStreamSessionManager appends here directly).
+        self._broadcasts = _Log(max_events, 0)
 
     def _next_position(self) -> int:
         return next(self._positions)  # atomic: itertools.count is implemented in C
@@ -208,12 +215,16 @@ class InMemoryEventStore(EventStore):
             logs = self._sessions.setdefault(session_id, {})
             log = logs.get(stream_id)
             if log is None:
-                log = logs[stream_id] = _Log(stream_id, self.max_events, self._next_position())
+                log = logs[stream_id] = _Log(self.max_events, self._next_position())
                 self._evict_posts(logs)
             return log
 
     def open(self, session_id: str, stream_id: str) -> str:
-        return f"{stream_id}.{self._open_log(session_id, stream_id).latest()}"
+        log = self._open_log(session_id, stream_id)
+        latest = log.latest()
+        if is_get_stream(stream_id):
+            latest = max(latest, self._broadcasts.latest())
+        return f"{stream_id}.{latest}"
 
     def _evict_posts(self, logs: Dict[str, _Log]) -> None:
         """Forget the oldest POST stream logs beyond *max_streams*; caller holds the lock."""
@@ -240,11 +251,19 @@ class InMemoryEventStore(EventStore):
         with self._lock:
             logs = self._sessions.get(session_id)
             log = None if logs is None else logs.get(stream_id)
-        if log is None or not log.opened <= after <= log.latest():
+        if log is None or after < log.opened:
             raise EventGoneError(last_event_id, "unknown")
-        missed = log.after(after)
-        if missed is None:
+        complete, missed = log.snapshot(after)
+        known = after == log.opened or log.holds(after)
+        if is_get_stream(stream_id):
+            shared_complete, shared = self._broadcasts.snapshot(after)
+            complete = complete and shared_complete
+            known = known or self._broadcasts.holds(after)
+            missed = sorted(missed + shared) if shared else missed
+        if not complete:
             raise EventGoneError(last_event_id, "expired")
+        if not known:
+            raise EventGoneError(last_event_id, "unknown")
         return Replay(stream_id, [(f"{stream_id}.{pos}", message) for pos, message in missed])
 
     def delete(self, session_id: str) -> None:
@@ -276,7 +295,7 @@ def replay_frames(
 
 
 def _check_stream_id(stream_id: object) -> str:
-    if type(stream_id) is not str or not re.fullmatch(r"[gp][0-9a-f]{8}", stream_id):
+    if type(stream_id) is not str or not re.fullmatch(_STREAM_ID, stream_id):
         raise ValueError(
             f"stream id must come from get_stream_id() or new_post_stream_id(), got {stream_id!r:.80}"
         )

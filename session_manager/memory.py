@@ -12,7 +12,7 @@ from . import _validate
 from ._fields import FieldStoreInfoManager
 from .base import StreamSessionManager
 from .errors import SessionNotFoundError, StreamConflictError
-from .events import EventStore, InMemoryEventStore, _Log, get_stream_id, replay_frames
+from .events import GET_STREAM, EventStore, InMemoryEventStore, _Log, get_stream_id, replay_frames
 from .sse import encode_event, encode_id, encode_message
 from .stream import StreamController
 
@@ -49,6 +49,7 @@ class InMemoryStreamSessionManager(StreamSessionManager):
         self._lock = threading.Lock()
         self._streams: Dict[str, StreamController] = {}
         self._store = event_store
+        self._direct = event_store is not None and _appends_directly(event_store)
         #: With a store, every session with a log: its GET stream's log (in-memory store) or id.
         self._logged: Dict[str, Union[str, _Log]] = {}
         #: Orders storing and queuing: ids reach each stream in the order they were stored.
@@ -81,7 +82,7 @@ class InMemoryStreamSessionManager(StreamSessionManager):
                 replaced = self._register(session_id, controller, replace=last_event_id is not None)
                 # What _send_stored appends to: the log itself when the store is in memory.
                 self._logged[session_id] = (
-                    store._open_log(session_id, stream_id) if _appends_directly(store) else stream_id
+                    store._open_log(session_id, stream_id) if self._direct else stream_id  # type: ignore[attr-defined]
                 )
             if replaced is not None:
                 replaced.close()
@@ -135,18 +136,17 @@ class InMemoryStreamSessionManager(StreamSessionManager):
                 self._forget(sid, controller)
 
     def _send_stored(self, sessions: Optional[Iterable[str]], data: str, frame: bytes) -> None:
-        """Store *data* on the log of every target and queue it with its id, as one step."""
+        """Store *data* for every target and queue it with its id, as one step."""
         store = self._store
         assert store is not None
         logged, streams = self._logged, self._streams
-        if sessions is None:
-            with self._lock:
-                targets: Iterable[str] = logged.copy()
-        else:
-            targets = _validate.session_ids(sessions)
+        ids = None if sessions is None else _validate.session_ids(sessions)
         with self._send_lock:
-            if not _appends_directly(store):
-                for sid in targets:
+            if not self._direct:
+                if ids is None:
+                    with self._lock:
+                        ids = list(logged)
+                for sid in ids:
                     stream_id = logged.get(sid)
                     event_id = None if stream_id is None else store.append(sid, stream_id, data)  # type: ignore[arg-type]
                     controller = streams.get(sid)
@@ -154,18 +154,26 @@ class InMemoryStreamSessionManager(StreamSessionManager):
                         if not controller.enqueue_frame(encode_id(event_id) + frame):
                             self._forget(sid, controller)
                 return
-            # One position and one stored tuple for every target; per stream only its id line.
-            position = store._next_position()
+            # In memory: one position, one stored tuple and one framed event (its id
+            # is the same on every GET stream) for all targets.
+            position = next(store._positions)  # type: ignore[attr-defined]
             entry = (position, data)
-            tail = b"%d\n" % position + frame
-            for sid in targets:
+            framed = _GET_ID % position + frame
+            if ids is None:  # stored once, in the log every GET stream replays from
+                store._broadcasts.events.append(entry)
+                with self._lock:
+                    targets = streams.copy()
+                for sid, controller in targets.items():
+                    if not controller.enqueue_frame(framed):
+                        self._forget(sid, controller)
+                return
+            for sid in ids:
                 log = logged.get(sid)
-                if log is None:
-                    continue
-                log.events.append(entry)  # type: ignore[union-attr]
-                controller = streams.get(sid)
-                if controller is not None and not controller.enqueue_frame(log.prefix + tail):  # type: ignore[union-attr]
-                    self._forget(sid, controller)
+                if log is not None:
+                    log.events.append(entry)  # type: ignore[union-attr]
+                    controller = streams.get(sid)
+                    if controller is not None and not controller.enqueue_frame(framed):
+                        self._forget(sid, controller)
 
     def close(self) -> None:
         with self._lock:
@@ -190,6 +198,9 @@ class InMemoryStreamSessionManager(StreamSessionManager):
 
     def __repr__(self) -> str:
         return f"<InMemoryStreamSessionManager streams={len(self._streams)}>"
+
+
+_GET_ID = b"id: " + GET_STREAM.encode("ascii") + b".%d\n"
 
 
 def _appends_directly(store: EventStore) -> bool:

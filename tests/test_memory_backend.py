@@ -218,3 +218,19 @@ def test_expiry_racing_with_requests_from_many_threads_keeps_the_indexes_consist
     clock.now += 10
     info.expire()
     assert len(info) == 0 and info._subscribers == {}
+
+
+def test_a_broadcast_is_stored_once_whatever_the_number_of_sessions():
+    from session_manager import InMemoryEventStore
+
+    store = InMemoryEventStore(100)
+    streams = InMemoryStreamSessionManager(event_store=store)
+    controllers = [StreamController() for _ in range(50)]
+    for i, controller in enumerate(controllers):
+        streams.create(f"s{i}", controller)
+    streams.send(None, '{"n":1}')
+    assert len(store._broadcasts.events) == 1
+    assert all(not log.events for logs in store._sessions.values() for log in logs.values())
+    frames = {controller._queue.get_nowait() for controller in controllers}
+    assert len(frames) == 1  # one framed event, the same id on every stream
+    streams.close()

@@ -300,3 +300,21 @@ def test_concurrent_senders_and_resumes_deliver_each_message_once(resumable, con
     assert len(body) == senders * per_sender == len(set(body))
     for w in range(senders):
         assert [n for n in body if n.startswith(f"{w}:")] == [f"{w}:{i}" for i in range(per_sender)]
+
+
+def test_broadcasts_missed_beyond_the_buffer_expire_and_within_it_replay(resumable, connect, new_id):
+    sid = new_id()
+    client = connect(sid)
+    primer = client.wait_primed()
+    client.drop()
+    for i in range(30):
+        resumable.send(None, msg(i))
+    resumed = connect(sid, last_event_id=primer)
+    resumed.wait_for(30)
+    assert resumed.ns() == list(range(30))
+    last = resumed.drop()
+    for i in range(300):  # six times the buffer
+        resumable.send(None, msg(i))
+    with pytest.raises(EventGoneError) as info:
+        resumable.create(sid, StreamController(), last_event_id=last)
+    assert info.value.reason == "expired"
