@@ -2,7 +2,7 @@
 
 Keys (under ``prefix``; see the key layout in :mod:`session_manager._redis_scripts`):
 
-- ``events:<sid>``: the session's index of its logs (sorted set), for
+- ``events:<sid>``: the session's index of its logs (hash: stream id -> opening entry id), for
   :meth:`~RedisEventStore.delete` and for forgetting the oldest POST-stream
   logs beyond ``max_streams`` (the GET-stream log is never forgotten).
 - ``event-log:<stream>:<sid>``: one Redis stream per log. It starts with an
@@ -15,8 +15,12 @@ Keys (under ``prefix``; see the key layout in :mod:`session_manager._redis_scrip
 Logs are trimmed with ``XADD ... MAXLEN ~ max_events``: Redis drops whole
 nodes of old entries, so a log holds at least ``max_events`` events (up to
 one node, 100 entries by default, more). A resume is possible exactly when
-the entry of its ``Last-Event-ID`` is still in the log; older ids are
-``expired``. Every key expires ``session_ttl`` seconds after the last
+the entry of its ``Last-Event-ID`` is still in the log. Entry ids come from
+one clock per store, so an id is never an entry of another session's log
+(a message sent to many sessions at once has one id in all of them). An id
+the log does not hold is ``unknown`` if it is older than the log's opening
+or newer than its oldest kept entry, else ``expired`` (it may have been
+trimmed; either way it gives access to nothing). Every key expires ``session_ttl`` seconds after the last
 activity of its session's logs (open, append, replay, or the heartbeat of an
 open stream of a stream manager using this store).
 """

@@ -165,24 +165,57 @@ return live
 """
 
 # -- event logs --------------------------------------------------------------
-# Keys of a store with prefix P: ``P events:<sid>`` (sorted set: the session's
-# stream ids, the GET stream at score 0, POST streams by opening order),
+# Keys of a store with prefix P: ``P events:<sid>`` (hash: the session's
+# stream ids -> the entry id each log was opened at),
 # ``P event-log:<stream>:<sid>`` (a Redis stream: an opening marker entry
-# ``o``, then one entry ``m`` = message per event) and ``P events-get`` (set
-# of the session ids with a GET log: who a broadcast reaches). Every script
-# using them gets ARGV[1..4] = P, max events, ttl ms, max POST logs (P = ''
-# when there is no store); its own arguments start at ARGV[5].
+# ``o``, then one entry ``m`` = message per event), ``P events-get`` (hash:
+# session id -> its GET stream id, for every session with a GET log: who a
+# broadcast reaches) and ``P events-clock`` (the latest entry id issued).
+# Entry ids come from that one clock (``<ms>-<seq>``, never below the server
+# time), so an id is unique across the store's logs, except that a message
+# sent to many sessions at once has the same id in each; the clock is
+# refreshed with every log, so it outlives them. Every script using them gets
+# ARGV[1..4] = P, max events, ttl ms, max POST logs (P = '' when there is no
+# store); its own arguments start at ARGV[5].
 
 _EVENTS = """
 local EV = {p = ARGV[1], max = ARGV[2], ttl = ARGV[3], streams = tonumber(ARGV[4])}
 local function ev_index(sid) return EV.p .. 'events:' .. sid end
 local function ev_log(sid, stream) return EV.p .. 'event-log:' .. stream .. ':' .. sid end
 local function ev_gets() return EV.p .. 'events-get' end
-local function ev_get_stream(sid) return 'g' .. string.sub(redis.sha1hex(sid), 1, 8) end
+local function ev_clock() return EV.p .. 'events-clock' end
 local function ev_is_get(stream) return string.byte(stream, 1) == 103 end
 
--- Refresh the session's index and the given logs (and the GET set with a GET log).
+local function ev_split(id)
+  local ms, seq = string.match(id, '^(%d+)-(%d+)$')
+  return tonumber(ms), tonumber(seq)
+end
+
+local function ev_less(a, b)
+  local a_ms, a_seq = ev_split(a)
+  local b_ms, b_seq = ev_split(b)
+  return a_ms < b_ms or (a_ms == b_ms and a_seq < b_seq)
+end
+
+-- A new entry id, above every id issued before (even if the server time went back).
+local function ev_next_id()
+  local now = redis.call('TIME')
+  local ms, seq = tonumber(now[1]) * 1000 + math.floor(tonumber(now[2]) / 1000), 0
+  local last = redis.call('GET', ev_clock())
+  if last then
+    local last_ms, last_seq = ev_split(last)
+    if last_ms >= ms then
+      ms, seq = last_ms, last_seq + 1
+    end
+  end
+  local id = string.format('%.0f-%.0f', ms, seq)
+  redis.call('SET', ev_clock(), id, 'PX', EV.ttl)
+  return id
+end
+
+-- Refresh the session's index and the given logs (and the GET hash with a GET log).
 local function ev_touch(sid, streams)
+  redis.call('PEXPIRE', ev_clock(), EV.ttl)
   redis.call('PEXPIRE', ev_index(sid), EV.ttl)
   for _, stream in ipairs(streams) do
     redis.call('PEXPIRE', ev_log(sid, stream), EV.ttl)
@@ -199,18 +232,24 @@ local function ev_open(sid, stream)
   if redis.call('EXISTS', key) == 1 then
     id = redis.call('XREVRANGE', key, '+', '-', 'COUNT', 1)[1][1]
   else
-    id = redis.call('XADD', key, 'MAXLEN', '~', EV.max, '*', 'o', '')
+    id = redis.call('XADD', key, 'MAXLEN', '~', EV.max, ev_next_id(), 'o', '')
     local index = ev_index(sid)
+    redis.call('HSET', index, stream, id)
     if ev_is_get(stream) then
-      redis.call('ZADD', index, 0, stream)
-      redis.call('SADD', ev_gets(), sid)
-    else
-      local top = redis.call('ZREVRANGE', index, 0, 0, 'WITHSCORES')
-      redis.call('ZADD', index, (tonumber(top[2]) or 0) + 1, stream)
-      local posts = redis.call('ZRANGEBYSCORE', index, '(0', '+inf')
-      for i = 1, #posts - EV.streams do
-        redis.call('DEL', ev_log(sid, posts[i]))
-        redis.call('ZREM', index, posts[i])
+      redis.call('HSET', ev_gets(), sid, stream)
+    else  -- forget the oldest POST logs beyond the bound (opening ids follow opening order)
+      local logs, posts = redis.call('HGETALL', index), {}
+      for i = 1, #logs, 2 do
+        if not ev_is_get(logs[i]) then
+          posts[#posts + 1] = {logs[i], logs[i + 1]}
+        end
+      end
+      if #posts > EV.streams then
+        table.sort(posts, function(a, b) return ev_less(a[2], b[2]) end)
+        for i = 1, #posts - EV.streams do
+          redis.call('DEL', ev_log(sid, posts[i][1]))
+          redis.call('HDEL', index, posts[i][1])
+        end
       end
     end
   end
@@ -218,36 +257,28 @@ local function ev_open(sid, stream)
   return stream .. '.' .. id
 end
 
--- Store a message on an existing log; its event id, or false if there is no log.
-local function ev_append(sid, stream, message)
-  local id = redis.call('XADD', ev_log(sid, stream), 'NOMKSTREAM', 'MAXLEN', '~', EV.max, '*', 'm', message)
-  if not id then
+-- Store a message as entry *id* (from ev_next_id) of an existing log; its
+-- event id, or false if there is no log.
+local function ev_append(sid, stream, message, id)
+  if not redis.call('XADD', ev_log(sid, stream), 'NOMKSTREAM', 'MAXLEN', '~', EV.max, id, 'm', message) then
     return false
   end
   return stream .. '.' .. id
 end
 
-local function ev_split(id)
-  local ms, seq = string.match(id, '^(%d+)-(%d+)$')
-  return tonumber(ms), tonumber(seq)
-end
-
 -- The events after entry *pos*: {id, message, ...}, or 'unknown' / 'expired'.
 -- Resuming needs that exact entry (an event or the opening marker) still in
 -- the log: trimming drops the oldest entries first, so all after it are there.
+-- A position before the log was opened was never in it: unknown.
 local function ev_replay(sid, stream, pos)
   local key = ev_log(sid, stream)
-  if redis.call('EXISTS', key) == 0 then
+  local opened = redis.call('HGET', ev_index(sid), stream)
+  if not opened or redis.call('EXISTS', key) == 0 or ev_less(pos, opened) then
     return 'unknown'
   end
   if #redis.call('XRANGE', key, pos, pos) == 0 then
     local first = redis.call('XRANGE', key, '-', '+', 'COUNT', 1)[1]
-    local ms, seq = ev_split(pos)
-    local first_ms, first_seq = ev_split(first[1])
-    if ms < first_ms or (ms == first_ms and seq < first_seq) then
-      return 'expired'
-    end
-    return 'unknown'
+    return ev_less(pos, first[1]) and 'expired' or 'unknown'
   end
   local out = {}
   for _, entry in ipairs(redis.call('XRANGE', key, '(' .. pos, '+')) do
@@ -268,7 +299,7 @@ return ev_open(ARGV[5], ARGV[6])
 
 #: ARGV[5..7]: session id, stream id, message. Returns the event id, or nil without a log.
 EVENTS_APPEND = _EVENTS + """
-local id = ev_append(ARGV[5], ARGV[6], ARGV[7])
+local id = ev_append(ARGV[5], ARGV[6], ARGV[7], ev_next_id())
 if id then
   ev_touch(ARGV[5], {ARGV[6]})
 end
@@ -284,11 +315,11 @@ return ev_replay(ARGV[5], ARGV[6], ARGV[7])
 EVENTS_DELETE = _EVENTS + """
 local sid = ARGV[5]
 local index = ev_index(sid)
-for _, stream in ipairs(redis.call('ZRANGE', index, 0, -1)) do
+for _, stream in ipairs(redis.call('HKEYS', index)) do
   redis.call('DEL', ev_log(sid, stream))
 end
 redis.call('DEL', index)
-redis.call('SREM', ev_gets(), sid)
+redis.call('HDEL', ev_gets(), sid)
 return 1
 """
 
@@ -347,23 +378,23 @@ return publish(ARGV[1], 'm', ARGV[2])
 """
 
 #: Claim a stream key and open the session's GET log. KEYS: stream key.
-#: ARGV[5..8]: token, node, ttl ms, session id. Returns the priming event id,
-#: or nil if a live stream of another node holds the key.
+#: ARGV[5..9]: token, node, ttl ms, session id, GET stream id. Returns the
+#: priming event id, or nil if a live stream of another node holds the key.
 STREAM_CLAIM_LOGGED = _EVENTS + _STREAMS + """
 if not claim(KEYS[1], ARGV[5], ARGV[6], ARGV[7]) then
   return false
 end
-return ev_open(ARGV[8], ev_get_stream(ARGV[8]))
+return ev_open(ARGV[8], ARGV[9])
 """
 
 #: Resume: replay the session's GET log after a position and take the stream
 #: key over, telling a previous owner on another node to close its stream
-#: (``d <sid> <token>``). KEYS: stream key. ARGV[5..10]: token, node, ttl ms,
-#: session id, position, node channel prefix. Returns {id, message, ...}, or
-#: 'unknown' / 'expired' (nothing taken over).
+#: (``d <sid> <token>``). KEYS: stream key. ARGV[5..11]: token, node, ttl ms,
+#: session id, GET stream id, position, node channel prefix. Returns
+#: {id, message, ...}, or 'unknown' / 'expired' (nothing taken over).
 STREAM_RESUME = _EVENTS + """
 local sid = ARGV[8]
-local events = ev_replay(sid, ev_get_stream(sid), ARGV[9])
+local events = ev_replay(sid, ARGV[9], ARGV[10])
 if type(events) == 'string' then
   return events
 end
@@ -371,7 +402,7 @@ local v = redis.call('GET', KEYS[1])
 if v and string.byte(v, 1) ~= 45 and v ~= ARGV[5] then
   local node = string.match(v, '^[^:]*')
   if node ~= ARGV[6] then
-    redis.call('PUBLISH', ARGV[10] .. node, 'd ' .. sid .. ' ' .. v)
+    redis.call('PUBLISH', ARGV[11] .. node, 'd ' .. sid .. ' ' .. v)
   end
 end
 redis.call('SET', KEYS[1], ARGV[5], 'PX', ARGV[7])
@@ -381,11 +412,12 @@ return events
 #: Targeted send with event logs: store on each target's GET log (sessions
 #: without one are skipped), then one PUBLISH ``e <n> <event id>...`` per
 #: owning node, in the same step, so ids are in delivery order. KEYS: stream
-#: keys. ARGV[5], ARGV[6]: node channel prefix, data; then one session id per key.
+#: keys. ARGV[5], ARGV[6]: node channel prefix, data; then one session id per
+#: key, then one GET stream id per key. The message has one entry id in every log.
 STREAM_SEND_LOGGED = _EVENTS + _STREAMS + """
+local entry, count = ev_next_id(), #KEYS
 for i, key in ipairs(KEYS) do
-  local sid = ARGV[i + 6]
-  local id = ev_append(sid, ev_get_stream(sid), ARGV[6])
+  local id = ev_append(ARGV[i + 6], ARGV[i + 6 + count], ARGV[6], entry)
   if id then
     route(redis.call('GET', key), id, true)
   end
@@ -396,12 +428,15 @@ return publish(ARGV[5], 'e', ARGV[6])
 #: Broadcast with event logs: every session with a GET log (members whose log
 #: is gone are removed). ARGV[5..7]: stream key prefix, node channel prefix, data.
 STREAM_BROADCAST_LOGGED = _EVENTS + _STREAMS + """
-for _, sid in ipairs(redis.call('SMEMBERS', ev_gets())) do
-  local id = ev_append(sid, ev_get_stream(sid), ARGV[7])
+local entry = ev_next_id()
+local gets = redis.call('HGETALL', ev_gets())
+for i = 1, #gets, 2 do
+  local sid = gets[i]
+  local id = ev_append(sid, gets[i + 1], ARGV[7], entry)
   if id then
     route(redis.call('GET', ARGV[5] .. sid), id, true)
   else
-    redis.call('SREM', ev_gets(), sid)
+    redis.call('HDEL', ev_gets(), sid)
   end
 end
 return publish(ARGV[6], 'e', ARGV[7])
@@ -429,7 +464,7 @@ for i, key in ipairs(KEYS) do
       touch_session(hash, ARGV[7] .. 'subs:' .. sid, ARGV[7] .. 'uri:', ttl)
     end
     if EV.p ~= '' then
-      ev_touch(sid, redis.call('ZRANGE', ev_index(sid), 0, -1))
+      ev_touch(sid, redis.call('HKEYS', ev_index(sid)))
     end
   else
     out[i] = 0

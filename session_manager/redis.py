@@ -378,7 +378,8 @@ class RedisStreamSessionManager(RedisBacked, StreamSessionManager):
         if last_event_id is None:
             with self._errors:
                 primer = self._claim_logged(
-                    keys=[self._key(sid)], args=[*self._store_args, entry.token, state.node, self._ttl_ms, sid]
+                    keys=[self._key(sid)],
+                    args=[*self._store_args, entry.token, state.node, self._ttl_ms, sid, get_stream_id(sid)],
                 )
             if primer is None:
                 raise StreamConflictError(sid)
@@ -390,7 +391,10 @@ class RedisStreamSessionManager(RedisBacked, StreamSessionManager):
             with self._errors:
                 reply = self._resume(
                     keys=[self._key(sid)],
-                    args=[*self._store_args, entry.token, state.node, self._ttl_ms, sid, resume_from, self._channel_prefix],
+                    args=[
+                        *self._store_args, entry.token, state.node, self._ttl_ms, sid, stream_id, resume_from,
+                        self._channel_prefix,
+                    ],
                 )
             return replay_reply(event_id, stream_id, reply)
 
@@ -449,18 +453,22 @@ class RedisStreamSessionManager(RedisBacked, StreamSessionManager):
         ids = _valid_ids(sessions)
         if not ids:
             return
-        script, head = (
-            (self._send_logged, [*self._store_args, self._channel_prefix, data])
-            if logged
-            else (self._send, [self._channel_prefix, data])
-        )
+        if logged:
+            script, head = self._send_logged, [*self._store_args, self._channel_prefix, data]
+        else:
+            script, head = self._send, [self._channel_prefix, data]
+
+        def call(chunk: Sequence[str], client: Any = None) -> None:
+            streams = [get_stream_id(sid) for sid in chunk] if logged else []
+            script(keys=[self._key(sid) for sid in chunk], args=[*head, *chunk, *streams], client=client)
+
         with self._errors:
             if len(ids) <= _BATCH:
-                script(keys=[self._key(sid) for sid in ids], args=[*head, *ids])
+                call(ids)
                 return
             with self._client.pipeline(transaction=False) as pipe:
                 for chunk in _chunks(ids):
-                    script(keys=[self._key(sid) for sid in chunk], args=[*head, *chunk], client=pipe)
+                    call(chunk, pipe)
                 pipe.execute()
 
     def close(self) -> None:

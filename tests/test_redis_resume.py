@@ -1,0 +1,382 @@
+"""Resumable streams on Redis: what only many processes can show.
+
+Two RedisStreamSessionManager instances in one process are two nodes (each
+has its own node id, channel, listener and heartbeat); a subprocess is used
+where the process boundary matters. The behaviour shared with the in-memory
+backend is in test_event_stores.py and test_resumable_streams.py.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import textwrap
+import threading
+import time
+from typing import Callable, Iterator, List, Optional, Tuple
+
+import pytest
+
+from session_manager import EventGoneError, InMemoryEventStore, StreamConflictError, StreamController
+from session_manager.events import get_stream_id, new_post_stream_id, parse_event_id
+from session_manager.redis import RedisEventStore, RedisInfoSessionManager, RedisStreamSessionManager
+
+from .conftest_redis import TEST_HEARTBEAT, TEST_LIVENESS_TTL, make_event_store
+from .redis_server import RedisServer
+from .sse_parser import SSEParser
+from .test_redis_backend import ROOT, keys, python_env, read_line, wait_until
+
+
+def msg(n: object) -> str:
+    return json.dumps({"jsonrpc": "2.0", "method": "notifications/message", "params": {"n": n}})
+
+
+class Client:
+    """Reads a stream on a thread like an SSE client; :meth:`drop` models a dead connection.
+
+    After :meth:`drop` the client records nothing more and stops reading
+    without ending the stream (the server has not noticed yet), until the
+    server closes it.
+    """
+
+    def __init__(self, controller: StreamController) -> None:
+        self.controller = controller
+        self.events: List[Tuple[str, str]] = []  # (event id, data) of message events
+        self.last_event_id = ""
+        self.dropped = threading.Event()
+        self.ended = threading.Event()
+        self._lock = threading.Lock()
+        self.thread = threading.Thread(target=self._run, daemon=True)
+        self.thread.start()
+
+    def _run(self) -> None:
+        parser = SSEParser()
+        frames = iter(self.controller)
+        try:
+            for chunk in frames:
+                if self.dropped.is_set():
+                    continue  # never reaches the client; keep draining so a takeover can end the stream
+                events = parser.feed(chunk)
+                with self._lock:
+                    self.events.extend((e.id, e.data) for e in events if e.data)
+                    self.last_event_id = parser.last_event_id
+        finally:
+            self.ended.set()
+
+    def drop(self) -> str:
+        """Stop receiving; return the last event id received."""
+        with self._lock:
+            self.dropped.set()
+            return self.last_event_id
+
+    def snapshot(self) -> List[Tuple[str, str]]:
+        with self._lock:
+            return list(self.events)
+
+    def ns(self) -> List[object]:
+        return [json.loads(data)["params"]["n"] for _, data in self.snapshot()]
+
+    def wait_for(self, count: int, timeout: float = 20.0) -> None:
+        if not wait_until(lambda: len(self.snapshot()) >= count, timeout=timeout, interval=0.01):
+            pytest.fail(f"expected {count} events, got {len(self.snapshot())}")
+
+    def wait_primed(self, timeout: float = 10.0) -> str:
+        if not wait_until(lambda: bool(self.last_event_id), timeout=timeout, interval=0.01):
+            pytest.fail("no priming event id")
+        return self.last_event_id
+
+
+@pytest.fixture
+def nodes(redis_server: RedisServer, redis_prefix: str) -> Iterator[Callable[..., RedisStreamSessionManager]]:
+    """Make resumable stream managers ("nodes") sharing one prefix, each with its own store; closed afterwards."""
+    made: List[RedisStreamSessionManager] = []
+
+    def make(**store_kwargs) -> RedisStreamSessionManager:
+        manager = RedisStreamSessionManager(
+            redis_server.url,
+            prefix=redis_prefix,
+            liveness_ttl=TEST_LIVENESS_TTL,
+            heartbeat_interval=TEST_HEARTBEAT,
+            event_store=make_event_store(redis_server.url, redis_prefix, **store_kwargs),
+        )
+        made.append(manager)
+        return manager
+
+    yield make
+    for manager in made:
+        manager.close()
+
+
+@pytest.fixture
+def connect() -> Iterator[Callable[..., Client]]:
+    """Open a stream on a given node and read it with a :class:`Client`."""
+    clients: List[Client] = []
+
+    def open_(node: RedisStreamSessionManager, sid: str, last_event_id: Optional[str] = None, **kwargs) -> Client:
+        kwargs.setdefault("keepalive", 0.2)
+        controller = StreamController(**kwargs)
+        node.create(sid, controller, last_event_id=last_event_id)
+        client = Client(controller)
+        clients.append(client)
+        return client
+
+    yield open_
+    for client in clients:
+        client.controller.close()
+        client.thread.join(5)
+
+
+# -- resume on another node ------------------------------------------------------
+
+def test_resume_on_another_node_replays_then_continues_and_closes_the_old_stream(nodes, connect, new_id):
+    a, b = nodes(), nodes()
+    assert a.node_id != b.node_id
+    sid = new_id()
+    first = connect(a, sid)
+    first.wait_primed()
+    for i in range(3):
+        b.send([sid], msg(i))
+    first.wait_for(3)
+    last = first.drop()
+    for i in range(3, 6):
+        a.send([sid], msg(i))
+    second = connect(b, sid, last_event_id=last)
+    assert wait_until(lambda: first.controller.closed), "the old stream was not closed by the takeover"
+    assert first.ended.wait(10)
+    a.send([sid], msg(6))
+    second.wait_for(4)
+    assert second.ns() == [3, 4, 5, 6]
+    assert first.ns() == [0, 1, 2]
+    assert a.has(sid) and b.has(sid) and len(a) == 0 and len(b) == 1
+    with pytest.raises(StreamConflictError):  # the new stream is a live stream like any other
+        a.create(sid, StreamController())
+
+
+def test_takeover_mid_burst_across_nodes_delivers_every_message_exactly_once_in_order(nodes, connect, new_id):
+    a, b, sender = nodes(), nodes(), nodes()
+    sid = new_id()
+    total = 1000
+    first = connect(a, sid, maxsize=total + 10)
+    first.wait_primed()
+    halfway = threading.Event()
+
+    def burst() -> None:
+        for i in range(total):
+            if i == total // 3:
+                halfway.set()
+            sender.send([sid], msg(i))
+
+    thread = threading.Thread(target=burst)
+    thread.start()
+    try:
+        assert halfway.wait(30)
+        first.wait_for(1)
+        last = first.drop()
+        second = connect(b, sid, last_event_id=last, maxsize=total + 10)
+    finally:
+        thread.join(120)
+    assert not thread.is_alive()
+    before = first.snapshot()
+    upto = [eid for eid, _ in before].index(last) + 1
+    delivered_first = [json.loads(data)["params"]["n"] for _, data in before[:upto]]
+    second.wait_for(total - len(delivered_first), timeout=60)
+    sender.send([sid], msg("end"))
+    second.wait_for(total - len(delivered_first) + 1, timeout=30)
+    assert delivered_first + second.ns() == list(range(total)) + ["end"]
+    ids = [eid for eid, _ in before[:upto] + second.snapshot()]
+    positions = [tuple(map(int, parse_event_id(eid)[1].split("-"))) for eid in ids]
+    assert positions == sorted(set(positions)), "event ids must increase in delivery order"
+    assert wait_until(lambda: first.controller.closed)
+
+
+RESUMABLE_HOLDER = """
+import sys
+from session_manager import StreamController
+from session_manager.redis import RedisEventStore, RedisStreamSessionManager
+
+url, prefix, sid = sys.argv[1:4]
+store = RedisEventStore(url, prefix=prefix, max_events=50, max_streams=3)
+streams = RedisStreamSessionManager(url, prefix=prefix, liveness_ttl=2, heartbeat_interval=0.5, event_store=store)
+controller = StreamController(keepalive=0.2)
+streams.create(sid, controller)
+for chunk in controller:
+    for line in chunk.decode().splitlines():
+        if line.startswith("id: "):
+            print(line[4:], flush=True)
+print("closed", flush=True)
+streams.close()
+"""
+
+
+def test_a_stream_held_by_another_process_is_resumed_here(nodes, connect, new_id, redis_server, redis_prefix):
+    here = nodes()
+    sid = new_id()
+    holder = subprocess.Popen(
+        [sys.executable, "-c", textwrap.dedent(RESUMABLE_HOLDER), redis_server.url, redis_prefix, sid],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=python_env(), cwd=str(ROOT),
+    )
+    try:
+        primer = read_line(holder, 30).strip()
+        assert parse_event_id(primer)[0] == get_stream_id(sid), holder.stderr.read() if holder.poll() is not None else ""
+        for i in range(5):
+            here.send([sid], msg(i))
+        ids = [read_line(holder, 10).strip() for _ in range(5)]
+        resumed = connect(here, sid, last_event_id=ids[2])
+        assert read_line(holder, 10).strip() == "closed"  # taken over: the other process closed its stream
+        assert holder.wait(10) == 0
+        here.send([sid], msg(5))
+        resumed.wait_for(3)
+        assert resumed.ns() == [3, 4, 5]
+        assert [eid for eid, _ in resumed.snapshot()[:2]] == ids[3:]
+    finally:
+        if holder.poll() is None:
+            holder.kill()
+            holder.wait(10)
+        holder.stdout.close()
+        holder.stderr.close()
+
+
+# -- ids that cannot be resumed ---------------------------------------------------
+
+def test_ids_that_cannot_be_resumed_leave_the_open_stream_untouched(nodes, connect, new_id):
+    a, b = nodes(max_events=10), nodes(max_events=10)
+    sid, other = new_id(), new_id()
+    theirs = connect(a, other).wait_primed()  # opened first: never a position of the log of sid
+    client = connect(a, sid)
+    primer = client.wait_primed()
+    post = new_post_stream_id()
+    post_id = b.event_store.open(sid, post)
+    for i in range(300):  # far beyond max_events (and one node of trimming)
+        b.send([sid], msg(i))
+    client.wait_for(300)
+    cases = [
+        (primer, "expired"),
+        (theirs, "unknown"),  # another session's id
+        (post_id, "unknown"),  # a POST stream's id resumes no GET stream
+        (get_stream_id(sid) + ".1", "unknown"),  # a position of the in-memory store
+        (get_stream_id(sid) + ".99999999999999-0", "unknown"),  # never issued
+        (get_stream_id(sid) + ".99999999999999999999-0", "unknown"),  # not even a Redis id
+    ]
+    for event_id, reason in cases:
+        with pytest.raises(EventGoneError) as info:
+            b.create(sid, StreamController(), last_event_id=event_id)
+        assert info.value.reason == reason, event_id
+    b.send([sid], msg("still"))
+    client.wait_for(301)
+    assert client.ns()[-1] == "still" and not client.controller.closed
+    latest = client.snapshot()[-1][0]
+    assert b.event_store.replay(sid, latest).events == []
+
+
+def test_only_a_redis_event_store_is_accepted(redis_server, redis_prefix):
+    with pytest.raises(TypeError, match="one Redis script"):
+        RedisStreamSessionManager(redis_server.url, prefix=redis_prefix, event_store=InMemoryEventStore())
+    store = make_event_store(redis_server.url, redis_prefix, session_ttl=1.0)
+    try:
+        with pytest.raises(ValueError, match="heartbeat"):
+            RedisStreamSessionManager(
+                redis_server.url, prefix=redis_prefix, liveness_ttl=3, heartbeat_interval=1, event_store=store
+            )
+    finally:
+        store.close()
+
+
+# -- broadcast -------------------------------------------------------------------
+
+def test_broadcast_reaches_every_session_with_a_log_and_forgets_stale_ones(nodes, connect, new_id, redis_server, redis_prefix):
+    a, b = nodes(), nodes()
+    on_a, on_b, away, gone = new_id(), new_id(), new_id(), new_id()
+    clients = [connect(a, on_a), connect(b, on_b)]
+    away_client = connect(b, away)
+    away_primer = away_client.wait_primed()
+    away_client.controller.close()
+    connect(a, gone).wait_primed()
+    a.delete(gone)
+    for client in clients:
+        client.wait_primed()
+    b.send(None, msg("all"))
+    for client in clients:
+        client.wait_for(1)
+        assert client.ns() == ["all"]
+    assert [m for _, m in a.event_store.replay(away, away_primer).events] == [msg("all")]
+    admin = redis_server.client()
+    try:
+        members = lambda: {m.decode() for m in admin.hkeys(f"{redis_prefix}events-get")}  # noqa: E731
+        assert members() == {on_a, on_b, away}
+        admin.delete(f"{redis_prefix}event-log:{get_stream_id(away)}:{away}")  # as if it had expired
+        a.send(None, msg("again"))
+        assert members() == {on_a, on_b}
+    finally:
+        admin.close()
+
+
+# -- expiry and shutdown -----------------------------------------------------------
+
+def test_an_open_stream_keeps_its_session_alive_and_an_expired_one_leaves_no_key(
+    redis_server, redis_prefix, new_id, connect
+):
+    ttl = 1.0
+    info = RedisInfoSessionManager(redis_server.url, prefix=redis_prefix, session_ttl=ttl)
+    streams = RedisStreamSessionManager(
+        redis_server.url, prefix=redis_prefix, liveness_ttl=1.0, heartbeat_interval=0.2,
+        event_store=make_event_store(redis_server.url, redis_prefix, session_ttl=ttl),
+    )
+    admin = redis_server.client()
+    try:
+        sid = new_id()
+        info.create(sid, protocol_version="2025-06-18")
+        info.add_subscription(sid, "file:///watched")
+        client = connect(streams, sid)
+        primer = client.wait_primed()
+        post = new_post_stream_id()
+        streams.event_store.open(sid, post)
+        streams.event_store.append(sid, post, msg("post"))
+        streams.send([sid], msg(0))
+        client.wait_for(1)
+        time.sleep(3 * ttl)  # no request names the session meanwhile: only the open stream keeps it
+        assert admin.exists(f"{redis_prefix}session:{sid}") == 1
+        assert admin.sismember(f"{redis_prefix}uri:file:///watched", sid)
+        assert [m for _, m in streams.event_store.replay(sid, primer).events] == [msg(0)]
+        assert len(keys(redis_server, f"{redis_prefix}event-log:*")) == 2
+        client.controller.close()
+        assert wait_until(lambda: keys(redis_server, f"{redis_prefix}*") == [], timeout=10 * ttl), keys(
+            redis_server, f"{redis_prefix}*"
+        )
+        assert not info.exists(sid)
+    finally:
+        admin.close()
+        streams.close()
+        info.close()
+
+
+def test_close_leaves_no_thread_connection_or_stream_key(redis_server, redis_prefix, new_id, connect):
+    before = set(threading.enumerate())
+    managers = [
+        RedisStreamSessionManager(
+            redis_server.url, prefix=redis_prefix, liveness_ttl=TEST_LIVENESS_TTL, heartbeat_interval=TEST_HEARTBEAT,
+            event_store=make_event_store(redis_server.url, redis_prefix),
+        )
+        for _ in range(2)
+    ]
+    sid = new_id()
+    first = connect(managers[0], sid)
+    first.wait_primed()
+    managers[1].send([sid], msg(0))
+    first.wait_for(1)
+    second = connect(managers[1], sid, last_event_id=first.drop())
+    connect(managers[0], new_id()).wait_primed()
+    managers[0].send([sid], msg(1))
+    second.wait_for(1)
+    admin = redis_server.client()
+    try:
+        ours = lambda: [c for c in admin.client_list() if redis_prefix in c.get("name", "")]  # noqa: E731
+        assert ours()
+        for manager in managers:
+            manager.close()
+        assert first.ended.wait(10) and second.ended.wait(10)
+        assert [t.name for t in set(threading.enumerate()) - before if t.name.startswith("session_manager")] == []
+        assert ours() == []
+        assert keys(redis_server, f"{redis_prefix}stream:*") == []
+    finally:
+        admin.close()
