@@ -48,22 +48,32 @@ def on_starting(server):  # type: ignore[no-untyped-def]
 
 
 def post_worker_init(worker):  # type: ignore[no-untyped-def]
-    """On a graceful stop or reload (SIGTERM), end this worker's streams at once.
+    """On a graceful stop or reload (SIGTERM), shut this worker's MCP transport down at once.
 
     Streams never finish by themselves: left alone, the worker waits out
     graceful_timeout, is killed, and its streams still count as open (409 on
-    a client's new GET elsewhere) until their liveness keys expire. Closing
-    the stream manager ends them and deletes their keys; clients reconnect to
-    another worker, and this one exits as soon as its other requests are done.
+    a client's new GET elsewhere) until their liveness keys expire.
+    ``McpBlueprint.close`` ends every stream (GET and POST) with a ``retry``
+    hint, so clients reconnect to another worker and resume there from the
+    shared event store; it waits for running tool calls (bounded below
+    graceful_timeout), then closes the managers (Redis threads and
+    connections). The worker exits as soon as its requests are done.
     """
     import signal
 
     import gevent
 
-    streams = worker.wsgi.blueprints["mcp"].managers.streams
+    blueprint = worker.wsgi.blueprints["mcp"]
 
     def on_sigterm(signum, frame):  # type: ignore[no-untyped-def]
         worker.alive = False  # what gunicorn's own handler does: stop accepting, drain
-        gevent.spawn(streams.close)  # Redis I/O: not inside the signal handler
+        gevent.spawn(blueprint.close, max(0.0, graceful_timeout - 2))  # Redis I/O: not inside the signal handler
 
     signal.signal(signal.SIGTERM, on_sigterm)
+
+
+def worker_exit(server, worker):  # type: ignore[no-untyped-def]
+    """Whatever stopped the worker (SIGINT, SIGQUIT, the end of a graceful stop), release the managers."""
+    blueprint = getattr(getattr(worker, "wsgi", None), "blueprints", {}).get("mcp")
+    if blueprint is not None:
+        blueprint.close(timeout=0)  # idempotent: a no-op after a graceful stop

@@ -30,6 +30,12 @@ What it shows: tools (``echo``; ``slow_count`` reports progress and logs
 while it works; ``set_note`` changes the resource ``note://current`` and
 notifies its subscribers), resources with subscriptions, a prompt, and
 ``logging/setLevel``.
+
+Streams are resumable (an event store keeps what was sent, in memory or in
+Redis): a client that loses its GET stream, or the stream of a POST, comes
+back with ``Last-Event-ID`` and gets what it missed (``--no-events``: at
+most once). Stopping the server (Ctrl-C, SIGTERM) ends every stream with a
+``retry`` hint, waits for running tool calls and closes the managers.
 """
 
 if __name__ == "__main__":
@@ -42,13 +48,14 @@ if __name__ == "__main__":
 import argparse
 import logging
 import os
+import signal
 import threading
 import time
 from typing import Any, Callable, Dict, List, Optional
 
 from flask import Flask
 
-from session_manager import SessionManagers
+from session_manager import InMemoryEventStore, InMemoryStreamSessionManager, SessionManagers
 from session_manager.flask import (
     DEFAULT_ALLOWED_HOSTS,
     INVALID_PARAMS,
@@ -62,6 +69,10 @@ logger = logging.getLogger(__name__)
 
 #: Environment variable with the Redis URL (``redis://HOST:PORT/DB``) that switches the example to Redis.
 REDIS_URL_ENV = "MCP_REDIS_URL"
+#: Environment variable that turns the event store (resumable streams) off when ``0``.
+EVENTS_ENV = "MCP_EVENTS"
+#: Seconds a stop waits for running tool calls.
+SHUTDOWN_TIMEOUT = 5.0
 NOTE_URI = "note://current"
 #: MCP's error code for an unknown resource.
 RESOURCE_NOT_FOUND = -32002
@@ -237,29 +248,49 @@ class NoteServer:
         return {"messages": [{"role": "user", "content": {"type": "text", "text": text}}]}
 
 
-def redis_managers(url: str, **stream_options: Any) -> SessionManagers:
-    """Sessions and streams in the Redis at *url* (default prefix), shared by every process using it.
+def redis_managers(url: str, *, events: bool = True, **stream_options: Any) -> SessionManagers:
+    """Sessions, streams and (with *events*) stored events in the Redis at *url*, shared by every process.
 
     *stream_options* go to :class:`~session_manager.redis.RedisStreamSessionManager` (e.g. ``liveness_ttl``).
+    With a Redis event store a client resumes on any worker.
     """
-    from session_manager.redis import RedisInfoSessionManager, RedisStreamSessionManager  # needs redis-py
+    from session_manager.redis import (  # needs redis-py
+        RedisEventStore,
+        RedisInfoSessionManager,
+        RedisStreamSessionManager,
+    )
 
+    if events:
+        stream_options.setdefault("event_store", RedisEventStore(url))
     return SessionManagers(RedisStreamSessionManager(url, **stream_options), RedisInfoSessionManager(url))
 
 
+def memory_managers(*, events: bool = True) -> SessionManagers:
+    """Sessions and streams in this process; with *events*, streams are resumable."""
+    return SessionManagers(InMemoryStreamSessionManager(event_store=InMemoryEventStore() if events else None))
+
+
 def create_app(
-    managers: Optional[SessionManagers] = None, *, redis_url: Optional[str] = None, **options: Any
+    managers: Optional[SessionManagers] = None,
+    *,
+    redis_url: Optional[str] = None,
+    events: Optional[bool] = None,
+    **options: Any,
 ) -> Flask:
     """Build the Flask app; *options* go to McpBlueprint.
 
     With a Redis URL (*redis_url*, else ``$MCP_REDIS_URL``) the note is kept in Redis and
     *managers* defaults to :func:`redis_managers`; without one, everything is in memory.
+    Streams are resumable (an event store) unless *events* is false (default: the
+    environment variable ``MCP_EVENTS``, ``0`` turns it off).
     This is the factory for gunicorn (``'examples.server:create_app()'``): each worker calls
     it after the fork, so nothing (locks, connections) is created at import.
     """
     redis_url = redis_url or os.environ.get(REDIS_URL_ENV)
+    if events is None:
+        events = os.environ.get(EVENTS_ENV, "1") != "0"
     if managers is None:
-        managers = redis_managers(redis_url) if redis_url else SessionManagers()
+        managers = redis_managers(redis_url, events=events) if redis_url else memory_managers(events=events)
     server = NoteServer(Note(redis_url))
     options.setdefault("server_info", {"name": "session-manager-example", "version": "1.0.0"})
     options.setdefault(
@@ -280,7 +311,8 @@ def create_app(
 
 
 def main(argv: Optional[List[str]] = None) -> None:
-    """Serve the example with gevent's WSGI server."""
+    """Serve the example with gevent's WSGI server until SIGINT or SIGTERM."""
+    import gevent.event
     from gevent.pywsgi import WSGIServer
 
     parser = argparse.ArgumentParser(description="Example MCP server on session_manager's Flask blueprint.")
@@ -299,14 +331,35 @@ def main(argv: Optional[List[str]] = None) -> None:
         metavar="URL",
         help=f"keep sessions in Redis, e.g. redis://127.0.0.1:6379/0 (default: ${REDIS_URL_ENV}, else in memory)",
     )
+    parser.add_argument(
+        "--no-events",
+        action="store_true",
+        help="no event store: streams are not resumable (at-most-once delivery)",
+    )
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    served = create_app(redis_url=args.redis, allowed_hosts=[*DEFAULT_ALLOWED_HOSTS, *args.allow_host])
+    served = create_app(
+        redis_url=args.redis, events=not args.no_events, allowed_hosts=[*DEFAULT_ALLOWED_HOSTS, *args.allow_host]
+    )
     server = WSGIServer((args.host, args.port), served, log=None)
     server.start()
     where = "in Redis" if args.redis else "in memory"
     logger.info("MCP server on http://%s:%d/mcp, sessions %s", args.host, server.server_port, where)
-    server.serve_forever()
+    stopped = gevent.event.Event()
+    for signum in (signal.SIGINT, signal.SIGTERM):
+        gevent.signal_handler(signum, stopped.set)
+    stopped.wait()
+    shutdown(served, server)
+
+
+def shutdown(app: Flask, server: "gevent.pywsgi.WSGIServer") -> None:
+    """Stop accepting, end every stream (clients get ``retry``), wait for tool calls, close the managers."""
+    logger.info("stopping")
+    server.close()  # no new connections
+    blueprint = app.blueprints["mcp"]
+    assert isinstance(blueprint, McpBlueprint)
+    blueprint.close(timeout=SHUTDOWN_TIMEOUT)
+    server.stop(timeout=1)  # the connections still open were just answered
 
 
 if __name__ == "__main__":

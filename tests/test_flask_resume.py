@@ -1,0 +1,469 @@
+"""Resumable Streamable HTTP: connections cut for real, streams resumed with Last-Event-ID.
+
+Real servers on 127.0.0.1 (threaded werkzeug in this process), real clients
+(raw sockets, the official ``mcp`` client through a proxy that cuts TCP
+connections), SSE parsed by the independent tests/sse_parser.py.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import socket
+import threading
+import time
+from typing import Any, Callable, Dict, Iterator, List, Optional, Tuple
+
+import anyio
+import pytest
+import requests
+from mcp import ClientSession
+from mcp.client.streamable_http import streamable_http_client
+
+from examples.server import create_app, memory_managers
+from session_manager import InMemoryEventStore, InMemoryStreamSessionManager, SessionManagers
+from session_manager.events import get_stream_id
+
+from .flask_support import (
+    ACCEPT_BOTH,
+    LATEST,
+    BodyReader,
+    Head,
+    Harness,
+    RawStream,
+    TestHandler,
+    ThreadedServer,
+    serve,  # noqa: F401 - fixture
+    wait_until,
+)
+from .sse_parser import Event, SSEParser
+
+pytestmark = pytest.mark.filterwarnings("ignore::mcp.MCPDeprecationWarning")
+
+#: Seconds any one read or wait may take.
+TIMEOUT = 10.0
+RETRY = 100
+
+
+def stored(max_events: int = 4000, **options: Any) -> SessionManagers:
+    return SessionManagers(InMemoryStreamSessionManager(event_store=InMemoryEventStore(max_events, **options)))
+
+
+def get(h: Harness, sid: str, last_event_id: Optional[str] = None) -> RawStream:
+    """A GET stream of the session on its own socket (head read), optionally resuming."""
+    headers = {"Accept": "text/event-stream", "Mcp-Session-Id": sid, "MCP-Protocol-Version": LATEST}
+    if last_event_id is not None:
+        headers["Last-Event-ID"] = last_event_id
+    return RawStream(h.port, "GET", "/mcp", headers, timeout=TIMEOUT)
+
+
+def get_response(h: Harness, sid: str, last_event_id: str) -> requests.Response:
+    headers = {"Accept": "text/event-stream", "Mcp-Session-Id": sid, "MCP-Protocol-Version": LATEST}
+    return requests.get(h.url, headers={**headers, "Last-Event-ID": last_event_id}, timeout=TIMEOUT)
+
+
+def read(stream: RawStream, enough: Callable[[List[Event]], bool]) -> List[Event]:
+    """Message events (priming events left out) until *enough* holds or the body ends; bounded by the socket timeout."""
+    got: List[Event] = []
+    if enough(got):
+        return got
+    for chunk in stream.chunks():
+        got.extend(event for event in stream.parser.feed(chunk) if event.data)
+        if enough(got):
+            break
+    return got
+
+
+def seqs(events: List[Event]) -> List[int]:
+    return [json.loads(event.data)["params"]["seq"] for event in events]
+
+
+def position(event_id: str) -> int:
+    return int(event_id.split(".")[1])
+
+
+def burst(bp: Any, sid: str, count: int, size: int = 0) -> None:
+    """*count* numbered notifications to the session, paced a little so a cut lands in the middle."""
+    pad = "x" * size
+    for seq in range(count):
+        bp.notify(sid, "notifications/test", {"seq": seq, "pad": pad} if pad else {"seq": seq})
+        if seq % 20 == 19:
+            time.sleep(0.002)
+
+
+# -- (a) a GET stream cut in the middle of a burst -----------------------------------
+
+
+def test_a_get_stream_cut_mid_burst_resumes_every_notification_exactly_once(serve) -> None:  # noqa: F811
+    h = serve(managers=stored(), retry=RETRY)
+    sid = h.initialize()
+    first = get(h, sid)
+    assert first.status == 200
+    wait_until(lambda: h.managers.streams.has(sid), what="the stream to be registered")
+    sender = threading.Thread(target=burst, args=(h.bp, sid, 1000), daemon=True)
+    sender.start()
+    before = read(first, lambda got: len(got) >= 300)
+    assert len(before) >= 300
+    first.close()  # the client's TCP connection is gone; the server may not have noticed yet
+    assert sender.is_alive(), "the burst should still be going when the connection is cut"
+    second = get(h, sid, last_event_id=before[-1].id)  # takes the stream over: no 409
+    assert second.status == 200, second.read_all()
+    after = read(second, lambda got: len(before) + len(got) >= 1000)
+    sender.join(TIMEOUT)
+    second.close()
+    assert seqs(before) + seqs(after) == list(range(1000))
+    ids = [event.id for event in before + after]
+    assert all(event_id and event_id.startswith(get_stream_id(sid) + ".") for event_id in ids)
+    assert [position(i) for i in ids] == sorted({position(i) for i in ids})  # unique, increasing
+
+
+def test_a_resume_replaces_a_stream_the_server_still_holds(serve) -> None:  # noqa: F811
+    """A reconnecting client whose dead stream was not noticed gets its stream, not 409."""
+    h = serve(managers=stored(), retry=RETRY)
+    sid = h.initialize()
+    first = get(h, sid)
+    primed = read(first, lambda got: first.parser.last_event_id != "")
+    assert primed == [] and first.parser.last_event_id.startswith("g")
+    assert get(h, sid).status == 409  # a second stream without Last-Event-ID is still a conflict
+    h.bp.notify(sid, "notifications/test", {"seq": 0})
+    second = get(h, sid, last_event_id=first.parser.last_event_id)
+    assert second.status == 200
+    assert seqs(read(second, lambda got: len(got) >= 1)) == [0]
+    assert seqs(read(first, lambda got: False)) in ([], [0])  # the replaced connection ends
+    assert first.body.done
+    h.bp.notify(sid, "notifications/test", {"seq": 1})
+    assert seqs(read(second, lambda got: len(got) >= 1)) == [1]
+    first.close()
+    second.close()
+
+
+# -- (b) a POST stream cut before the tool finishes -----------------------------------
+
+
+def post_block(h: Harness, sid: str) -> RawStream:
+    message = {"jsonrpc": "2.0", "id": 5, "method": "test/block", "params": {"_meta": {"progressToken": "tok"}}}
+    headers = {
+        "Content-Type": "application/json",
+        "Accept": ACCEPT_BOTH,
+        "Mcp-Session-Id": sid,
+        "MCP-Protocol-Version": LATEST,
+    }
+    return RawStream(h.port, "POST", "/mcp", headers, json.dumps(message).encode(), timeout=TIMEOUT)
+
+
+def handler_running(name: str) -> bool:
+    return any(thread.name == name and thread.is_alive() for thread in threading.enumerate())
+
+
+@pytest.mark.parametrize("handler_state", ["running", "finished"])
+@pytest.mark.parametrize("cut_after", ["priming", "progress"])
+def test_b_post_response_is_recovered_with_get_and_last_event_id(serve, handler_state: str, cut_after: str) -> None:  # noqa: F811
+    handler = TestHandler()
+    h = serve(handler, managers=stored(), retry=RETRY)
+    sid = h.initialize()
+    post = post_block(h, sid)
+    assert post.status == 200
+    if cut_after == "priming":
+        read(post, lambda got: bool(post.parser.events))
+        priming = post.parser.events[0]
+        assert priming.data == "" and post.parser.retry == RETRY
+        last_id, expected_progress = priming.id, [1, 2]
+    else:
+        last_id, expected_progress = read(post, lambda got: len(got) >= 1)[-1].id, [2]
+    assert last_id and last_id.startswith("p")
+    post.close()  # cut: the handler keeps running (a dropped connection is not a cancellation)
+    assert handler_running("mcp-test/block")
+    if handler_state == "finished":
+        handler.release.set()
+        wait_until(lambda: not handler_running("mcp-test/block"), what="the handler to finish")
+    resumed = get(h, sid, last_event_id=last_id)
+    assert resumed.status == 200, resumed.read_all()
+    handler.release.set()  # the running handler answers on the resumed connection, live
+    events = read(resumed, lambda got: False)  # until the body ends: after the response
+    messages = [json.loads(event.data) for event in events]
+    assert [m["params"]["progress"] for m in messages[:-1]] == expected_progress
+    assert messages[-1] == {"jsonrpc": "2.0", "id": 5, "result": {"released": True}}
+    assert all(event.id.startswith(last_id.split(".")[0] + ".") for event in events)
+    if handler_state == "finished":
+        assert resumed.parser.retry == RETRY  # a replay-only answer says when to poll again
+    resumed.close()
+
+
+def test_b_resuming_a_finished_post_twice_replays_the_same_events(serve) -> None:  # noqa: F811
+    handler = TestHandler()
+    handler.release.set()
+    h = serve(handler, managers=stored(), retry=RETRY)
+    sid = h.initialize()
+    post = post_block(h, sid)
+    events = read(post, lambda got: False)
+    priming = post.parser.events[0]
+    assert priming.data == "" and post.parser.retry == RETRY
+    post.close()
+    first_id = priming.id  # the id the stream was primed with: everything after it
+    for _ in range(2):
+        response = get_response(h, sid, first_id)
+        assert response.status_code == 200
+        parser = SSEParser()
+        parser.feed(response.content)
+        assert [(e.id, e.data) for e in parser.events if e.data] == [(e.id, e.data) for e in events]
+        assert parser.retry == RETRY
+
+
+class CutProxy:
+    """A TCP proxy to 127.0.0.1:*port* whose connections :meth:`cut` shuts at once."""
+
+    def __init__(self, port: int) -> None:
+        self.upstream = port
+        self.listener = socket.create_server(("127.0.0.1", 0))
+        self.listener.settimeout(0.1)
+        self.port = self.listener.getsockname()[1]
+        self.url = f"http://127.0.0.1:{self.port}/mcp"
+        self._lock = threading.Lock()
+        self._pairs: List[Tuple[socket.socket, socket.socket]] = []
+        self._stop = threading.Event()
+        self._threads = [threading.Thread(target=self._accept, daemon=True)]
+        self._threads[0].start()
+
+    def _accept(self) -> None:
+        while not self._stop.is_set():
+            try:
+                client, _ = self.listener.accept()
+            except socket.timeout:
+                continue
+            except OSError:
+                return
+            server = socket.create_connection(("127.0.0.1", self.upstream), timeout=TIMEOUT)
+            client.settimeout(None)
+            server.settimeout(None)
+            with self._lock:
+                self._pairs.append((client, server))
+            for source, target in ((client, server), (server, client)):
+                thread = threading.Thread(target=self._pump, args=(source, target), daemon=True)
+                self._threads.append(thread)
+                thread.start()
+
+    @staticmethod
+    def _pump(source: socket.socket, target: socket.socket) -> None:
+        with contextlib.suppress(OSError):
+            while True:
+                data = source.recv(65536)
+                if not data:
+                    break
+                target.sendall(data)
+        for sock in (source, target):
+            with contextlib.suppress(OSError):
+                sock.shutdown(socket.SHUT_RDWR)
+
+    def cut(self) -> int:
+        """Shut every open connection (both sides); return how many."""
+        with self._lock:
+            pairs, self._pairs = self._pairs, []
+        for pair in pairs:
+            for sock in pair:
+                with contextlib.suppress(OSError):
+                    sock.shutdown(socket.SHUT_RDWR)
+        return len(pairs)
+
+    def close(self) -> None:
+        self._stop.set()
+        self.cut()
+        self.listener.close()
+        for thread in self._threads:
+            thread.join(TIMEOUT)
+
+
+def test_b_the_official_client_resumes_a_cut_tool_call_by_itself() -> None:
+    """The mcp client reconnects with Last-Event-ID; every progress step arrives once, then the result."""
+    managers = memory_managers()
+    app = create_app(managers, keepalive=0.5, retry=RETRY)
+    server = ThreadedServer(app)
+    proxy = CutProxy(server.port)
+    progress: List[float] = []
+    cuts: List[int] = []
+
+    async def on_progress(value: float, total: Optional[float], message: Optional[str]) -> None:
+        progress.append(value)
+        if value == 3 and not cuts:
+            cuts.append(proxy.cut())  # mid-call: the POST stream and the GET stream both drop
+
+    async def scenario() -> Any:
+        async with streamable_http_client(proxy.url) as (read_stream, write_stream):
+            async with ClientSession(read_stream, write_stream) as session:
+                await session.initialize()
+                return await session.call_tool(
+                    "slow_count", {"n": 10, "delay": 0.1}, progress_callback=on_progress
+                )
+
+    async def bounded() -> Any:
+        with anyio.fail_after(30):
+            return await scenario()
+
+    try:
+        result = anyio.run(bounded)
+    finally:
+        proxy.close()
+        app.blueprints["mcp"].close(timeout=TIMEOUT)
+        server.close()
+    assert cuts and cuts[0] >= 1
+    assert result.content[0].text == "counted to 10"
+    assert progress == list(range(1, 11))
+
+
+# -- (c) a client that stops reading ------------------------------------------------------
+
+
+def slow_get(port: int, sid: str) -> socket.socket:
+    """A GET stream whose client reads the head, then stops reading (a small receive buffer)."""
+    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+    sock.settimeout(TIMEOUT)
+    sock.connect(("127.0.0.1", port))
+    request = (
+        f"GET /mcp HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nAccept: text/event-stream\r\n"
+        f"Mcp-Session-Id: {sid}\r\nMCP-Protocol-Version: {LATEST}\r\n\r\n"
+    )
+    sock.sendall(request.encode())
+    return sock
+
+
+class CountingReader(threading.Thread):
+    """Reads a stream to the end, keeping only the seq numbers (not 10 MB of events)."""
+
+    def __init__(self, stream: RawStream, count: int) -> None:
+        super().__init__(daemon=True)
+        self.stream = stream
+        self.count = count
+        self.seqs: List[int] = []
+
+    def run(self) -> None:
+        for chunk in self.stream.chunks():
+            events = self.stream.parser.feed(chunk)
+            self.stream.parser.events.clear()
+            self.seqs.extend(json.loads(event.data)["params"]["seq"] for event in events if event.data)
+            if len(self.seqs) >= self.count:
+                return
+
+
+@pytest.mark.parametrize("max_events", [12_000, 1000], ids=["buffer-holds-the-rest", "buffer-lost-it"])
+def test_c_a_client_that_stops_reading_is_cut_within_the_bound(serve, max_events: int) -> None:  # noqa: F811
+    count, maxsize = 10_000, 256
+    store = InMemoryEventStore(max_events)
+    h = serve(managers=SessionManagers(InMemoryStreamSessionManager(event_store=store)), stream_maxsize=maxsize, retry=RETRY)
+    good_sid, slow_sid = h.initialize(), h.initialize()
+    good = get(h, good_sid)
+    good_reader = CountingReader(good, count)
+    good_reader.start()
+    slow = slow_get(h.port, slow_sid)
+    wait_until(lambda: h.managers.streams.has(good_sid) and h.managers.streams.has(slow_sid), what="both streams")
+    streams: Dict[str, Any] = h.managers.streams._streams  # test-only look at the controllers' queues
+    slow_controller = streams[slow_sid]
+    peak = 0
+    for seq in range(count):
+        h.bp.send([good_sid, slow_sid], json.dumps({"jsonrpc": "2.0", "method": "notifications/test", "params": {"seq": seq, "pad": "x" * 1000}}))
+        peak = max(peak, slow_controller._queue.qsize())
+        if seq % 50 == 49:  # the good reader keeps up (never maxsize behind): only the slow one falls behind
+            wait_until(lambda: len(good_reader.seqs) >= seq - 100, what="the good reader")
+    # Memory bound: the slow stream never queued more than stream_maxsize frames...
+    assert peak <= maxsize + 1
+    assert slow_controller.overflowed and not h.managers.streams.has(slow_sid)
+    good_reader.join(TIMEOUT)
+    assert good_reader.seqs == list(range(count))  # the well-behaved client got everything
+    assert not good_reader.stream.parser.events  # (it keeps only numbers)
+    # The slow client was disconnected: it reads what the kernel buffered, then the end.
+    body = b""
+    deadline = time.monotonic() + TIMEOUT
+    while time.monotonic() < deadline:
+        try:
+            data = slow.recv(65536)
+        except (ConnectionResetError, socket.timeout):
+            break
+        if not data:
+            break
+        body += data
+    slow.close()
+    raw_head, _, rest = body.partition(b"\r\n\r\n")
+    head = Head(raw_head)
+    assert head.status == 200
+    parser = SSEParser()
+    parser.feed(BodyReader(head).feed(rest))
+    priming, got = parser.events[0], [event for event in parser.events if event.data]
+    assert priming.data == "" and priming.id
+    received = [json.loads(event.data)["params"]["seq"] for event in got]
+    assert received == list(range(len(received))) and len(received) < count
+    # ...and the store keeps at most max_events per stream: a resume from before that is gone.
+    from_start = get(h, slow_sid, last_event_id=priming.id)
+    assert from_start.status == (410 if count > max_events else 200)
+    from_start.close()
+    last_id = got[-1].id if got else priming.id
+    missed = count - len(received)
+    stream = get(h, slow_sid, last_event_id=last_id)
+    if missed > max_events:  # what it missed left the buffer
+        assert stream.status == 410
+        assert "no longer stored" in json.loads(stream.read_all())["error"]["message"]
+        stream.close()
+        return
+    assert stream.status == 200
+    reader = CountingReader(stream, missed)
+    reader.run()
+    stream.close()
+    assert received + reader.seqs == list(range(count))
+
+
+# -- (d) answers to bad ids ----------------------------------------------------------------
+
+
+def assert_json_rpc_error(response: requests.Response, status: int, code: int) -> Dict[str, Any]:
+    assert response.status_code == status, response.text
+    assert response.headers["Content-Type"] == "application/json"
+    body = response.json()
+    assert body["jsonrpc"] == "2.0" and body["error"]["code"] == code
+    return body["error"]
+
+
+@pytest.mark.parametrize("bad", ["garbage", "g1234.1", "x00000000.1", "g00000000.", "g00000000.1\x7f", "p" + "0" * 70])
+def test_d_malformed_last_event_id_is_400(serve, bad: str) -> None:  # noqa: F811
+    h = serve(managers=stored())
+    sid = h.initialize()
+    error = assert_json_rpc_error(get_response(h, sid, bad), 400, -32600)
+    assert "Last-Event-ID" in error["message"]
+
+
+def test_d_unknown_expired_and_foreign_ids_are_410(serve) -> None:  # noqa: F811
+    h = serve(managers=stored(max_events=5), retry=RETRY)
+    sid, other = h.initialize(), h.initialize()
+    gid = get_stream_id(sid)
+    for unknown in (f"{gid}.99999999", "p00000000.0"):  # not issued / never opened
+        error = assert_json_rpc_error(get_response(h, sid, unknown), 410, -32600)
+        assert "new stream without Last-Event-ID" in error["message"]
+    stream = get(h, sid)
+    read(stream, lambda got: stream.parser.last_event_id != "")
+    for seq in range(20):
+        h.bp.notify(sid, "notifications/test", {"seq": seq})
+    got = read(stream, lambda got: len(got) >= 20)
+    stream.close()
+    error = assert_json_rpc_error(get_response(h, sid, got[0].id), 410, -32600)
+    assert "no longer stored" in error["message"]
+    recent = get(h, sid, last_event_id=got[-2].id)  # still in the buffer: resumes
+    assert recent.status == 200
+    assert seqs(read(recent, lambda got: len(got) >= 1)) == [19]
+    recent.close()
+    # another session's ids name no stream of this one
+    other_stream = get(h, other)
+    read(other_stream, lambda got: other_stream.parser.last_event_id != "")
+    h.bp.notify(other, "notifications/test", {"seq": 0})
+    foreign = read(other_stream, lambda got: len(got) >= 1)[0].id
+    other_stream.close()
+    error = assert_json_rpc_error(get_response(h, sid, foreign), 410, -32600)
+    assert "unknown" in error["message"]
+
+
+def test_d_without_a_store_last_event_id_is_ignored(serve) -> None:  # noqa: F811
+    h = serve(retry=RETRY)
+    sid = h.initialize()
+    stream = get(h, sid, last_event_id="garbage")
+    assert stream.status == 200
+    wait_until(lambda: h.managers.streams.has(sid), what="the stream to be registered")
+    h.bp.notify(sid, "notifications/test", {"seq": 0})
+    events = read(stream, lambda got: len(got) >= 1)
+    assert seqs(events) == [0] and events[0].id is None  # no ids: at-most-once delivery
+    stream.close()
