@@ -10,6 +10,11 @@ in-memory manager in one gevent process.
 
     python benchmarks/redis_fanout_core.py                  # private redis-server, N=2000, W=3, M=20
     python benchmarks/redis_fanout_core.py --redis redis://127.0.0.1:6379/0 -n 5000
+    python benchmarks/redis_fanout_core.py --event-store    # also with a RedisEventStore (resumable streams)
+
+With ``--event-store`` the Redis run is repeated with resumable streams: each
+broadcast is stored on every session's log and routed with its event id in
+one script, and the two delivered rates are compared.
 """
 
 from __future__ import annotations
@@ -36,10 +41,12 @@ from session_manager import InMemoryStreamSessionManager, StreamController
 
 mode, url, prefix, name, count, messages = sys.argv[1:7]
 count, messages = int(count), int(messages)
-if mode == "redis":
-    from session_manager.redis import RedisStreamSessionManager
+if mode in ("redis", "redis-store"):
+    from session_manager.redis import RedisEventStore, RedisStreamSessionManager
     pool = redis.BlockingConnectionPool.from_url(url, max_connections=8, timeout=5, socket_timeout=5, client_name=name)
-    streams = RedisStreamSessionManager(redis.Redis(connection_pool=pool), prefix=prefix)
+    client = redis.Redis(connection_pool=pool)
+    store = RedisEventStore(client, prefix=prefix) if mode == "redis-store" else None
+    streams = RedisStreamSessionManager(client, prefix=prefix, event_store=store)
 else:
     streams = InMemoryStreamSessionManager()
 latencies, last = [], [0.0]
@@ -49,7 +56,7 @@ def consume(sid, controller):
     for chunk in controller:
         now = time.time()
         for line in chunk.split(b"\n"):
-            if line.startswith(b"data: "):
+            if line.startswith(b"data: {"):  # not the priming event (empty data)
                 latencies.append(now - json.loads(line[6:])["t"])
                 got += 1
         last[0] = now
@@ -108,15 +115,16 @@ def report(label: str, results: List[dict], started: float, expected: int) -> fl
     return rate
 
 
-def run_redis(url: str, sessions: int, workers: int, messages: int) -> float:
+def run_redis(url: str, sessions: int, workers: int, messages: int, event_store: bool = False) -> float:
     import redis
 
-    from session_manager.redis import RedisStreamSessionManager
+    from session_manager.redis import RedisEventStore, RedisStreamSessionManager
 
     prefix = f"bench{uuid.uuid4().hex[:8]}:"
     names = [f"bench-worker-{i}" for i in range(workers)]
     shares = [sessions // workers + (i < sessions % workers) for i in range(workers)]
-    procs = [spawn("redis", url, prefix, name, share, messages) for name, share in zip(names, shares)]
+    mode = "redis-store" if event_store else "redis"
+    procs = [spawn(mode, url, prefix, name, share, messages) for name, share in zip(names, shares)]
     admin = redis.Redis.from_url(url)
     try:
         for proc in procs:
@@ -130,7 +138,8 @@ def run_redis(url: str, sessions: int, workers: int, messages: int) -> float:
             assert proc.stdout.readline().strip() == "ready"
         time.sleep(1)
         at_n = [connections(admin, name) for name in names]
-        with RedisStreamSessionManager(url, prefix=prefix) as sender:
+        store = RedisEventStore(url, prefix=prefix) if event_store else None
+        with RedisStreamSessionManager(url, prefix=prefix, event_store=store) as sender:
             started = time.time()
             for i in range(messages):
                 sender.send(None, json.dumps({"t": time.time(), "i": i, "pad": "x" * 150}))
@@ -139,7 +148,8 @@ def run_redis(url: str, sessions: int, workers: int, messages: int) -> float:
         admin.close()
         for proc in procs:
             proc.wait(60)
-    rate = report(f"redis, {workers} workers, {sessions} sessions, {messages} broadcasts", results, started,
+    label = "redis with event store" if event_store else "redis"
+    rate = report(f"{label}, {workers} workers, {sessions} sessions, {messages} broadcasts", results, started,
                   sessions * messages)
     print(f"Redis connections per worker: at 10 sessions {at10}, at {sessions // workers}+ sessions {at_n}")
     return rate
@@ -164,14 +174,19 @@ def main() -> None:
     parser.add_argument("-n", "--sessions", type=int, default=2000)
     parser.add_argument("-w", "--workers", type=int, default=3)
     parser.add_argument("-m", "--messages", type=int, default=20)
+    parser.add_argument("--event-store", action="store_true", help="also run with a RedisEventStore and compare")
     args = parser.parse_args()
     sys.path.insert(0, ROOT)
     from tests.redis_server import url_or_private
 
     with url_or_private(args.redis) as (url, _):
         redis_rate = run_redis(url, args.sessions, args.workers, args.messages)
+        if args.event_store:
+            stored_rate = run_redis(url, args.sessions, args.workers, args.messages, event_store=True)
         memory_rate = run_memory(args.sessions, args.messages)
         print(f"redis / in-memory delivered rate: {redis_rate / memory_rate:.2f} (target >= 0.5)")
+        if args.event_store:
+            print(f"redis with / without event store delivered rate: {stored_rate / redis_rate:.2f}")
 
 
 if __name__ == "__main__":

@@ -698,9 +698,16 @@ class RedisStreamSessionManager(RedisBacked, StreamSessionManager):
             frame = encode_message(data)
             items = head[2:].split(" ")
             registrations = state.registrations
+            framed: Dict[str, bytes] = {}  # event id -> frame: a message sent to many has one id
             for i in range(0, len(items) - 1, 2):
                 entry = registrations.get(items[i])
-                if entry is not None and not entry.controller.enqueue_frame(encode_id(items[i + 1]) + frame):
+                if entry is None:
+                    continue
+                event_id = items[i + 1]
+                chunk = framed.get(event_id)
+                if chunk is None:
+                    chunk = framed[event_id] = encode_id(event_id) + frame
+                if not entry.controller.enqueue_frame(chunk):
                     self._forget(state, entry.session_id, entry)
         elif kind == "d":
             _, sid, token = payload.split(" ", 2)
