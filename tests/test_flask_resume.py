@@ -467,3 +467,60 @@ def test_d_without_a_store_last_event_id_is_ignored(serve) -> None:  # noqa: F81
     events = read(stream, lambda got: len(got) >= 1)
     assert seqs(events) == [0] and events[0].id is None  # no ids: at-most-once delivery
     stream.close()
+
+
+# -- (a) across gunicorn workers, events in Redis -------------------------------------------
+
+
+def test_a_redis_get_stream_cut_mid_burst_resumes_on_another_worker(redis_server: Any) -> None:
+    """Three gevent workers, events in Redis: the stream is resumed on another worker, exactly once, in order."""
+    from session_manager.redis import RedisEventStore, RedisStreamSessionManager
+
+    from .gunicorn_support import WORKER_HEADER, Gunicorn, Pinned
+
+    cluster = Gunicorn(redis_server.url)  # tests/gunicorn_app.py: the example, whose Redis managers store events
+    sender_view = RedisStreamSessionManager(redis_server.url, event_store=RedisEventStore(redis_server.url))
+    streams: List[RawStream] = []
+    try:
+        worker = Pinned(cluster.url)
+        sid = worker.initialize()
+        worker.close()
+        headers = {"Accept": "text/event-stream", "Mcp-Session-Id": sid, "MCP-Protocol-Version": LATEST}
+        first = RawStream(cluster.port, "GET", "/mcp", headers, timeout=TIMEOUT)
+        streams.append(first)
+        assert first.status == 200
+        holder = int(first.headers[WORKER_HEADER.lower()])
+        read(first, lambda got: first.parser.last_event_id != "")  # primed: registered
+
+        def send_burst() -> None:
+            for seq in range(1000):
+                sender_view.send([sid], json.dumps({"jsonrpc": "2.0", "method": "notifications/test", "params": {"seq": seq}}))
+                if seq % 20 == 19:
+                    time.sleep(0.002)
+
+        sender = threading.Thread(target=send_burst, daemon=True)
+        sender.start()
+        before = read(first, lambda got: len(got) >= 300)
+        assert len(before) >= 300
+        first.close()  # cut
+        # Resume until a connection lands on another worker (each try replays from the same id).
+        for _ in range(30):
+            second = RawStream(cluster.port, "GET", "/mcp", {**headers, "Last-Event-ID": before[-1].id}, timeout=TIMEOUT)
+            streams.append(second)
+            assert second.status == 200, second.read_all()
+            if int(second.headers[WORKER_HEADER.lower()]) != holder:
+                break
+            second.close()
+        else:
+            pytest.fail("no resume reached another worker in 30 tries")
+        after = read(second, lambda got: len(before) + len(got) >= 1000)
+        sender.join(TIMEOUT)
+        assert seqs(before) + seqs(after) == list(range(1000))
+        ids = [event.id for event in before + after]
+        assert len(set(ids)) == 1000 and all(event_id.startswith(get_stream_id(sid) + ".") for event_id in ids)
+    finally:
+        for stream in streams:
+            stream.close()
+        sender_view.close()
+        cluster.close()
+    assert "Traceback" not in cluster.stderr(), cluster.stderr()
