@@ -540,6 +540,23 @@ class RedisStreamSessionManager(RedisBacked, StreamSessionManager):
         state.pending.append((session_id, entry.token))
         state.wake.set()
 
+    def _end(self, state: _Node, entry: _Stream) -> None:
+        """Close a local stream the server ends (deleted, taken over, messages lost) and unregister it."""
+        self._forget(state, entry.session_id, entry)
+        entry.controller.close()
+
+    def _end_streams(self, state: _Node) -> None:
+        """After a listener outage: close the resumable streams, so their clients resume what was missed."""
+        with state.lock:
+            entries = list(state.streams.values())
+        if entries:
+            logger.warning(
+                "Redis listener reconnected: closing %d resumable streams so their clients resume the messages "
+                "sent meanwhile from the event store", len(entries),
+            )
+        for entry in entries:
+            self._end(state, entry)
+
     def _flush(self, state: _Node) -> None:
         """Delete the keys of ended streams (if they still name them); raises REDIS_DOWN."""
         items: List[Tuple[str, str]] = []
@@ -570,8 +587,7 @@ class RedisStreamSessionManager(RedisBacked, StreamSessionManager):
                 if not alive:
                     if not entry.controller.closed:
                         logger.info("stream of session %r was deleted or taken over elsewhere: closing it", sid)
-                    self._forget(state, sid, entry)
-                    entry.controller.close()
+                    self._end(state, entry)
                 elif entry.controller.closed or state.streams.get(sid) is not entry:
                     state.pending.append((sid, entry.token))  # ended meanwhile: the beat may have re-created its key
 
@@ -667,6 +683,8 @@ class RedisStreamSessionManager(RedisBacked, StreamSessionManager):
                 confirmed += 1
                 if confirmed % 2 == 0:
                     # Both channels confirmed: the first time, or redis-py reconnected by itself.
+                    if (confirmed > 2 or state.failures) and self._store is not None:
+                        self._end_streams(state)
                     if confirmed > 2:
                         logger.warning(
                             "Redis listener lost its connection; redis-py reconnected and resubscribed it "
@@ -713,8 +731,7 @@ class RedisStreamSessionManager(RedisBacked, StreamSessionManager):
             _, sid, token = payload.split(" ", 2)
             entry = state.streams.get(sid)
             if entry is not None and entry.token == token:
-                self._forget(state, sid, entry)
-                entry.controller.close()
+                self._end(state, entry)
         elif kind != "x":
             logger.warning("ignoring an unknown message on the node channel: %.80r", payload)
 

@@ -380,3 +380,31 @@ def test_close_leaves_no_thread_connection_or_stream_key(redis_server, redis_pre
         assert keys(redis_server, f"{redis_prefix}stream:*") == []
     finally:
         admin.close()
+
+
+def test_after_a_listener_outage_streams_are_closed_and_resume_what_was_missed(
+    nodes, connect, new_id, redis_server, redis_prefix
+):
+    holder, sender = nodes(), nodes()
+    sid = new_id()
+    client = connect(holder, sid, retry=100)
+    client.wait_primed()
+    sender.send([sid], msg(0))
+    client.wait_for(1)
+    admin = redis_server.client()
+    try:
+        name = f"session_manager:streams:{redis_prefix}"
+        listeners = [c["id"] for c in admin.client_list() if c.get("name") == name and int(c.get("sub", 0)) > 0]
+        assert listeners, "the holder's listener connection was not found"
+        for i in range(1, 6):  # some are published while the listener is away: lost on the wire
+            sender.send([sid], msg(i))
+            if i == 2:
+                for client_id in listeners:
+                    admin.client_kill_filter(_id=client_id)
+    finally:
+        admin.close()
+    assert client.ended.wait(20), "a stream that may have missed messages must be closed"
+    again = connect(holder, sid, last_event_id=client.last_event_id)
+    sender.send([sid], msg(6))
+    again.wait_for(6 - len(client.ns()) + 1)
+    assert client.ns() + again.ns() == list(range(7))
