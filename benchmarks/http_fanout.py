@@ -18,7 +18,10 @@ load generator, pinned to the other core. For each server:
 
 Servers: ``ours`` is examples/server.py's app on gevent.pywsgi (``log=None``,
 after ``monkey.patch_all()``), with a trigger route calling
-``McpBlueprint.broadcast`` K times. ``sdk`` is mcp's lowlevel ``Server``
+``McpBlueprint.broadcast`` K times, in-memory managers without an event
+store (at-most-once delivery); ``ours-ev`` is the same with an
+``InMemoryEventStore`` (resumable streams: every event stored and sent with
+its id), chosen with ``--events on`` (or ``both``, to print the two). ``sdk`` is mcp's lowlevel ``Server``
 ``streamable_http_app()`` on uvicorn (one worker, log level warning), keeping
 a registry of its sessions' ``ServerSession`` (taken in the
 ``notifications/initialized`` handler); its trigger sends each notification
@@ -37,12 +40,12 @@ average is printed; ``--repeat`` alternates fresh runs of both servers and
 prints medians.
 
     python benchmarks/http_fanout.py [--sessions 1000] [--notifications 20] [--size 200]
-                                     [--server ours|sdk|both] [--repeat 1]
+                                     [--server ours|sdk|both] [--events off|on|both] [--repeat 1]
 """
 
 import sys
 
-if __name__ == "__main__" and sys.argv[1:3] == ["--serve", "ours"]:
+if __name__ == "__main__" and sys.argv[1:2] == ["--serve"] and sys.argv[2:3] != ["sdk"]:
     from gevent import monkey  # the server process of ours: patch before anything else
 
     monkey.patch_all()
@@ -103,17 +106,16 @@ def bench_params(seq: int, size: int) -> Dict[str, Any]:
     return params
 
 
-def serve_ours(cpu: Optional[int]) -> None:
+def serve_ours(cpu: Optional[int], events: bool = False) -> None:
     from flask import request
     from gevent.pywsgi import WSGIServer
 
     sys.path.insert(0, ROOT)
-    from examples.server import create_app
-    from session_manager import SessionManagers
+    from examples.server import create_app, memory_managers
 
     prepare_process(cpu)
     os.environ.pop("MCP_REDIS_URL", None)  # the example would keep its note in Redis
-    app = create_app(SessionManagers())  # in-memory backends
+    app = create_app(memory_managers(events=events))  # in-memory backends, with or without an event store
     blueprint = app.blueprints["mcp"]
 
     @app.post("/bench/broadcast")
@@ -282,10 +284,11 @@ class Stream(asyncio.Protocol):
             return
         events, self.sse = b"\n" + sse[:end], sse[end:]
         # Each data line (a JSON message is one line; comments, event: and id: lines
-        # don't count) must carry one seq/t pair: json.loads per event would make
-        # this process the bottleneck, so both are read with one regex pass.
+        # and the empty data of a priming event don't count) must carry one seq/t
+        # pair: json.loads per event would make this process the bottleneck, so
+        # both are read with one regex pass.
         pairs = SEQ_AND_TIME.findall(events)
-        self.malformed += events.count(b"\ndata:") - len(pairs)
+        self.malformed += events.count(b"\ndata:") - events.count(b"\ndata: \n") - len(pairs)
         if not pairs:
             return
         self.received.append((now, pairs))
@@ -469,13 +472,13 @@ def bench(kind: str, server_cpu: Optional[int], args: argparse.Namespace) -> Dic
 
 
 COLUMNS = (
-    "server  run     sessions  delivered/s  p50 ms  p99 ms  KB/session  failures  srv CPU  srv wait  gen CPU  setup s"
+    "server   run     sessions  delivered/s  p50 ms  p99 ms  KB/session  failures  srv CPU  srv wait  gen CPU  setup s"
 )
 
 
 def row(kind: str, label: str, r: Dict[str, Any]) -> str:
     return (
-        f"{kind:<6}  {label:<6}  {r['sessions']:>8}  {r['per_s']:>11,.0f}  {r['p50']:>6.1f}  {r['p99']:>6.1f}  "
+        f"{kind:<7}  {label:<6}  {r['sessions']:>8}  {r['per_s']:>11,.0f}  {r['p50']:>6.1f}  {r['p99']:>6.1f}  "
         f"{r['kb']:>10.1f}  {r['failures']:>8}  {r['srv_cpu']:>7.0%}  {r['srv_wait']:>8.0%}  "
         f"{r['gen_cpu']:>7.0%}  {r['setup_s']:>7.1f}"
     )
@@ -495,12 +498,21 @@ def main() -> None:
     parser.add_argument("--notifications", type=int, default=20, help="K notifications broadcast to each")
     parser.add_argument("--size", type=int, default=200, help="bytes per notification on the wire")
     parser.add_argument("--server", choices=("ours", "sdk", "both"), default="both")
+    parser.add_argument(
+        "--events",
+        choices=("off", "on", "both"),
+        default="off",
+        help="ours without an event store (off), with one (on: 'ours-ev'), or both",
+    )
     parser.add_argument("--repeat", type=int, default=1, help="runs per server (fresh processes), medians printed")
-    parser.add_argument("--serve", choices=("ours", "sdk"), help=argparse.SUPPRESS)  # child process
+    parser.add_argument("--serve", choices=("ours", "ours-ev", "sdk"), help=argparse.SUPPRESS)  # child process
     parser.add_argument("--cpu", type=int, help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.serve:
-        (serve_ours if args.serve == "ours" else serve_sdk)(args.cpu)
+        if args.serve == "sdk":
+            serve_sdk(args.cpu)
+        else:
+            serve_ours(args.cpu, events=args.serve == "ours-ev")
         return
 
     cpus = sorted(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else []
@@ -511,7 +523,8 @@ def main() -> None:
         f"N={args.sessions} sessions, K={args.notifications} notifications of ~{args.size} bytes; "
         f"load average before: {os.getloadavg()[0]:.2f}"
     )
-    kinds = ("ours", "sdk") if args.server == "both" else (args.server,)
+    ours_kinds = {"off": ["ours"], "on": ["ours-ev"], "both": ["ours", "ours-ev"]}[args.events]
+    kinds = [kind for name in (("ours", "sdk") if args.server == "both" else (args.server,)) for kind in (ours_kinds if name == "ours" else [name])]
     results: Dict[str, List[Dict[str, Any]]] = {kind: [] for kind in kinds}
     print(COLUMNS)
     for run in range(1, args.repeat + 1):  # servers alternate, so noise hits both alike
@@ -522,7 +535,9 @@ def main() -> None:
     if args.repeat > 1:
         for kind, r in summary.items():
             print(row(kind, "median", r))
-    if len(summary) == 2:
+    if "ours" in summary and "ours-ev" in summary:
+        print(f"event store cost: delivered/s x{summary['ours-ev']['per_s'] / summary['ours']['per_s']:.2f} with it")
+    if "ours" in summary and "sdk" in summary:
         ours, sdk = summary["ours"], summary["sdk"]
         print(
             f"ratio ours/sdk{' (medians)' if args.repeat > 1 else ''}: "
