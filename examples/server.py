@@ -51,7 +51,7 @@ import os
 import signal
 import threading
 import time
-from typing import Any, Callable, Dict, List, Optional
+from typing import TYPE_CHECKING, Any, Callable, Dict, List, Optional
 
 from flask import Flask
 
@@ -64,6 +64,9 @@ from session_manager.flask import (
     McpBlueprint,
     RequestContext,
 )
+
+if TYPE_CHECKING:
+    from gevent.pywsgi import WSGIServer
 
 logger = logging.getLogger(__name__)
 
@@ -352,7 +355,7 @@ def main(argv: Optional[List[str]] = None) -> None:
     shutdown(served, server)
 
 
-def shutdown(app: Flask, server: "gevent.pywsgi.WSGIServer") -> None:
+def shutdown(app: Flask, server: "WSGIServer") -> None:
     """Stop accepting, end every stream (clients get ``retry``), wait for tool calls, close the managers."""
     logger.info("stopping")
     server.close()  # no new connections

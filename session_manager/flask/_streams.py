@@ -17,7 +17,7 @@ import contextlib
 import logging
 import socket
 import threading
-from typing import Any, Callable, Mapping, Optional
+from typing import Any, Callable, List, Mapping, Optional
 
 from ..errors import SessionManagerError
 from ..events import EventStore, new_post_stream_id, replay_frames
@@ -68,7 +68,7 @@ def socket_closer(environ: Mapping[str, Any]) -> Optional[Callable[[], None]]:
     return shut
 
 
-def replay_only(store: EventStore, key: str, stream_id: str, last_event_id: str, retry: Optional[int]) -> list:
+def replay_only(store: EventStore, key: str, stream_id: str, last_event_id: str, retry: Optional[int]) -> List[bytes]:
     """The whole body of a resume of a stream this process no longer feeds: the replay, then ``retry``.
 
     The client polls again after *retry* if the response was not in it
