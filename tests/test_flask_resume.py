@@ -524,3 +524,62 @@ def test_a_redis_get_stream_cut_mid_burst_resumes_on_another_worker(redis_server
         sender_view.close()
         cluster.close()
     assert "Traceback" not in cluster.stderr(), cluster.stderr()
+
+
+def test_b_redis_post_stream_cut_is_polled_to_its_response_from_other_workers(redis_server: Any) -> None:
+    """A tool call cut on one worker, resumed on the others only: each answer is a replay then ``retry``; poll to the response."""
+    from .gunicorn_support import WORKER_HEADER, Gunicorn, Pinned
+
+    cluster = Gunicorn(redis_server.url)
+    streams: List[RawStream] = []
+    try:
+        worker = Pinned(cluster.url)
+        sid = worker.initialize()
+        worker.close()
+        headers = {"Mcp-Session-Id": sid, "MCP-Protocol-Version": LATEST}
+        call = {
+            "jsonrpc": "2.0",
+            "id": 3,
+            "method": "tools/call",
+            "params": {"name": "slow_count", "arguments": {"n": 6, "delay": 0.2}, "_meta": {"progressToken": "p"}},
+        }
+        post = RawStream(
+            cluster.port, "POST", "/mcp", {**headers, "Content-Type": "application/json", "Accept": ACCEPT_BOTH},
+            json.dumps(call).encode(), timeout=TIMEOUT,
+        )
+        streams.append(post)
+        assert post.status == 200
+        handler_worker = int(post.headers[WORKER_HEADER.lower()])
+        messages = [json.loads(event.data) for event in read(post, lambda got: len(got) >= 1)]
+        last_id = post.parser.events[-1].id
+        post.close()  # cut after the first progress notification
+        polls, deadline = 0, time.monotonic() + 20
+        while not any(message.get("id") == 3 for message in messages):
+            assert time.monotonic() < deadline, messages
+            resume = {**headers, "Accept": "text/event-stream", "Last-Event-ID": last_id}
+            for _ in range(30):  # a connection to a worker that does not run the handler
+                resumed = RawStream(cluster.port, "GET", "/mcp", resume, timeout=TIMEOUT)
+                streams.append(resumed)
+                assert resumed.status == 200, resumed.read_all()
+                if int(resumed.headers[WORKER_HEADER.lower()]) != handler_worker:
+                    break
+                resumed.close()  # (there it would take the stream over; a later replay has what it got)
+            else:
+                pytest.fail("no resume reached another worker in 30 tries")
+            events = read(resumed, lambda got: False)  # the replay, then the end
+            assert resumed.body.done and resumed.parser.retry == 1000  # poll again after retry
+            resumed.close()
+            polls += 1
+            messages += [json.loads(event.data) for event in events]
+            if events:
+                last_id = events[-1].id
+            time.sleep(0.1)
+        progress = [message["params"]["progress"] for message in messages if message.get("method") == "notifications/progress"]
+        assert progress == [1, 2, 3, 4, 5, 6]  # every step once, in order, whichever worker replayed it
+        assert messages[-1]["result"]["content"][0]["text"] == "counted to 6"
+        assert polls >= 2
+    finally:
+        for stream in streams:
+            stream.close()
+        cluster.close()
+    assert "Traceback" not in cluster.stderr(), cluster.stderr()
