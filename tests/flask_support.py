@@ -373,7 +373,7 @@ class BodyReader:
 class RawStream:
     """One HTTP request on its own socket, the response body read incrementally.
 
-    ``events`` is a queue of parsed SSE events filled by a reader thread
+    ``events`` is a queue of the SSE events that carry a message (priming events left out), filled by a reader thread
     (:meth:`start_reader`); :meth:`close` shuts the socket, ending the reader.
     """
 
@@ -425,7 +425,8 @@ class RawStream:
         try:
             for chunk in self.chunks():
                 for event in self.parser.feed(chunk):
-                    self.events.put(event)
+                    if event.data:  # priming events carry no message
+                        self.events.put(event)
         finally:
             self.ended.set()
             self.events.put(None)
@@ -441,8 +442,7 @@ class RawStream:
                 pytest.fail(f"expected {count} events, got {len(got)}: {got!r}")
             if event is None:
                 pytest.fail(f"stream ended after {len(got)} of {count} events: {got!r}")
-            if event.data:  # not a priming event
-                got.append(json.loads(event.data))
+            got.append(json.loads(event.data))
         return got
 
     def close(self) -> None:
