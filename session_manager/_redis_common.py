@@ -5,7 +5,7 @@ from __future__ import annotations
 import re
 import sys
 from types import TracebackType
-from typing import Any, Optional, Tuple, Type, Union
+from typing import Optional, Tuple, Type, Union
 
 from . import _validate
 from .errors import BackendUnavailableError
@@ -19,7 +19,7 @@ except ImportError as exc:  # pragma: no cover - depends on the environment
         "the Redis session managers need redis-py: pip install 'session_manager[redis]'"
     ) from exc
 
-__all__ = ["REDIS_DOWN", "RedisBacked", "RedisErrors", "check_gevent", "connect", "text"]
+__all__ = ["REDIS_DOWN", "RedisBacked", "RedisErrors", "check_gevent", "connect", "milliseconds", "text"]
 
 #: Redis errors that mean "the server cannot be used right now" (as opposed to a bug).
 REDIS_DOWN: Tuple[Type[BaseException], ...] = (
@@ -47,6 +47,11 @@ def check_gevent() -> None:
             "greenlet. Call gevent.monkey.patch_all() (or at least patch_socket()) before "
             "using the Redis session managers."
         )
+
+
+def milliseconds(seconds: float, what: str) -> int:
+    """A positive number of seconds (checked) as whole milliseconds, at least 1: how Redis takes TTLs."""
+    return max(1, int(_validate.positive_seconds(seconds, what) * 1000))
 
 
 def text(value: Union[str, bytes]) -> str:

@@ -34,7 +34,7 @@ import redis as redis_py
 
 from . import _redis_scripts as lua
 from . import _validate
-from ._redis_common import RedisBacked, text
+from ._redis_common import RedisBacked, milliseconds, text
 from .errors import EventGoneError
 from .events import (
     DEFAULT_MAX_EVENTS,
@@ -118,7 +118,7 @@ class RedisEventStore(RedisBacked, EventStore):
         )
         #: ARGV[1..4] of every script using the logs (see _redis_scripts).
         self.script_args: Tuple[Union[str, int], ...] = (
-            prefix, max_events, max(1, int(self.session_ttl * 1000)), max_streams,
+            prefix, max_events, milliseconds(self.session_ttl, "session_ttl"), max_streams,
         )
         register = self._client.register_script
         self._open = register(lua.EVENTS_OPEN)

@@ -443,14 +443,15 @@ return publish(ARGV[6], 'e', ARGV[7])
 """
 
 #: Heartbeat of one batch. KEYS: stream keys. ARGV[5..7]: ttl ms, length of the
-#: stream key prefix, info key prefix; then one token per key. Per key:
-#: 1 = refreshed (or re-created after Redis lost it), 0 = deleted elsewhere
-#: (tombstone) or taken over by another node: close the local stream. An open
-#: stream keeps its session alive: it refreshes the session's info keys (to
-#: the ``ttl`` its hash holds) and its event logs.
+#: stream key prefix, info key prefix; then one token per key, then (with a
+#: store) one GET stream id per key. Per key: 1 = refreshed (or re-created
+#: after Redis lost it), 0 = deleted elsewhere (tombstone) or taken over by
+#: another node: close the local stream. An open stream keeps its session
+#: alive: it refreshes the session's info keys (to the ``ttl`` its hash
+#: holds) and its event logs (re-opening a GET log Redis lost).
 STREAM_REFRESH = _EVENTS + _TOUCH_SESSION + """
 local out = {}
-local skip = tonumber(ARGV[6]) + 1
+local skip, count = tonumber(ARGV[6]) + 1, #KEYS
 for i, key in ipairs(KEYS) do
   local token = ARGV[i + 7]
   local v = redis.call('GET', key)
@@ -464,11 +465,23 @@ for i, key in ipairs(KEYS) do
       touch_session(hash, ARGV[7] .. 'subs:' .. sid, ARGV[7] .. 'uri:', ttl)
     end
     if EV.p ~= '' then
+      ev_open(sid, ARGV[i + 7 + count])
       ev_touch(sid, redis.call('HKEYS', ev_index(sid)))
     end
   else
     out[i] = 0
   end
+end
+return out
+"""
+
+#: After a listener outage: what each local stream missed. ARGV[5..]: session
+#: id, stream id, position, for each stream. Returns one replay reply per
+#: stream ({id, message, ...} or 'unknown' / 'expired').
+STREAM_CATCH_UP = _EVENTS + """
+local out = {}
+for i = 5, #ARGV, 3 do
+  out[#out + 1] = ev_replay(ARGV[i], ARGV[i + 1], ARGV[i + 2])
 end
 return out
 """

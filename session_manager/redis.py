@@ -90,7 +90,7 @@ import redis as redis_py
 
 from . import _redis_scripts as lua
 from . import _validate
-from ._redis_common import REDIS_DOWN, RedisBacked, check_gevent, describe, text
+from ._redis_common import REDIS_DOWN, RedisBacked, check_gevent, describe, milliseconds, text
 from ._redis_events import RedisEventStore, check_resume, replay_reply
 from ._validate import positive_seconds
 from ._fields import FieldStoreInfoManager
@@ -133,7 +133,7 @@ def _valid_ids(sessions: Iterable[str]) -> List[str]:
 class _Stream:
     """One registered stream: its controller and the token ``<node>:<number>`` its key holds."""
 
-    __slots__ = ("controller", "token", "number", "session_id", "forgotten")
+    __slots__ = ("controller", "token", "number", "session_id", "forgotten", "floor", "last")
 
     def __init__(self, controller: StreamController, node: str, number: int, session_id: str) -> None:
         self.controller = controller
@@ -141,6 +141,16 @@ class _Stream:
         self.token = f"{node}:{number}"
         self.session_id = session_id
         self.forgotten = False  # its key is queued for deletion (or was deleted)
+        #: With an event store: position of the last event primed by create (set by the creating thread)
+        self.floor: Optional[Tuple[int, int]] = None
+        #: ... and of the last event queued by the listener (set by the listener thread only).
+        self.last: Tuple[int, int] = (0, 0)
+
+
+def _position(event_id: str) -> Tuple[int, int]:
+    """The Redis entry id of an event id of a RedisEventStore, as a comparable pair."""
+    ms, _, seq = event_id.rpartition(".")[2].partition("-")
+    return int(ms), int(seq)
 
 
 class _Replayer:
@@ -231,7 +241,7 @@ class RedisStreamSessionManager(RedisBacked, StreamSessionManager):
                 f"the event store's session_ttl ({event_store.session_ttl:g} s) must exceed twice "
                 f"heartbeat_interval ({interval:g} s): the heartbeat keeps the logs of open streams alive"
             )
-        self._ttl_ms = max(1, int(ttl * 1000))
+        self._ttl_ms = milliseconds(ttl, "liveness_ttl")
         self._interval = interval
         self._timeout = self._connect(
             url_or_client,
@@ -263,6 +273,7 @@ class RedisStreamSessionManager(RedisBacked, StreamSessionManager):
             self._resume = register(lua.STREAM_RESUME)
             self._send_logged = register(lua.STREAM_SEND_LOGGED)
             self._broadcast_logged = register(lua.STREAM_BROADCAST_LOGGED)
+            self._catch_up_script = register(lua.STREAM_CATCH_UP)
         self._state_lock = threading.Lock()  # guards _state and _closed only
         self._state: Optional[_Node] = None
         self._closed = False
@@ -383,6 +394,7 @@ class RedisStreamSessionManager(RedisBacked, StreamSessionManager):
                 )
             if primer is None:
                 raise StreamConflictError(sid)
+            entry.floor = _position(text(primer))
             controller.prime([encode_event("", id=text(primer), retry=controller.retry)])
             return
         stream_id = get_stream_id(sid)
@@ -396,7 +408,9 @@ class RedisStreamSessionManager(RedisBacked, StreamSessionManager):
                         self._channel_prefix,
                     ],
                 )
-            return replay_reply(event_id, stream_id, reply)
+            replay = replay_reply(event_id, stream_id, reply)
+            entry.floor = _position(replay.events[-1][0] if replay.events else event_id)
+            return replay
 
         # replay_frames needs only the store's replay(): here, the script that also takes the stream over.
         controller.prime(replay_frames(_Replayer(take_over), sid, stream_id, last_event_id, controller.retry))  # type: ignore[arg-type]
@@ -545,17 +559,43 @@ class RedisStreamSessionManager(RedisBacked, StreamSessionManager):
         self._forget(state, entry.session_id, entry)
         entry.controller.close()
 
-    def _end_streams(self, state: _Node) -> None:
-        """After a listener outage: close the resumable streams, so their clients resume what was missed."""
+    def _queue(self, state: _Node, entry: _Stream, position: Tuple[int, int], chunk: bytes) -> None:
+        """Listener: queue a stored event on a stream, unless it already has it (a catch-up did)."""
+        if position <= entry.last:
+            return
+        entry.last = position
+        if not entry.controller.enqueue_frame(chunk):
+            self._forget(state, entry.session_id, entry)
+
+    def _catch_up(self, state: _Node) -> None:
+        """Listener, after an outage: queue what each resumable stream missed, from its log.
+
+        Runs before the listener reads any further message, so events come in
+        order; those the subscription delivers again are dropped by position.
+        A stream that missed more than its log holds is closed (its client
+        resumes and learns it); one whose log Redis lost stays open (the
+        heartbeat opens a new log).
+        """
         with state.lock:
-            entries = list(state.streams.values())
-        if entries:
-            logger.warning(
-                "Redis listener reconnected: closing %d resumable streams so their clients resume the messages "
-                "sent meanwhile from the event store", len(entries),
-            )
-        for entry in entries:
-            self._end(state, entry)
+            entries = [e for e in state.registrations.values() if e.floor is not None and not e.controller.closed]
+        lost = 0
+        for chunk in _chunks(entries, 100):
+            args: List[Union[str, int]] = [*self._store_args]
+            for entry in chunk:
+                ms, seq = max(entry.last, entry.floor or (0, 0))
+                args += [entry.session_id, get_stream_id(entry.session_id), f"{ms}-{seq}"]
+            for entry, reply in zip(chunk, self._catch_up_script(args=args)):
+                if isinstance(reply, list):
+                    for i in range(0, len(reply), 2):
+                        event_id = text(reply[i])
+                        self._queue(state, entry, _position(event_id), encode_id(event_id) + encode_message(text(reply[i + 1])))
+                elif text(reply) == "expired":
+                    logger.warning("stream of session %r missed more events than its log holds: closing it", entry.session_id)
+                    self._end(state, entry)
+                else:
+                    lost += 1
+        if lost:
+            logger.warning("the event logs of %d open streams are gone (Redis lost its data?): new logs are opened", lost)
 
     def _flush(self, state: _Node) -> None:
         """Delete the keys of ended streams (if they still name them); raises REDIS_DOWN."""
@@ -577,10 +617,12 @@ class RedisStreamSessionManager(RedisBacked, StreamSessionManager):
         with state.lock:
             items = list(state.streams.items())
         for chunk in _chunks(items):
+            streams = [get_stream_id(sid) for sid, _ in chunk] if self._store is not None else []
             results = self._refresh(
                 keys=[self._key(sid) for sid, _ in chunk],
                 args=[
-                    *self._store_args, self._ttl_ms, len(self._key_prefix), self._prefix, *(e.token for _, e in chunk)
+                    *self._store_args, self._ttl_ms, len(self._key_prefix), self._prefix,
+                    *(e.token for _, e in chunk), *streams,
                 ],
             )
             for (sid, entry), alive in zip(chunk, results):
@@ -684,7 +726,7 @@ class RedisStreamSessionManager(RedisBacked, StreamSessionManager):
                 if confirmed % 2 == 0:
                     # Both channels confirmed: the first time, or redis-py reconnected by itself.
                     if (confirmed > 2 or state.failures) and self._store is not None:
-                        self._end_streams(state)
+                        self._catch_up(state)
                     if confirmed > 2:
                         logger.warning(
                             "Redis listener lost its connection; redis-py reconnected and resubscribed it "
@@ -716,17 +758,16 @@ class RedisStreamSessionManager(RedisBacked, StreamSessionManager):
             frame = encode_message(data)
             items = head[2:].split(" ")
             registrations = state.registrations
-            framed: Dict[str, bytes] = {}  # event id -> frame: a message sent to many has one id
+            framed: Dict[str, Tuple[Tuple[int, int], bytes]] = {}  # a message sent to many has one id
             for i in range(0, len(items) - 1, 2):
                 entry = registrations.get(items[i])
                 if entry is None:
                     continue
                 event_id = items[i + 1]
-                chunk = framed.get(event_id)
-                if chunk is None:
-                    chunk = framed[event_id] = encode_id(event_id) + frame
-                if not entry.controller.enqueue_frame(chunk):
-                    self._forget(state, entry.session_id, entry)
+                event = framed.get(event_id)
+                if event is None:
+                    event = framed[event_id] = (_position(event_id), encode_id(event_id) + frame)
+                self._queue(state, entry, *event)
         elif kind == "d":
             _, sid, token = payload.split(" ", 2)
             entry = state.streams.get(sid)
@@ -771,7 +812,7 @@ class RedisInfoSessionManager(RedisBacked, FieldStoreInfoManager):
         socket_timeout: float = 5.0,
         max_connections: int = 8,
     ) -> None:
-        self._ttl_ms = max(1, int(positive_seconds(session_ttl, "session_ttl") * 1000))
+        self._ttl_ms = milliseconds(session_ttl, "session_ttl")
         self._connect(
             url_or_client,
             prefix=prefix,

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import os
 import uuid
-from typing import Iterator
+from typing import Callable, Iterator, List, Optional
 
 import pytest
 
@@ -57,13 +57,27 @@ def redis_prefix() -> str:
 
 
 @pytest.fixture
-def redis_streams(redis_server: RedisServer, redis_prefix: str) -> Iterator[RedisStreamSessionManager]:
+def redis_streams(node_factory: Callable[..., RedisStreamSessionManager]) -> RedisStreamSessionManager:
     """A stream manager on the shared server with its own prefix and small liveness bounds."""
-    manager = RedisStreamSessionManager(
-        redis_server.url, prefix=redis_prefix, liveness_ttl=TEST_LIVENESS_TTL, heartbeat_interval=TEST_HEARTBEAT
-    )
-    yield manager
-    manager.close()
+    return node_factory()
+
+
+@pytest.fixture
+def node_factory(redis_server: RedisServer, redis_prefix: str) -> Iterator[Callable[..., RedisStreamSessionManager]]:
+    """Make stream managers ("nodes": each has its own node id) sharing one prefix; all closed afterwards."""
+    made: List[RedisStreamSessionManager] = []
+
+    def make(url: Optional[str] = None, **kwargs) -> RedisStreamSessionManager:
+        kwargs.setdefault("prefix", redis_prefix)
+        kwargs.setdefault("liveness_ttl", TEST_LIVENESS_TTL)
+        kwargs.setdefault("heartbeat_interval", TEST_HEARTBEAT)
+        manager = RedisStreamSessionManager(url or redis_server.url, **kwargs)
+        made.append(manager)
+        return manager
+
+    yield make
+    for manager in made:
+        manager.close()
 
 
 @pytest.fixture
@@ -95,14 +109,8 @@ def redis_event_store(redis_server: RedisServer, redis_prefix: str) -> Iterator[
 
 
 @pytest.fixture
-def redis_resumable_streams(redis_server: RedisServer, redis_prefix: str) -> Iterator[RedisStreamSessionManager]:
+def redis_resumable_streams(
+    node_factory: Callable[..., RedisStreamSessionManager], redis_server: RedisServer, redis_prefix: str
+) -> RedisStreamSessionManager:
     """A stream manager with a Redis event store (max_events=50, max_streams=3), small liveness bounds."""
-    manager = RedisStreamSessionManager(
-        redis_server.url,
-        prefix=redis_prefix,
-        liveness_ttl=TEST_LIVENESS_TTL,
-        heartbeat_interval=TEST_HEARTBEAT,
-        event_store=make_event_store(redis_server.url, redis_prefix),
-    )
-    yield manager
-    manager.close()
+    return node_factory(event_store=make_event_store(redis_server.url, redis_prefix))

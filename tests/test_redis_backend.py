@@ -19,7 +19,7 @@ import textwrap
 import threading
 import time
 from pathlib import Path
-from typing import Callable, Dict, Iterator, List, Optional
+from typing import Callable, Dict, Iterator, List
 
 import pytest
 import redis
@@ -57,24 +57,6 @@ def wait_until(predicate: Callable[[], bool], timeout: float = 10.0, interval: f
         if time.monotonic() > deadline:
             return False
         time.sleep(interval)
-
-
-@pytest.fixture
-def node_factory(redis_server: RedisServer, redis_prefix: str) -> Iterator[Callable[..., RedisStreamSessionManager]]:
-    """Make stream managers ("nodes") sharing one prefix; all closed afterwards."""
-    made: List[RedisStreamSessionManager] = []
-
-    def make(url: Optional[str] = None, **kwargs) -> RedisStreamSessionManager:
-        kwargs.setdefault("prefix", redis_prefix)
-        kwargs.setdefault("liveness_ttl", TEST_LIVENESS_TTL)
-        kwargs.setdefault("heartbeat_interval", TEST_HEARTBEAT)
-        manager = RedisStreamSessionManager(url or redis_server.url, **kwargs)
-        made.append(manager)
-        return manager
-
-    yield make
-    for manager in made:
-        manager.close()
 
 
 @pytest.fixture

@@ -20,7 +20,7 @@ import pytest
 
 from session_manager import EventGoneError, InMemoryEventStore, StreamConflictError, StreamController
 from session_manager.events import get_stream_id, new_post_stream_id, parse_event_id
-from session_manager.redis import RedisEventStore, RedisInfoSessionManager, RedisStreamSessionManager
+from session_manager.redis import RedisInfoSessionManager, RedisStreamSessionManager
 
 from .conftest_redis import TEST_HEARTBEAT, TEST_LIVENESS_TTL, make_event_store
 from .redis_server import RedisServer
@@ -88,24 +88,11 @@ class Client:
 
 
 @pytest.fixture
-def nodes(redis_server: RedisServer, redis_prefix: str) -> Iterator[Callable[..., RedisStreamSessionManager]]:
+def nodes(node_factory, redis_server: RedisServer, redis_prefix: str) -> Callable[..., RedisStreamSessionManager]:
     """Make resumable stream managers ("nodes") sharing one prefix, each with its own store; closed afterwards."""
-    made: List[RedisStreamSessionManager] = []
-
-    def make(**store_kwargs) -> RedisStreamSessionManager:
-        manager = RedisStreamSessionManager(
-            redis_server.url,
-            prefix=redis_prefix,
-            liveness_ttl=TEST_LIVENESS_TTL,
-            heartbeat_interval=TEST_HEARTBEAT,
-            event_store=make_event_store(redis_server.url, redis_prefix, **store_kwargs),
-        )
-        made.append(manager)
-        return manager
-
-    yield make
-    for manager in made:
-        manager.close()
+    return lambda **store_kwargs: node_factory(
+        event_store=make_event_store(redis_server.url, redis_prefix, **store_kwargs)
+    )
 
 
 @pytest.fixture
@@ -382,29 +369,59 @@ def test_close_leaves_no_thread_connection_or_stream_key(redis_server, redis_pre
         admin.close()
 
 
-def test_after_a_listener_outage_streams_are_closed_and_resume_what_was_missed(
-    nodes, connect, new_id, redis_server, redis_prefix
-):
-    holder, sender = nodes(), nodes()
+def kill_listener(admin, prefix: str) -> None:
+    """Close the pub/sub connection of the (one) stream manager with this prefix that listens."""
+    name = f"session_manager:streams:{prefix}"
+    listeners = [c["id"] for c in admin.client_list() if c.get("name") == name and int(c.get("sub", 0)) > 0]
+    assert len(listeners) == 1, "the listener's connection was not found"
+    admin.client_kill_filter(_id=listeners[0])
+
+
+def test_after_a_listener_outage_open_streams_catch_up_from_their_logs(nodes, connect, new_id, redis_server, redis_prefix):
+    holder, sender = nodes(max_events=500), nodes(max_events=500)
     sid = new_id()
-    client = connect(holder, sid, retry=100)
+    client = connect(holder, sid)
     client.wait_primed()
-    sender.send([sid], msg(0))
-    client.wait_for(1)
     admin = redis_server.client()
     try:
-        name = f"session_manager:streams:{redis_prefix}"
-        listeners = [c["id"] for c in admin.client_list() if c.get("name") == name and int(c.get("sub", 0)) > 0]
-        assert listeners, "the holder's listener connection was not found"
-        for i in range(1, 6):  # some are published while the listener is away: lost on the wire
+        for i in range(200):  # many are published while the listener is away: lost on the wire
             sender.send([sid], msg(i))
-            if i == 2:
-                for client_id in listeners:
-                    admin.client_kill_filter(_id=client_id)
+            if i == 20:
+                kill_listener(admin, redis_prefix)
     finally:
         admin.close()
-    assert client.ended.wait(20), "a stream that may have missed messages must be closed"
-    again = connect(holder, sid, last_event_id=client.last_event_id)
-    sender.send([sid], msg(6))
-    again.wait_for(6 - len(client.ns()) + 1)
-    assert client.ns() + again.ns() == list(range(7))
+    sender.send(None, msg(200))
+    client.wait_for(201)
+    assert client.ns() == list(range(201))  # every message once, in order: the stream caught up
+    assert not client.controller.closed
+
+
+def test_a_stream_that_missed_more_than_its_log_holds_is_closed(private_redis, connect, new_id, redis_prefix):
+    """The listener stays away (new connections refused) while 100 messages go to a log of 50."""
+    store = make_event_store(private_redis.url, redis_prefix)
+    holder = RedisStreamSessionManager(
+        private_redis.url, prefix=redis_prefix, liveness_ttl=TEST_LIVENESS_TTL, heartbeat_interval=TEST_HEARTBEAT,
+        event_store=store,
+    )
+    admin = private_redis.client()
+    try:
+        sid = new_id()
+        client = connect(holder, sid)
+        client.wait_primed()
+        holder.send([sid], msg(0))
+        client.wait_for(1)
+        admin.acl_setuser("default", enabled=False)  # connections made from now on cannot authenticate
+        try:
+            kill_listener(admin, redis_prefix)
+            for i in range(1, 101):  # through connections already open
+                holder.send([sid], msg(i))
+        finally:
+            admin.acl_setuser("default", enabled=True)
+        assert client.ended.wait(20), "a stream that missed more than its log holds must be closed"
+        assert client.ns() == list(range(len(client.ns())))
+        with pytest.raises(EventGoneError) as info:
+            holder.create(sid, StreamController(), last_event_id=client.last_event_id)
+        assert info.value.reason == "expired"
+    finally:
+        admin.close()
+        holder.close()
