@@ -380,6 +380,16 @@ class TransportCore:
             logger.warning("%d MCP handler(s) still running at shutdown: %s", len(left), ", ".join(t.name for t in left))
         return not left
 
+    def wait_streams(self, deadline: float) -> None:
+        """Wait until *deadline* for the ended streams to be released (their close callbacks run).
+
+        A stream is released once the server has written its last frame, so
+        what its close callbacks do (forget the stream in the manager, end a
+        legacy session) happens before the managers close.
+        """
+        while self._controllers and time.monotonic() < deadline:
+            time.sleep(0.01)
+
     # -- protocol steps --------------------------------------------------------------
 
     @staticmethod
@@ -498,5 +508,7 @@ def close_transports(cores: Iterable[TransportCore], managers: SessionManagers, 
         core.stop_streams()
     deadline = time.monotonic() + timeout
     finished = [core.join_workers(deadline) for core in cores]
+    for core in cores:
+        core.wait_streams(deadline)
     managers.close()
     return all(finished)
