@@ -583,3 +583,97 @@ def test_b_redis_post_stream_cut_is_polled_to_its_response_from_other_workers(re
             stream.close()
         cluster.close()
     assert "Traceback" not in cluster.stderr(), cluster.stderr()
+
+
+# -- (c) under gevent.pywsgi --------------------------------------------------------------------
+
+GEVENT_CHILD = r"""
+from gevent import monkey
+
+monkey.patch_all()
+
+import sys
+
+import gevent
+from flask import Flask, jsonify, request
+from gevent.pywsgi import WSGIServer
+
+from session_manager import InMemoryEventStore, InMemoryStreamSessionManager, SessionManagers
+from session_manager.flask import McpBlueprint
+from tests.flask_support import TestHandler
+
+port, maxsize, max_events = (int(arg) for arg in sys.argv[1:4])
+streams = InMemoryStreamSessionManager(event_store=InMemoryEventStore(max_events))
+bp = McpBlueprint(TestHandler(), managers=SessionManagers(streams), stream_maxsize=maxsize, retry=100)
+app = Flask("child")
+app.register_blueprint(bp)
+
+
+@app.post("/admin/send")
+def send():
+    sids, count, size = request.args["sids"].split(","), int(request.args["count"]), int(request.args["size"])
+    for seq in range(count):
+        bp.send(sids, '{"jsonrpc":"2.0","method":"notifications/test","params":{"seq":%d,"pad":"%s"}}' % (seq, "x" * size))
+        if seq % 50 == 49:
+            gevent.sleep(0.01)  # the writers run; a client that reads keeps up
+    return jsonify(dropped=streams.slow_consumers_dropped, open=[streams.has(sid) for sid in sids])
+
+
+WSGIServer(("127.0.0.1", port), app, log=None).serve_forever()
+"""
+
+
+def test_c_under_gevent_a_client_that_stops_reading_is_cut_and_resumes(tmp_path: Any) -> None:
+    """gevent.pywsgi: the socket is found through wsgi.input and shut; the slow client resumes from the buffer."""
+    from .flask_support import PYTHON, ServerProcess, free_port, initialize_message
+
+    count, maxsize = 10_000, 1024  # the default bound: slack for the good client's pure-Python parser
+    port = free_port()
+    child = ServerProcess([PYTHON, "-c", GEVENT_CHILD, str(port), str(maxsize), str(12_000)], port)
+    try:
+        url = f"http://127.0.0.1:{port}/mcp"
+        sids = [
+            requests.post(url, json=initialize_message(), headers={"Accept": ACCEPT_BOTH}, timeout=TIMEOUT).headers["Mcp-Session-Id"]
+            for _ in range(2)
+        ]
+        good_sid, slow_sid = sids
+        headers = {"Accept": "text/event-stream", "Mcp-Session-Id": good_sid, "MCP-Protocol-Version": LATEST}
+        good = RawStream(port, "GET", "/mcp", headers, timeout=TIMEOUT)
+        good_reader = CountingReader(good, count)
+        good_reader.start()
+        slow = slow_get(port, slow_sid)
+        time.sleep(0.2)  # both streams registered (the slow one's head is not even read)
+        sent = requests.post(
+            f"http://127.0.0.1:{port}/admin/send", params={"sids": ",".join(sids), "count": count, "size": 1000}, timeout=60
+        ).json()
+        assert sent == {"dropped": 1, "open": [True, False]}  # only the slow stream overflowed
+        good_reader.join(TIMEOUT)
+        assert good_reader.seqs == list(range(count))
+        body, deadline = b"", time.monotonic() + TIMEOUT
+        while time.monotonic() < deadline:  # what the kernel buffered, then the end: the server shut the socket
+            try:
+                data = slow.recv(65536)
+            except (ConnectionResetError, socket.timeout):
+                break
+            if not data:
+                break
+            body += data
+        assert time.monotonic() < deadline, "the slow client was not disconnected"
+        slow.close()
+        raw_head, _, rest = body.partition(b"\r\n\r\n")
+        head = Head(raw_head)
+        parser = SSEParser()
+        parser.feed(BodyReader(head).feed(rest))
+        got = [event for event in parser.events if event.data]
+        received = [json.loads(event.data)["params"]["seq"] for event in got]
+        assert received == list(range(len(received))) and len(received) < count
+        last_id = got[-1].id if got else parser.events[0].id
+        resumed = RawStream(port, "GET", "/mcp", {**headers, "Mcp-Session-Id": slow_sid, "Last-Event-ID": last_id}, timeout=TIMEOUT)
+        assert resumed.status == 200
+        reader = CountingReader(resumed, count - len(received))
+        reader.run()
+        resumed.close()
+        good.close()
+        assert received + reader.seqs == list(range(count))
+    finally:
+        child.close()
