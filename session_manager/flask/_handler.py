@@ -1,8 +1,8 @@
 """Calling the application's handler: every outcome becomes one JSON-RPC reply.
 
 A request's handler either runs inline (its reply returned) or on its own
-thread, its reply handed to a sink: a :class:`~session_manager.StreamController`
-that is the body of the HTTP response (Streamable HTTP), or the session's
+thread, its reply handed to a sink: the POST's SSE stream (Streamable HTTP,
+see :class:`~session_manager.flask._streams.PostStream`), or the session's
 stream (legacy HTTP+SSE), so what it emits reaches the client live.
 Under gevent's monkey-patching ``threading.Thread`` is a greenlet, so the
 same code serves both worlds.
