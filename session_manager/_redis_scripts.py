@@ -257,13 +257,17 @@ local function ev_open(sid, stream)
   return stream .. '.' .. id
 end
 
--- Store a message as entry *id* (from ev_next_id) of an existing log; its
--- event id, or false if there is no log.
-local function ev_append(sid, stream, message, id)
-  if not redis.call('XADD', ev_log(sid, stream), 'NOMKSTREAM', 'MAXLEN', '~', EV.max, id, 'm', message) then
+-- Store a message on an existing log; its event id, or false if there is no
+-- log. Every log a script stores one message on gets the same entry id
+-- (*shared*.id, taken from the clock at the first one).
+local function ev_append(sid, stream, message, shared)
+  local key = ev_log(sid, stream)
+  if redis.call('EXISTS', key) == 0 then
     return false
   end
-  return stream .. '.' .. id
+  shared.id = shared.id or ev_next_id()
+  redis.call('XADD', key, 'MAXLEN', '~', EV.max, shared.id, 'm', message)
+  return stream .. '.' .. shared.id
 end
 
 -- The events after entry *pos*: {id, message, ...}, or 'unknown' / 'expired'.
@@ -299,7 +303,7 @@ return ev_open(ARGV[5], ARGV[6])
 
 #: ARGV[5..7]: session id, stream id, message. Returns the event id, or nil without a log.
 EVENTS_APPEND = _EVENTS + """
-local id = ev_append(ARGV[5], ARGV[6], ARGV[7], ev_next_id())
+local id = ev_append(ARGV[5], ARGV[6], ARGV[7], {})
 if id then
   ev_touch(ARGV[5], {ARGV[6]})
 end
@@ -415,9 +419,9 @@ return events
 #: keys. ARGV[5], ARGV[6]: node channel prefix, data; then one session id per
 #: key, then one GET stream id per key. The message has one entry id in every log.
 STREAM_SEND_LOGGED = _EVENTS + _STREAMS + """
-local entry, count = ev_next_id(), #KEYS
+local shared, count = {}, #KEYS
 for i, key in ipairs(KEYS) do
-  local id = ev_append(ARGV[i + 6], ARGV[i + 6 + count], ARGV[6], entry)
+  local id = ev_append(ARGV[i + 6], ARGV[i + 6 + count], ARGV[6], shared)
   if id then
     route(redis.call('GET', key), id, true)
   end
@@ -428,11 +432,11 @@ return publish(ARGV[5], 'e', ARGV[6])
 #: Broadcast with event logs: every session with a GET log (members whose log
 #: is gone are removed). ARGV[5..7]: stream key prefix, node channel prefix, data.
 STREAM_BROADCAST_LOGGED = _EVENTS + _STREAMS + """
-local entry = ev_next_id()
+local shared = {}
 local gets = redis.call('HGETALL', ev_gets())
 for i = 1, #gets, 2 do
   local sid = gets[i]
-  local id = ev_append(sid, gets[i + 1], ARGV[7], entry)
+  local id = ev_append(sid, gets[i + 1], ARGV[7], shared)
   if id then
     route(redis.call('GET', ARGV[5] .. sid), id, true)
   else
