@@ -18,7 +18,13 @@ from typing import Callable, Iterator, List, Optional, Tuple
 
 import pytest
 
-from session_manager import EventGoneError, InMemoryEventStore, StreamConflictError, StreamController
+from session_manager import (
+    BackendUnavailableError,
+    EventGoneError,
+    InMemoryEventStore,
+    StreamConflictError,
+    StreamController,
+)
 from session_manager.events import get_stream_id, new_post_stream_id, parse_event_id
 from session_manager.redis import RedisInfoSessionManager, RedisStreamSessionManager
 
@@ -424,4 +430,32 @@ def test_a_stream_that_missed_more_than_its_log_holds_is_closed(private_redis, c
         assert info.value.reason == "expired"
     finally:
         admin.close()
+        holder.close()
+
+
+def test_after_redis_lost_every_key_open_streams_get_new_logs_and_keep_receiving(private_redis, connect, new_id, redis_prefix):
+    holder = RedisStreamSessionManager(
+        private_redis.url, prefix=redis_prefix, liveness_ttl=TEST_LIVENESS_TTL, heartbeat_interval=TEST_HEARTBEAT,
+        event_store=make_event_store(private_redis.url, redis_prefix),
+    )
+    try:
+        sid = new_id()
+        client = connect(holder, sid)
+        client.wait_primed()
+        holder.send([sid], msg("before"))
+        client.wait_for(1)
+        private_redis.restart()  # no persistence: stream keys, logs and the id clock are gone
+        deadline = time.monotonic() + 30
+        while len(client.snapshot()) < 2 and time.monotonic() < deadline:  # until the heartbeat re-opened the log
+            try:
+                holder.send([sid], msg("after"))
+            except BackendUnavailableError:  # Redis still restarting
+                pass
+            time.sleep(0.1)
+        client.wait_for(2)
+        assert not client.controller.closed and holder.has(sid)
+        latest = client.snapshot()[-1][0]
+        holder.send([sid], msg("more"))
+        assert [m for _, m in holder.event_store.replay(sid, latest).events][-1] == msg("more")
+    finally:
         holder.close()
