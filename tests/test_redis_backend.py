@@ -8,6 +8,7 @@ with the in-memory backends is in test_stream_managers.py/test_info_managers.py.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import os
@@ -34,7 +35,7 @@ from session_manager import (
 from session_manager.redis import RedisInfoSessionManager, RedisStreamSessionManager
 
 from .conftest import Reader
-from .conftest_redis import TEST_HEARTBEAT, TEST_LIVENESS_TTL
+from .conftest_redis import TEST_HEARTBEAT, TEST_LIVENESS_TTL, stream_readers
 from .redis_server import RedisServer
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -60,22 +61,10 @@ def wait_until(predicate: Callable[[], bool], timeout: float = 10.0, interval: f
 
 
 @pytest.fixture
-def readers() -> Iterator[Callable[[RedisStreamSessionManager, str], Reader]]:
+def readers() -> Iterator[Callable[..., Reader]]:
     """Open a stream on a manager and read it on a thread; all closed afterwards."""
-    made: List[Reader] = []
-
-    def open_on(manager: RedisStreamSessionManager, sid: str, **kwargs) -> Reader:
-        kwargs.setdefault("keepalive", 0.2)
-        controller = StreamController(**kwargs)
-        manager.create(sid, controller)
-        reader = Reader(controller)
-        made.append(reader)
-        return reader
-
-    yield open_on
-    for reader in made:
-        reader.controller.close()
-        reader.thread.join(5)
+    with stream_readers(Reader) as open_on:
+        yield open_on
 
 
 def admin(server: RedisServer) -> redis.Redis:
@@ -102,6 +91,23 @@ def run_python(code: str, *args: str, timeout: float = 60) -> subprocess.Complet
         [sys.executable, "-c", textwrap.dedent(code), *args],
         capture_output=True, text=True, timeout=timeout, env=python_env(), cwd=str(ROOT),
     )
+
+
+@contextlib.contextmanager
+def spawned(code: str, *args: str) -> Iterator[subprocess.Popen]:
+    """Run *code* in a fresh interpreter with piped text output; killed (if still running) on exit."""
+    process = subprocess.Popen(
+        [sys.executable, "-c", textwrap.dedent(code), *args],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=python_env(), cwd=str(ROOT),
+    )
+    try:
+        yield process
+    finally:
+        if process.poll() is None:
+            process.kill()
+            process.wait(10)
+        process.stdout.close()
+        process.stderr.close()
 
 
 def read_line(process: subprocess.Popen, timeout: float) -> str:
@@ -276,12 +282,7 @@ time.sleep(120)
 def test_sigkilled_process_stops_counting_within_the_liveness_bound(node_factory, new_id, redis_server, redis_prefix):
     observer = node_factory()
     sid = new_id()
-    holder = subprocess.Popen(
-        [sys.executable, "-c", textwrap.dedent(HOLD_SCRIPT), redis_server.url, redis_prefix, sid,
-         str(TEST_LIVENESS_TTL), str(TEST_HEARTBEAT)],
-        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=python_env(), cwd=str(ROOT),
-    )
-    try:
+    with spawned(HOLD_SCRIPT, redis_server.url, redis_prefix, sid, str(TEST_LIVENESS_TTL), str(TEST_HEARTBEAT)) as holder:
         assert read_line(holder, 30).strip() == "ready", holder.stderr.read() if holder.poll() is not None else ""
         # Alive: the heartbeat keeps the stream counted well past the liveness ttl.
         deadline = time.monotonic() + 2 * TEST_LIVENESS_TTL
@@ -298,12 +299,6 @@ def test_sigkilled_process_stops_counting_within_the_liveness_bound(node_factory
         assert time.monotonic() - killed <= TEST_LIVENESS_TTL + 1.0
         observer.create(sid, StreamController())  # a dead owner does not count
         assert observer.has(sid)
-    finally:
-        if holder.poll() is None:
-            holder.kill()
-            holder.wait(10)
-        holder.stdout.close()
-        holder.stderr.close()
 
 
 FORK_SCRIPT = """

@@ -9,12 +9,9 @@ backend is in test_event_stores.py and test_resumable_streams.py.
 from __future__ import annotations
 
 import json
-import subprocess
-import sys
-import textwrap
 import threading
 import time
-from typing import Callable, Iterator, List, Optional, Tuple
+from typing import Callable, Iterator, List, Tuple
 
 import pytest
 
@@ -28,10 +25,10 @@ from session_manager import (
 from session_manager.events import get_stream_id, new_post_stream_id, parse_event_id
 from session_manager.redis import RedisInfoSessionManager, RedisStreamSessionManager
 
-from .conftest_redis import TEST_HEARTBEAT, TEST_LIVENESS_TTL, make_event_store
+from .conftest_redis import TEST_HEARTBEAT, TEST_LIVENESS_TTL, make_event_store, stream_readers
 from .redis_server import RedisServer
 from .sse_parser import SSEParser
-from .test_redis_backend import ROOT, keys, python_env, read_line, wait_until
+from .test_redis_backend import keys, read_line, spawned, wait_until
 
 
 def msg(n: object) -> str:
@@ -103,21 +100,9 @@ def nodes(node_factory, redis_server: RedisServer, redis_prefix: str) -> Callabl
 
 @pytest.fixture
 def connect() -> Iterator[Callable[..., Client]]:
-    """Open a stream on a given node and read it with a :class:`Client`."""
-    clients: List[Client] = []
-
-    def open_(node: RedisStreamSessionManager, sid: str, last_event_id: Optional[str] = None, **kwargs) -> Client:
-        kwargs.setdefault("keepalive", 0.2)
-        controller = StreamController(**kwargs)
-        node.create(sid, controller, last_event_id=last_event_id)
-        client = Client(controller)
-        clients.append(client)
-        return client
-
-    yield open_
-    for client in clients:
-        client.controller.close()
-        client.thread.join(5)
+    """``connect(node, sid, last_event_id=None, **controller_kwargs)``: open a stream read by a :class:`Client`."""
+    with stream_readers(Client) as open_:
+        yield open_
 
 
 # -- resume on another node ------------------------------------------------------
@@ -205,11 +190,7 @@ streams.close()
 def test_a_stream_held_by_another_process_is_resumed_here(nodes, connect, new_id, redis_server, redis_prefix):
     here = nodes()
     sid = new_id()
-    holder = subprocess.Popen(
-        [sys.executable, "-c", textwrap.dedent(RESUMABLE_HOLDER), redis_server.url, redis_prefix, sid],
-        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=python_env(), cwd=str(ROOT),
-    )
-    try:
+    with spawned(RESUMABLE_HOLDER, redis_server.url, redis_prefix, sid) as holder:
         primer = read_line(holder, 30).strip()
         assert parse_event_id(primer)[0] == get_stream_id(sid), holder.stderr.read() if holder.poll() is not None else ""
         for i in range(5):
@@ -222,12 +203,6 @@ def test_a_stream_held_by_another_process_is_resumed_here(nodes, connect, new_id
         resumed.wait_for(3)
         assert resumed.ns() == [3, 4, 5]
         assert [eid for eid, _ in resumed.snapshot()[:2]] == ids[3:]
-    finally:
-        if holder.poll() is None:
-            holder.kill()
-            holder.wait(10)
-        holder.stdout.close()
-        holder.stderr.close()
 
 
 # -- ids that cannot be resumed ---------------------------------------------------
