@@ -42,8 +42,10 @@ class Client:
 
     def _run(self) -> None:
         parser = SSEParser()
+        # Held here, so leaving the loop does not close the stream: a dead connection stays open.
+        self._frames = iter(self.controller)
         try:
-            for chunk in self.controller:
+            for chunk in self._frames:
                 if self._stop.is_set():
                     return  # the connection died: this chunk never reached the client
                 events = parser.feed(chunk)
