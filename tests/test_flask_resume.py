@@ -326,6 +326,32 @@ def slow_get(port: int, sid: str) -> socket.socket:
     return sock
 
 
+def drain_cut_client(sock: socket.socket) -> Tuple[Event, List[Event]]:
+    """What a client that stopped reading still gets once the server shut its socket: the kernel's buffer, then the end.
+
+    Returns the stream's priming event and its message events (complete ones only).
+    """
+    body, deadline = b"", time.monotonic() + TIMEOUT
+    while time.monotonic() < deadline:
+        try:
+            data = sock.recv(65536)
+        except (ConnectionResetError, socket.timeout):
+            break
+        if not data:
+            break
+        body += data
+    assert time.monotonic() < deadline, "the slow client was not disconnected"
+    sock.close()
+    raw_head, _, rest = body.partition(b"\r\n\r\n")
+    head = Head(raw_head)
+    assert head.status == 200
+    parser = SSEParser()
+    parser.feed(BodyReader(head).feed(rest))
+    priming = parser.events[0]
+    assert priming.data == "" and priming.id
+    return priming, [event for event in parser.events if event.data]
+
+
 class CountingReader(threading.Thread):
     """Reads a stream to the end, keeping only the seq numbers (not 10 MB of events)."""
 
@@ -369,25 +395,7 @@ def test_c_a_client_that_stops_reading_is_cut_within_the_bound(serve, max_events
     good_reader.join(TIMEOUT)
     assert good_reader.seqs == list(range(count))  # the well-behaved client got everything
     assert not good_reader.stream.parser.events  # (it keeps only numbers)
-    # The slow client was disconnected: it reads what the kernel buffered, then the end.
-    body = b""
-    deadline = time.monotonic() + TIMEOUT
-    while time.monotonic() < deadline:
-        try:
-            data = slow.recv(65536)
-        except (ConnectionResetError, socket.timeout):
-            break
-        if not data:
-            break
-        body += data
-    slow.close()
-    raw_head, _, rest = body.partition(b"\r\n\r\n")
-    head = Head(raw_head)
-    assert head.status == 200
-    parser = SSEParser()
-    parser.feed(BodyReader(head).feed(rest))
-    priming, got = parser.events[0], [event for event in parser.events if event.data]
-    assert priming.data == "" and priming.id
+    priming, got = drain_cut_client(slow)  # the slow client was disconnected
     received = [json.loads(event.data)["params"]["seq"] for event in got]
     assert received == list(range(len(received))) and len(received) < count
     # ...and the store keeps at most max_events per stream: a resume from before that is gone.
@@ -649,25 +657,10 @@ def test_c_under_gevent_a_client_that_stops_reading_is_cut_and_resumes(tmp_path:
         assert sent == {"dropped": 1, "open": [True, False]}  # only the slow stream overflowed
         good_reader.join(TIMEOUT)
         assert good_reader.seqs == list(range(count))
-        body, deadline = b"", time.monotonic() + TIMEOUT
-        while time.monotonic() < deadline:  # what the kernel buffered, then the end: the server shut the socket
-            try:
-                data = slow.recv(65536)
-            except (ConnectionResetError, socket.timeout):
-                break
-            if not data:
-                break
-            body += data
-        assert time.monotonic() < deadline, "the slow client was not disconnected"
-        slow.close()
-        raw_head, _, rest = body.partition(b"\r\n\r\n")
-        head = Head(raw_head)
-        parser = SSEParser()
-        parser.feed(BodyReader(head).feed(rest))
-        got = [event for event in parser.events if event.data]
+        priming, got = drain_cut_client(slow)  # the server shut the slow client's socket
         received = [json.loads(event.data)["params"]["seq"] for event in got]
         assert received == list(range(len(received))) and len(received) < count
-        last_id = got[-1].id if got else parser.events[0].id
+        last_id = got[-1].id if got else priming.id
         resumed = RawStream(port, "GET", "/mcp", {**headers, "Mcp-Session-Id": slow_sid, "Last-Event-ID": last_id}, timeout=TIMEOUT)
         assert resumed.status == 200
         reader = CountingReader(resumed, count - len(received))
