@@ -124,7 +124,7 @@ def fuzz_requests(victim_sid: str, attacker_sid: str) -> st.SearchStrategy[Dict[
         "Content-Type": st.sampled_from(["application/json; charset=utf-8", "text/plain", "application/jsonx"]),
         "Accept": st.sampled_from(["application/json", "text/event-stream", "*/*", "text/html"]),
         "Origin": st.sampled_from(["http://localhost:1", "http://evil.example", "null"]),
-        "Host": st.sampled_from(["localhost", "evil.example", "127.0.0.1:1", "[::1]"]),
+        "Host": st.sampled_from(["localhost", "evil.example", "127.0.0.1:1", "[::1]", ".", "a..b"]),
     }
     one_change = st.sampled_from(sorted(variants)).flatmap(
         lambda name: st.one_of(st.none(), variants[name], printable).map(lambda value: {name: value})

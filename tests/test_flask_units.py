@@ -137,6 +137,29 @@ def test_the_405_fallback_keeps_an_earlier_app_handler() -> None:
     assert client.open("/mcp", method="BREW").json["error"]["code"] == -32000
 
 
+@pytest.mark.parametrize("host", [".", "..", "a..b"])
+def test_an_unparsable_host_is_a_json_rpc_400_on_mcp_urls_only(host: str) -> None:
+    from werkzeug.exceptions import BadRequest
+
+    app = Flask(__name__)
+    app.register_error_handler(BadRequest, lambda exc: ("app's own 400", 400))
+
+    @app.post("/other")
+    def other() -> str:
+        return "ok"
+
+    mcp = McpBlueprint(TestHandler())
+    app.register_blueprint(mcp)
+    app.register_blueprint(mcp.legacy_sse_blueprint())
+    client = app.test_client()
+    for path in ("/mcp", "/sse", "/messages"):
+        response = client.post(path, headers={"Host": host})
+        assert response.status_code == 400 and response.json["error"]["code"] == -32600, path
+        assert "Origin" in response.headers["Vary"]
+    assert client.post("/other", headers={"Host": host}).data == b"app's own 400"
+    assert client.post("/other").data == b"ok"
+
+
 def test_one_blueprint_on_two_apps_shares_its_managers() -> None:
     managers = SessionManagers()
     blueprint = McpBlueprint(TestHandler(), managers=managers)

@@ -3,7 +3,9 @@
 Each MCP URL routes the common methods to its view, which refuses those it
 does not serve with a JSON-RPC 405. Methods Werkzeug does not route at all
 (``PROPFIND``, ``BREW``...) raise ``MethodNotAllowed`` before any view
-runs; an app-wide error handler answers those for the blueprint's URLs only.
+runs, and a ``Host`` header Werkzeug cannot parse (``Host: .``) raises
+``BadRequest`` there too; app-wide error handlers answer both for the
+blueprint's URLs only, with a JSON-RPC error body.
 """
 
 from __future__ import annotations
@@ -12,9 +14,12 @@ from typing import Any, Callable, Dict
 
 from flask import Blueprint, Flask, current_app, request
 from flask.sansio.blueprints import BlueprintSetupState
-from werkzeug.exceptions import HTTPException, MethodNotAllowed
+from werkzeug.exceptions import BadRequest, HTTPException, MethodNotAllowed
 from werkzeug.routing import RequestRedirect
 from werkzeug.wrappers import Response
+
+from .._jsonrpc import INVALID_REQUEST, HttpError
+from ._core import TransportCore
 
 __all__ = ["add_mcp_route", "install_method_fallback"]
 
@@ -30,29 +35,48 @@ def add_mcp_route(blueprint: Blueprint, rule: str, endpoint: str, view: View) ->
 
 
 def install_method_fallback(state: BlueprintSetupState, refusals: Dict[View, View]) -> None:
-    """Answer unrouted methods on the URLs of the views in *refusals* with their 405 response.
+    """Answer what fails before routing on the URLs of the views in *refusals* with JSON-RPC errors.
 
-    *refusals* maps a view to the function building its 405 response. For
-    other URLs the handler defers to the one registered before it, if any.
+    Unrouted methods get the view's 405 response (*refusals* maps a view to
+    the function building it); a malformed ``Host`` header gets a 400. For
+    other URLs each handler defers to the one registered before it, if any.
     """
     app: Flask = state.app
-    previous = app.error_handler_spec[None][405].get(MethodNotAllowed)
+    previous_405 = app.error_handler_spec[None][405].get(MethodNotAllowed)
+    previous_400 = app.error_handler_spec[None][400].get(BadRequest)
 
-    def handle(exc: MethodNotAllowed) -> Any:
+    def handle_405(exc: MethodNotAllowed) -> Any:
         refuse = refusals.get(_view_of_url())  # type: ignore[arg-type]
         if refuse is not None:
-            response = refuse()
-            response.vary.add("Origin")
-            return response
-        return previous(exc) if previous is not None else exc
+            return _with_vary(refuse())
+        return previous_405(exc) if previous_405 is not None else exc
 
-    app.register_error_handler(MethodNotAllowed, handle)
+    def handle_400(exc: BadRequest) -> Any:
+        if exc is request.routing_exception and _view_of_url(neutral_host=True) in refusals:
+            return _with_vary(TransportCore.error(HttpError(400, INVALID_REQUEST, "Bad Request: malformed Host header")))
+        return previous_400(exc) if previous_400 is not None else exc
+
+    app.register_error_handler(MethodNotAllowed, handle_405)
+    app.register_error_handler(BadRequest, handle_400)
 
 
-def _view_of_url() -> Any:
-    """The view routed at the current request's URL (for POST, which every MCP URL routes), or None."""
+def _with_vary(response: Response) -> Response:
+    response.vary.add("Origin")
+    return response
+
+
+def _view_of_url(*, neutral_host: bool = False) -> Any:
+    """The view routed at the current request's URL (for POST, which every MCP URL routes), or None.
+
+    With *neutral_host* the URL is matched as if the Host header were
+    ``localhost``: for a request whose own Host could not be parsed.
+    """
     try:
-        endpoint, _ = current_app.create_url_adapter(request).match(method="POST")  # type: ignore[union-attr]
+        if neutral_host:
+            adapter = current_app.url_map.bind("localhost", script_name=request.script_root or "/")
+        else:
+            adapter = current_app.create_url_adapter(request)  # type: ignore[assignment]
+        endpoint, _ = adapter.match(request.path, method="POST")  # type: ignore[union-attr]
     except (HTTPException, RequestRedirect):
         return None
     return current_app.view_functions.get(endpoint)
