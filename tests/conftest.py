@@ -6,7 +6,7 @@ import itertools
 import json
 import queue
 import threading
-from typing import Callable, Iterator, List
+from typing import Any, Callable, Dict, Iterator, List
 
 import pytest
 
@@ -18,36 +18,35 @@ from .sse_parser import iter_events
 pytest_plugins = ["tests.conftest_redis"]
 
 
+def _made(table: Dict[str, Callable[[pytest.FixtureRequest], Any]], request: pytest.FixtureRequest) -> Iterator[Any]:
+    """Build the backend this parametrized fixture runs for, and close it afterwards."""
+    made = table[request.param](request)
+    yield made
+    made.close()
+
+
 @pytest.fixture(params=sorted(STREAM_BACKENDS))
 def streams(request: pytest.FixtureRequest) -> Iterator[StreamSessionManager]:
     """A fresh stream manager, once per backend."""
-    manager = STREAM_BACKENDS[request.param](request)
-    yield manager
-    manager.close()
+    yield from _made(STREAM_BACKENDS, request)
 
 
 @pytest.fixture(params=sorted(INFO_BACKENDS))
 def info(request: pytest.FixtureRequest) -> Iterator[InfoSessionManager]:
     """A fresh info manager, once per backend."""
-    manager = INFO_BACKENDS[request.param](request)
-    yield manager
-    manager.close()
+    yield from _made(INFO_BACKENDS, request)
 
 
 @pytest.fixture(params=sorted(EVENT_STORE_BACKENDS))
 def event_store(request: pytest.FixtureRequest) -> Iterator[EventStore]:
     """A fresh event store (max_events=50, max_streams=3), once per backend."""
-    store = EVENT_STORE_BACKENDS[request.param](request)
-    yield store
-    store.close()
+    yield from _made(EVENT_STORE_BACKENDS, request)
 
 
 @pytest.fixture(params=sorted(RESUMABLE_STREAM_BACKENDS))
 def resumable(request: pytest.FixtureRequest) -> Iterator[StreamSessionManager]:
     """A fresh stream manager with an event store (max_events=50), once per backend."""
-    manager = RESUMABLE_STREAM_BACKENDS[request.param](request)
-    yield manager
-    manager.close()
+    yield from _made(RESUMABLE_STREAM_BACKENDS, request)
 
 
 _ids = itertools.count()
