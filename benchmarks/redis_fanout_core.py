@@ -13,8 +13,9 @@ in-memory manager in one gevent process.
     python benchmarks/redis_fanout_core.py --event-store    # also with a RedisEventStore (resumable streams)
 
 With ``--event-store`` the Redis run is repeated with resumable streams: each
-broadcast is stored on every session's log and routed with its event id in
-one script, and the two delivered rates are compared.
+broadcast is stored once, on the store's broadcast log, and published with its
+event id in one script (O(1) in Redis, whatever the number of sessions), and
+the two delivered rates are compared.
 """
 
 from __future__ import annotations

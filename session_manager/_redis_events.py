@@ -9,20 +9,34 @@ Keys (under ``prefix``; see the key layout in :mod:`session_manager._redis_scrip
   opening marker entry (the priming id of a stream opened on an empty log,
   skipped by replays), then one entry per message. Positions are Redis
   entry ids (``<ms>-<seq>``), so event ids look like ``g1a2b3c4d.1700000000000-0``.
-- ``events-get``: the sessions with a GET-stream log (who a broadcast of a
-  :class:`~session_manager.redis.RedisStreamSessionManager` reaches).
+- ``event-log:broadcast``: the broadcasts of a
+  :class:`~session_manager.redis.RedisStreamSessionManager` (``send(None, data)``),
+  stored once whatever the number of sessions (one ``XADD``): an opening marker,
+  then one entry per broadcast. A GET stream's replay merges it with the
+  session's own log, in entry-id order, from the later of ``Last-Event-ID``
+  and the log's opening (older broadcasts were never the session's); a GET
+  log's priming id is the latest entry of either log.
+- ``events-clock``: the latest entry id issued.
 
 Logs are trimmed with ``XADD ... MAXLEN ~ max_events``: Redis drops whole
 nodes of old entries, so a log holds at least ``max_events`` events (up to
-one node, 100 entries by default, more). A resume is possible exactly when
-the entry of its ``Last-Event-ID`` is still in the log. Entry ids come from
-one clock per store, so an id is never an entry of another session's log
-(a message sent to many sessions at once has one id in all of them). An id
-the log does not hold is ``unknown`` if it is older than the log's opening
-or newer than its oldest kept entry, else ``expired`` (it may have been
-trimmed; either way it gives access to nothing). Every key expires ``session_ttl`` seconds after the last
-activity of its session's logs (open, append, replay, or the heartbeat of an
-open stream of a stream manager using this store).
+one node, 100 entries by default, more). A resume is possible while no log
+it reads (with a GET stream, the broadcast log too) has dropped an entry
+after its ``Last-Event-ID``: a GET-stream client may miss ``max_events``
+targeted messages and ``max_events`` broadcasts. Entry ids come from one
+clock per store, so an id is never an entry of another session's log (a
+message sent to many sessions at once has one id in all of them). An id is
+``expired`` if events after it may have been trimmed, else ``unknown``
+unless it is the log's opening, an entry of the log, or (GET stream) a
+broadcast stored after the opening; either way it gives access to nothing.
+Every key of a session expires ``session_ttl`` seconds after the last
+activity of its logs (open, append, replay, or the heartbeat of an open
+stream of a stream manager using this store); the broadcast log is
+refreshed with every GET log (never by a broadcast), so it goes with the
+last of them.
+
+Costs (each call one script): a broadcast is one ``XADD`` (trimming drops
+whole nodes); a replay is O(events replayed), over at most two logs.
 """
 
 from __future__ import annotations

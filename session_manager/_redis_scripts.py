@@ -168,21 +168,24 @@ return live
 # Keys of a store with prefix P: ``P events:<sid>`` (hash: the session's
 # stream ids -> the entry id each log was opened at),
 # ``P event-log:<stream>:<sid>`` (a Redis stream: an opening marker entry
-# ``o``, then one entry ``m`` = message per event), ``P events-get`` (hash:
-# session id -> its GET stream id, for every session with a GET log: who a
-# broadcast reaches) and ``P events-clock`` (the latest entry id issued).
-# Entry ids come from that one clock (``<ms>-<seq>``, never below the server
-# time), so an id is unique across the store's logs, except that a message
-# sent to many sessions at once has the same id in each; the clock is
-# refreshed with every log, so it outlives them. Every script using them gets
-# ARGV[1..4] = P, max events, ttl ms, max POST logs (P = '' when there is no
-# store); its own arguments start at ARGV[5].
+# ``o``, then one entry ``m`` = message per event), ``P event-log:broadcast``
+# (the shared log of broadcasts, every GET stream's replay merges it: an
+# opening marker ``o``, then one entry ``m`` per broadcast) and
+# ``P events-clock`` (the latest entry id issued). Entry ids come from that one
+# clock (``<ms>-<seq>``, never below the server time), so an id is unique
+# across the store's logs, except that a message sent to many sessions at once
+# has the same id in each. The broadcast log is created with the first GET log
+# (again by the heartbeat if it was lost) and refreshed with every GET log
+# (never by a broadcast), so it lives exactly as long as the longest-lived GET log; the clock is refreshed with every log,
+# so it outlives them. Every script using them gets ARGV[1..4] = P, max events,
+# ttl ms, max POST logs (P = '' when there is no store); its own arguments
+# start at ARGV[5].
 
 _EVENTS = """
 local EV = {p = ARGV[1], max = ARGV[2], ttl = ARGV[3], streams = tonumber(ARGV[4])}
 local function ev_index(sid) return EV.p .. 'events:' .. sid end
 local function ev_log(sid, stream) return EV.p .. 'event-log:' .. stream .. ':' .. sid end
-local function ev_gets() return EV.p .. 'events-get' end
+local function ev_broadcasts() return EV.p .. 'event-log:broadcast' end
 local function ev_clock() return EV.p .. 'events-clock' end
 local function ev_is_get(stream) return string.byte(stream, 1) == 103 end
 
@@ -213,31 +216,36 @@ local function ev_next_id()
   return id
 end
 
--- Refresh the session's index and the given logs (and the GET hash with a GET log).
+-- Refresh the session's index and the given logs (and the broadcast log with a GET log).
 local function ev_touch(sid, streams)
   redis.call('PEXPIRE', ev_clock(), EV.ttl)
   redis.call('PEXPIRE', ev_index(sid), EV.ttl)
   for _, stream in ipairs(streams) do
     redis.call('PEXPIRE', ev_log(sid, stream), EV.ttl)
     if ev_is_get(stream) then
-      redis.call('PEXPIRE', ev_gets(), EV.ttl)
+      redis.call('PEXPIRE', ev_broadcasts(), EV.ttl)
     end
   end
 end
 
--- Open (or find) a log; return the event id of its latest entry.
+-- The id of the newest entry of a log (false if there is none).
+local function ev_latest(key)
+  local newest = redis.call('XREVRANGE', key, '+', '-', 'COUNT', 1)[1]
+  return newest and newest[1]
+end
+
+-- Open (or find) a log; return the event id of its latest entry (for a GET
+-- log, the latest of its own and of the broadcast log).
 local function ev_open(sid, stream)
   local key = ev_log(sid, stream)
   local id
   if redis.call('EXISTS', key) == 1 then
-    id = redis.call('XREVRANGE', key, '+', '-', 'COUNT', 1)[1][1]
+    id = ev_latest(key)
   else
     id = redis.call('XADD', key, 'MAXLEN', '~', EV.max, ev_next_id(), 'o', '')
     local index = ev_index(sid)
     redis.call('HSET', index, stream, id)
-    if ev_is_get(stream) then
-      redis.call('HSET', ev_gets(), sid, stream)
-    else  -- forget the oldest POST logs beyond the bound (opening ids follow opening order)
+    if not ev_is_get(stream) then  -- forget the oldest POST logs beyond the bound (opening ids follow opening order)
       local logs, posts = redis.call('HGETALL', index), {}
       for i = 1, #logs, 2 do
         if not ev_is_get(logs[i]) then
@@ -251,6 +259,14 @@ local function ev_open(sid, stream)
           redis.call('HDEL', index, posts[i][1])
         end
       end
+    end
+  end
+  if ev_is_get(stream) then
+    local shared = ev_latest(ev_broadcasts())
+    if not shared then  -- the first GET log (or Redis lost the broadcast log): start it
+      redis.call('XADD', ev_broadcasts(), id, 'o', '')
+    elseif ev_less(id, shared) then
+      id = shared
     end
   end
   ev_touch(sid, {stream})
@@ -270,26 +286,74 @@ local function ev_append(sid, stream, message, shared)
   return stream .. '.' .. shared.id
 end
 
+-- Store a broadcast once, on the shared log; its entry id, or false if no GET
+-- log lives (the broadcast log goes with the last of them): nobody to reach.
+local function ev_broadcast(message)
+  local key = ev_broadcasts()
+  if redis.call('EXISTS', key) == 0 then
+    return false
+  end
+  local id = ev_next_id()
+  redis.call('XADD', key, 'MAXLEN', '~', EV.max, id, 'm', message)
+  return id
+end
+
+-- Whether a log still holds every entry after *pos*: trimming drops the oldest
+-- entries first, so it does if its oldest kept entry is at or before *pos*, or
+-- is its opening marker (nothing was ever dropped). A missing log holds nothing.
+local function ev_complete(key, pos)
+  local first = redis.call('XRANGE', key, '-', '+', 'COUNT', 1)[1]
+  return not first or first[2][1] == 'o' or not ev_less(pos, first[1])
+end
+
+local function ev_holds(key, pos)
+  return #redis.call('XRANGE', key, pos, pos) > 0
+end
+
+-- Append {event id, message} of the ``m`` entries of a log after *pos* to *out*.
+local function ev_collect(out, key, pos)
+  for _, entry in ipairs(redis.call('XRANGE', key, '(' .. pos, '+')) do
+    if entry[2][1] == 'm' then
+      out[#out + 1] = {entry[1], entry[2][2]}
+    end
+  end
+end
+
 -- The events after entry *pos*: {id, message, ...}, or 'unknown' / 'expired'.
--- Resuming needs that exact entry (an event or the opening marker) still in
--- the log: trimming drops the oldest entries first, so all after it are there.
--- A position before the log was opened was never in it: unknown.
+-- A GET stream's replay merges its own log with the broadcast log, in entry-id
+-- order (pos is never before the log's opening, so only broadcasts sent while
+-- the log existed). 'expired': either log may have dropped entries after pos;
+-- 'unknown': pos is before the log's opening, or is neither the opening, nor
+-- an entry of the log, nor (GET) a broadcast after the opening.
 local function ev_replay(sid, stream, pos)
   local key = ev_log(sid, stream)
   local opened = redis.call('HGET', ev_index(sid), stream)
   if not opened or redis.call('EXISTS', key) == 0 or ev_less(pos, opened) then
     return 'unknown'
   end
-  if #redis.call('XRANGE', key, pos, pos) == 0 then
-    local first = redis.call('XRANGE', key, '-', '+', 'COUNT', 1)[1]
-    return ev_less(pos, first[1]) and 'expired' or 'unknown'
+  local get = ev_is_get(stream)
+  local shared = ev_broadcasts()
+  if not ev_complete(key, pos) or (get and not ev_complete(shared, pos)) then
+    return 'expired'
   end
-  local out = {}
-  for _, entry in ipairs(redis.call('XRANGE', key, '(' .. pos, '+')) do
-    if entry[2][1] == 'm' then
-      out[#out + 1] = stream .. '.' .. entry[1]
-      out[#out + 1] = entry[2][2]
+  if pos ~= opened and not ev_holds(key, pos) and not (get and ev_holds(shared, pos)) then
+    return 'unknown'
+  end
+  local own, others = {}, {}
+  ev_collect(own, key, pos)
+  if get then
+    ev_collect(others, shared, pos)
+  end
+  local out, i, j = {}, 1, 1
+  while own[i] or others[j] do
+    local entry
+    if not others[j] or (own[i] and ev_less(own[i][1], others[j][1])) then
+      entry, i = own[i], i + 1
+    else
+      entry, j = others[j], j + 1
     end
+    out[#out + 1] = stream .. '.' .. entry[1]
+    out[#out + 1] = entry[2]
   end
   ev_touch(sid, {stream})
   return out
@@ -323,7 +387,6 @@ for _, stream in ipairs(redis.call('HKEYS', index)) do
   redis.call('DEL', ev_log(sid, stream))
 end
 redis.call('DEL', index)
-redis.call('HDEL', ev_gets(), sid)
 return 1
 """
 
@@ -381,22 +444,38 @@ end
 return publish(ARGV[1], 'm', ARGV[2])
 """
 
+#: Tell the listener a registration is live from *floor* on: ``f <n> <entry id>``
+#: on the node channel, in the script that makes the stream key name it. The
+#: listener queues broadcasts on a registration only after this message (and
+#: with ids above the floor): those published earlier are in its replay, or
+#: were before its priming id, or came before the session's log.
+_LIVE = """
+local function live(channel_prefix, node, token, event_id)
+  local n = string.match(token, ':(.*)$')
+  redis.call('PUBLISH', channel_prefix .. node, 'f ' .. n .. ' ' .. string.match(event_id, '[^.]*$'))
+end
+"""
+
 #: Claim a stream key and open the session's GET log. KEYS: stream key.
-#: ARGV[5..9]: token, node, ttl ms, session id, GET stream id. Returns the
-#: priming event id, or nil if a live stream of another node holds the key.
-STREAM_CLAIM_LOGGED = _EVENTS + _STREAMS + """
+#: ARGV[5..10]: token, node, ttl ms, session id, GET stream id, node channel
+#: prefix. Returns the priming event id, or nil if a live stream of another
+#: node holds the key.
+STREAM_CLAIM_LOGGED = _EVENTS + _STREAMS + _LIVE + """
 if not claim(KEYS[1], ARGV[5], ARGV[6], ARGV[7]) then
   return false
 end
-return ev_open(ARGV[8], ARGV[9])
+local primer = ev_open(ARGV[8], ARGV[9])
+live(ARGV[10], ARGV[6], ARGV[5], primer)
+return primer
 """
 
-#: Resume: replay the session's GET log after a position and take the stream
-#: key over, telling a previous owner on another node to close its stream
-#: (``d <sid> <token>``). KEYS: stream key. ARGV[5..11]: token, node, ttl ms,
-#: session id, GET stream id, position, node channel prefix. Returns
-#: {id, message, ...}, or 'unknown' / 'expired' (nothing taken over).
-STREAM_RESUME = _EVENTS + """
+#: Resume: replay the session's GET log (merged with the broadcast log) after a
+#: position and take the stream key over, telling a previous owner on another
+#: node to close its stream (``d <sid> <token>``). KEYS: stream key.
+#: ARGV[5..11]: token, node, ttl ms, session id, GET stream id, position, node
+#: channel prefix. Returns {id, message, ...}, or 'unknown' / 'expired'
+#: (nothing taken over).
+STREAM_RESUME = _EVENTS + _LIVE + """
 local sid = ARGV[8]
 local events = ev_replay(sid, ARGV[9], ARGV[10])
 if type(events) == 'string' then
@@ -410,6 +489,7 @@ if v and string.byte(v, 1) ~= 45 and v ~= ARGV[5] then
   end
 end
 redis.call('SET', KEYS[1], ARGV[5], 'PX', ARGV[7])
+live(ARGV[11], ARGV[6], ARGV[5], #events > 0 and events[#events - 1] or ARGV[10])
 return events
 """
 
@@ -429,21 +509,17 @@ end
 return publish(ARGV[5], 'e', ARGV[6])
 """
 
-#: Broadcast with event logs: every session with a GET log (members whose log
-#: is gone are removed). ARGV[5..7]: stream key prefix, node channel prefix, data.
-STREAM_BROADCAST_LOGGED = _EVENTS + _STREAMS + """
-local shared = {}
-local gets = redis.call('HGETALL', ev_gets())
-for i = 1, #gets, 2 do
-  local sid = gets[i]
-  local id = ev_append(sid, gets[i + 1], ARGV[7], shared)
-  if id then
-    route(redis.call('GET', ARGV[5] .. sid), id, true)
-  else
-    redis.call('HDEL', ev_gets(), sid)
-  end
+#: Broadcast with event logs: stored once on the broadcast log, then one
+#: PUBLISH ``<entry id>\n<data>`` on the broadcast channel, whatever the number
+#: of sessions. ARGV[5], ARGV[6]: broadcast channel, data. Returns 0 (nothing
+#: stored or sent) when no GET log lives.
+STREAM_BROADCAST_LOGGED = _EVENTS + """
+local id = ev_broadcast(ARGV[6])
+if not id then
+  return 0
 end
-return publish(ARGV[6], 'e', ARGV[7])
+redis.call('PUBLISH', ARGV[5], id .. '\\n' .. ARGV[6])
+return 1
 """
 
 #: Heartbeat of one batch. KEYS: stream keys. ARGV[5..7]: ttl ms, length of the

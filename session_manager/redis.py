@@ -15,10 +15,15 @@ Streams (:class:`RedisStreamSessionManager`)
       closed the stream.
     - channel ``node:<node>``: ``m <sid> <sid>...\\n<data>`` (targeted
       message), ``e <n> <event id> <n> <event id>...\\n<data>`` (a stored
-      message, addressed to registrations ``<node>:<n>``), ``d <sid> <token>``
-      (close a stream), ``x`` (wake the listener).
-    - channel ``broadcast``: the data of ``send(None, data)`` (without an
-      event store).
+      message, addressed to registrations ``<node>:<n>``), ``f <n> <entry id>``
+      (registration ``<node>:<n>`` is live: it takes the broadcasts stored
+      after that entry), ``c <n>`` (catch registration ``<n>`` up: its ``f``
+      may have been lost), ``d <sid> <token>`` (close a stream), ``x`` (wake
+      the listener).
+    - channel ``broadcast``: ``send(None, data)``: the data, or with an event
+      store ``<entry id>\\n<data>`` (the broadcast's entry in the store's
+      broadcast log; a node with a store delivers bare data, from a manager
+      without one, unstored).
 
     With an event store (:class:`RedisEventStore`, ``event_store=``) streams
     are resumable. One script stores a message on each target's GET-stream
@@ -27,18 +32,24 @@ Streams (:class:`RedisStreamSessionManager`)
     takes the stream key over, from any process) sees every event exactly
     once. Messages are addressed to a registration, not a session: what was
     routed to a stream before it was replaced is never delivered to the new
-    one (the replay has it). A broadcast then reaches every session with a
-    GET-stream log, open stream or not (one script call, O(sessions) in
-    Redis).
+    one (the replay has it). A broadcast is stored once, on the store's
+    broadcast log that every GET-stream replay merges (so it reaches every
+    session with a GET-stream log, open stream or not), and published once
+    with its entry id; each node frames it once and queues it on its live
+    registrations. A registration is live from the ``f`` message that the
+    script claiming or resuming its stream publishes: broadcasts published
+    before that are in its replay (or older than its priming id, or not the
+    session's), those after it are newer than anything it was primed with.
 
     Expiry: an open stream keeps its session alive. The heartbeat refreshes,
     for every local stream, the session's info keys (when a
     :class:`RedisInfoSessionManager` with the same prefix created it) and its
     event logs. A session with no open stream expires by TTL, every key of it.
 
-    Costs: broadcast is one PUBLISH; a targeted send is one script call
-    (per 1,000 targets) that looks the owners up and PUBLISHes once per
-    owning node. The frame is SSE-encoded once per message per node.
+    Costs: broadcast is one PUBLISH (with an event store, one script doing
+    one XADD and one PUBLISH, whatever the number of sessions); a targeted
+    send is one script call (per 1,000 targets) that looks the owners up and
+    PUBLISHes once per owning node. The frame is SSE-encoded once per message per node.
 
     Connections per process and manager: one pub/sub listener plus a bounded
     command pool (``max_connections`` for a client built from a URL), for
@@ -81,6 +92,7 @@ import itertools
 import logging
 import os
 import random
+import re
 import secrets
 import threading
 import time
@@ -96,7 +108,7 @@ from ._validate import positive_seconds
 from ._fields import FieldStoreInfoManager
 from .base import StreamSessionManager
 from .errors import BackendUnavailableError, SessionNotFoundError, StreamConflictError
-from .events import EventStore, Replay, get_stream_id, replay_frames
+from .events import GET_STREAM, EventStore, Replay, get_stream_id, replay_frames
 from .sse import encode_event, encode_id, encode_message
 from .stream import StreamController
 
@@ -112,6 +124,9 @@ _BACKOFF_MIN, _BACKOFF_MAX = 0.1, 5.0
 _POLL = 1.0
 
 _T = TypeVar("_T")
+
+#: The head of a broadcast stored by the event store: its entry id (a message never starts with a digit).
+_STORED_BROADCAST = re.compile(r"([0-9]{1,20}-[0-9]{1,20})\n")
 
 
 def _chunks(items: Sequence[_T], size: int = _BATCH) -> Iterator[Sequence[_T]]:
@@ -143,8 +158,9 @@ class _Stream:
         self.forgotten = False  # its key is queued for deletion (or was deleted)
         #: With an event store: position of the last event primed by create (set by the creating thread)
         self.floor: Optional[Tuple[int, int]] = None
-        #: ... and of the last event queued by the listener (set by the listener thread only).
-        self.last: Tuple[int, int] = (0, 0)
+        #: Position of the last event queued by the listener, or at least its floor (listener thread only);
+        #: ``None`` until the registration is live (its ``f`` message or a catch-up): nothing is queued before.
+        self.last: Optional[Tuple[int, int]] = None
 
 
 def _position(event_id: str) -> Tuple[int, int]:
@@ -186,6 +202,7 @@ class _Node:
         self.ready = threading.Event()  # the listener is subscribed
         self.threads: List[threading.Thread] = []
         self.failures = 0  # failed listener connections in a row
+        self.catch_ups = 0  # catch-ups of every stream the listener started (see _open_logged)
 
 
 class RedisStreamSessionManager(RedisBacked, StreamSessionManager):
@@ -385,12 +402,33 @@ class RedisStreamSessionManager(RedisBacked, StreamSessionManager):
         """
         with state.lock:
             state.registrations[entry.number] = entry
+        catch_ups = state.catch_ups
+        try:
+            self._prime_logged(state, entry, last_event_id, resume_from)
+        finally:
+            if entry.floor is not None and state.catch_ups != catch_ups:
+                # The listener reconnected meanwhile: it may have lost the "f" message that makes
+                # this registration live, and caught up every stream but this one: ask it to.
+                self._request_catch_up(state, entry)
+
+    def _request_catch_up(self, state: _Node, entry: _Stream) -> None:
+        """Have the listener catch *entry* up from its floor (``c <n>``; a no-op if it is live)."""
+        try:
+            self._client.publish(self._channel_prefix + state.node, f"c {entry.number}")
+        except REDIS_DOWN:  # the listener's next reconnection catches every stream up
+            logger.debug("could not ask the listener to catch up stream %r", entry.session_id, exc_info=True)
+
+    def _prime_logged(self, state: _Node, entry: _Stream, last_event_id: Optional[str], resume_from: Optional[str]) -> None:
+        """Run the claim or resume script; set the stream's floor and prime it."""
         sid, controller = entry.session_id, entry.controller
         if last_event_id is None:
             with self._errors:
                 primer = self._claim_logged(
                     keys=[self._key(sid)],
-                    args=[*self._store_args, entry.token, state.node, self._ttl_ms, sid, get_stream_id(sid)],
+                    args=[
+                        *self._store_args, entry.token, state.node, self._ttl_ms, sid, get_stream_id(sid),
+                        self._channel_prefix,
+                    ],
                 )
             if primer is None:
                 raise StreamConflictError(sid)
@@ -460,7 +498,7 @@ class RedisStreamSessionManager(RedisBacked, StreamSessionManager):
         if sessions is None:
             with self._errors:
                 if logged:
-                    self._broadcast_logged(args=[*self._store_args, self._key_prefix, self._channel_prefix, data])
+                    self._broadcast_logged(args=[*self._store_args, self._broadcast, data])
                 else:
                     self._client.publish(self._broadcast, data)
             return
@@ -560,29 +598,34 @@ class RedisStreamSessionManager(RedisBacked, StreamSessionManager):
         entry.controller.close()
 
     def _queue(self, state: _Node, entry: _Stream, position: Tuple[int, int], chunk: bytes) -> None:
-        """Listener: queue a stored event on a stream, unless it already has it (a catch-up did)."""
-        if position <= entry.last:
+        """Listener: queue a stored event on a live stream, unless it has it (replayed, primed or caught up)."""
+        last = entry.last
+        if last is None or position <= last:
             return
         entry.last = position
         if not entry.controller.enqueue_frame(chunk):
             self._forget(state, entry.session_id, entry)
 
-    def _catch_up(self, state: _Node) -> None:
-        """Listener, after an outage: queue what each resumable stream missed, from its log.
+    def _catch_up(self, state: _Node, entries: Optional[List[_Stream]] = None) -> None:
+        """Listener, after an outage: queue what each resumable stream (or *entries*) missed, from its logs.
 
         Runs before the listener reads any further message, so events come in
         order; those the subscription delivers again are dropped by position.
-        A stream that missed more than its log holds is closed (its client
-        resumes and learns it); one whose log Redis lost stays open (the
-        heartbeat opens a new log).
+        Every stream caught up is live from then on. A stream that missed
+        more than its logs hold is closed (its client resumes and learns it);
+        one whose log Redis lost stays open (the heartbeat opens a new log).
         """
-        with state.lock:
-            entries = [e for e in state.registrations.values() if e.floor is not None and not e.controller.closed]
+        if entries is None:
+            state.catch_ups += 1  # before collecting the streams: see _open_logged
+            with state.lock:
+                entries = list(state.registrations.values())
+        entries = [e for e in entries if e.floor is not None and not e.controller.closed]
         lost = 0
         for chunk in _chunks(entries, 100):
             args: List[Union[str, int]] = [*self._store_args]
             for entry in chunk:
-                ms, seq = max(entry.last, entry.floor or (0, 0))
+                floor = entry.floor or (0, 0)
+                entry.last = ms, seq = max(entry.last or floor, floor)  # live from here on
                 args += [entry.session_id, get_stream_id(entry.session_id), f"{ms}-{seq}"]
             for entry, reply in zip(chunk, self._catch_up_script(args=args)):
                 if isinstance(reply, list):
@@ -719,6 +762,8 @@ class RedisStreamSessionManager(RedisBacked, StreamSessionManager):
             if kind == "message":
                 if message["channel"] in node_channels:
                     self._on_node_message(state, text(message["data"]))
+                elif self._store is not None:
+                    self._deliver_stored_broadcast(state, text(message["data"]))
                 else:
                     self._deliver_all(state, text(message["data"]))
             elif kind == "subscribe":
@@ -768,6 +813,16 @@ class RedisStreamSessionManager(RedisBacked, StreamSessionManager):
                 if event is None:
                     event = framed[event_id] = (_position(event_id), encode_id(event_id) + frame)
                 self._queue(state, entry, *event)
+        elif kind == "f":
+            _, number, position = payload.split(" ", 2)
+            entry = state.registrations.get(number)
+            if entry is not None:
+                floor = _position(position)
+                entry.last = max(entry.last or floor, floor)
+        elif kind == "c":
+            entry = state.registrations.get(payload[2:])
+            if entry is not None and entry.last is None:  # its "f" was lost
+                self._catch_up(state, [entry])
         elif kind == "d":
             _, sid, token = payload.split(" ", 2)
             entry = state.streams.get(sid)
@@ -775,6 +830,24 @@ class RedisStreamSessionManager(RedisBacked, StreamSessionManager):
                 self._end(state, entry)
         elif kind != "x":
             logger.warning("ignoring an unknown message on the node channel: %.80r", payload)
+
+    def _deliver_stored_broadcast(self, state: _Node, payload: str) -> None:
+        """A stored broadcast (``<entry id>\\n<data>``): framed once, queued on every live registration.
+
+        A payload without an entry id comes from a manager without an event
+        store (e.g. a notification script): delivered as such, unstored.
+        """
+        header = _STORED_BROADCAST.match(payload)
+        if header is None:
+            self._deliver_all(state, payload)
+            return
+        event_id = f"{GET_STREAM}.{header.group(1)}"
+        chunk = encode_id(event_id) + encode_message(payload[header.end() :])
+        position = _position(event_id)
+        with state.lock:
+            targets = list(state.registrations.values())
+        for entry in targets:
+            self._queue(state, entry, position, chunk)
 
     def _deliver_all(self, state: _Node, data: str) -> None:
         frame = encode_message(data)

@@ -252,14 +252,32 @@ def test_only_a_redis_event_store_is_accepted(redis_server, redis_prefix):
 
 # -- broadcast -------------------------------------------------------------------
 
-def test_broadcast_reaches_every_session_with_a_log_and_forgets_stale_ones(nodes, connect, new_id, redis_server, redis_prefix):
+def broadcast_log(prefix: str) -> str:
+    return f"{prefix}event-log:broadcast"
+
+
+def get_log(prefix: str, sid: str) -> str:
+    return f"{prefix}event-log:{get_stream_id(sid)}:{sid}"
+
+
+def replayed(node: RedisStreamSessionManager, sid: str, event_id: str) -> List[str]:
+    return [m for _, m in node.event_store.replay(sid, event_id).events]
+
+
+def gone_reason(node: RedisStreamSessionManager, sid: str, event_id: str) -> str:
+    with pytest.raises(EventGoneError) as info:
+        node.event_store.replay(sid, event_id)
+    return info.value.reason
+
+
+def test_broadcast_reaches_every_session_with_a_log_open_stream_or_not(nodes, connect, new_id):
     a, b = nodes(), nodes()
     on_a, on_b, away, gone = new_id(), new_id(), new_id(), new_id()
     clients = [connect(a, on_a), connect(b, on_b)]
     away_client = connect(b, away)
     away_primer = away_client.wait_primed()
     away_client.controller.close()
-    connect(a, gone).wait_primed()
+    gone_primer = connect(a, gone).wait_primed()
     a.delete(gone)
     for client in clients:
         client.wait_primed()
@@ -267,16 +285,167 @@ def test_broadcast_reaches_every_session_with_a_log_and_forgets_stale_ones(nodes
     for client in clients:
         client.wait_for(1)
         assert client.ns() == ["all"]
-    assert [m for _, m in a.event_store.replay(away, away_primer).events] == [msg("all")]
+    assert clients[0].snapshot() == clients[1].snapshot()  # one event id on every stream
+    assert replayed(a, away, away_primer) == [msg("all")]
+    assert gone_reason(a, gone, gone_primer) == "unknown"
+    # A new stream of a session with a log is primed after the broadcasts it never got.
+    again = connect(a, away)
+    assert again.wait_primed() == clients[0].snapshot()[0][0]
+    assert replayed(a, away, again.last_event_id) == []
+
+
+def test_a_broadcast_is_one_xadd_whatever_the_number_of_sessions(nodes, connect, new_id, redis_server, redis_prefix):
+    a, b = nodes(), nodes()
+    sids = [new_id() for _ in range(20)]
+    clients = [connect(a if i % 2 else b, sid) for i, sid in enumerate(sids)]
+    for client in clients:
+        client.wait_primed()
     admin = redis_server.client()
     try:
-        members = lambda: {m.decode() for m in admin.hkeys(f"{redis_prefix}events-get")}  # noqa: E731
-        assert members() == {on_a, on_b, away}
-        admin.delete(f"{redis_prefix}event-log:{get_stream_id(away)}:{away}")  # as if it had expired
-        a.send(None, msg("again"))
-        assert members() == {on_a, on_b}
+        lengths = lambda: [admin.xlen(get_log(redis_prefix, sid)) for sid in sids]  # noqa: E731
+        before, shared = lengths(), admin.xlen(broadcast_log(redis_prefix))
+        xadds = admin.info("commandstats")["cmdstat_xadd"]["calls"]
+        a.send(None, msg("all"))
+        assert admin.info("commandstats")["cmdstat_xadd"]["calls"] - xadds == 1
+        assert lengths() == before == [1] * len(sids)  # only their opening markers
+        assert admin.xlen(broadcast_log(redis_prefix)) == shared + 1
     finally:
         admin.close()
+    for client in clients:
+        client.wait_for(1)
+    assert len({client.snapshot()[0] for client in clients}) == 1
+
+
+def test_resume_replays_targeted_and_broadcast_messages_interleaved_in_order(nodes, connect, new_id):
+    a, b = nodes(), nodes()
+    sid, other = new_id(), new_id()
+    first, bystander = connect(a, sid), connect(b, other)
+    first.wait_primed()
+    bystander.wait_primed()
+    a.send([sid], msg(0))
+    b.send(None, msg(1))
+    first.wait_for(2)
+    last = first.drop()
+    for i in range(2, 8):  # even: broadcast, odd: targeted (and one for another session each time)
+        if i % 2:
+            a.send([sid], msg(i))
+            a.send([other], msg(f"other{i}"))
+        else:
+            b.send(None, msg(i))
+    second = connect(b, sid, last_event_id=last)
+    b.send(None, msg(8))
+    a.send([sid], msg(9))
+    second.wait_for(8)
+    assert second.ns() == list(range(2, 10))
+    ids = [eid for eid, _ in first.snapshot()[:2] + second.snapshot()]
+    positions = [tuple(map(int, parse_event_id(eid)[1].split("-"))) for eid in ids]
+    assert positions == sorted(set(positions))
+    assert replayed(a, sid, second.snapshot()[0][0]) == [msg(i) for i in range(3, 10)]  # from a broadcast's id
+    assert replayed(a, sid, second.snapshot()[1][0]) == [msg(i) for i in range(4, 10)]  # from a targeted one's
+    bystander.wait_for(8)
+    assert bystander.ns() == [1, 2, "other3", 4, "other5", 6, "other7", 8]
+
+
+def test_broadcasts_before_the_session_log_opened_are_not_its_events(nodes, connect, new_id):
+    node = nodes()
+    early, late = new_id(), new_id()
+    early_client = connect(node, early)
+    early_client.wait_primed()
+    node.send(None, msg("before"))
+    early_client.wait_for(1)
+    before = early_client.snapshot()[0][0]
+    late_primer = connect(node, late).wait_primed()
+    assert gone_reason(node, late, before) == "unknown"
+    node.send(None, msg("after"))
+    early_client.wait_for(2)
+    assert replayed(node, late, late_primer) == [msg("after")]
+    assert replayed(node, early, before) == [msg("after")]
+
+
+def test_broadcast_log_trimming_makes_old_ids_expired(nodes, connect, new_id):
+    node = nodes(max_events=10)
+    sid = new_id()
+    client = connect(node, sid)
+    primer = client.wait_primed()
+    total = 300  # far beyond max_events (and one node of trimming)
+    for i in range(total):
+        node.send(None, msg(i))
+    client.wait_for(total)
+    first_broadcast = client.snapshot()[0][0]
+    for old in (primer, first_broadcast):
+        assert gone_reason(node, sid, old) == "expired"
+        with pytest.raises(EventGoneError) as info:
+            node.create(sid, StreamController(), last_event_id=old)
+        assert info.value.reason == "expired"
+    assert not client.controller.closed
+    assert replayed(node, sid, client.snapshot()[-3][0]) == [msg(total - 2), msg(total - 1)]
+
+
+def test_the_heartbeat_restarts_a_lost_broadcast_log(nodes, connect, new_id, redis_server, redis_prefix):
+    node = nodes()
+    sid = new_id()
+    client = connect(node, sid)
+    client.wait_primed()
+    admin = redis_server.client()
+    try:
+        admin.delete(broadcast_log(redis_prefix))  # as if Redis had lost it
+        assert wait_until(lambda: admin.exists(broadcast_log(redis_prefix)) == 1, timeout=10)
+    finally:
+        admin.close()
+    node.send(None, msg("again"))
+    client.wait_for(1)
+    assert client.ns()[-1] == "again"
+    assert replayed(node, sid, client.snapshot()[-1][0]) == []
+
+
+def test_a_broadcast_of_a_manager_without_store_is_delivered_unstored(nodes, node_factory, connect, new_id):
+    """E.g. examples/notify.py: the nodes holding resumable streams deliver it, at most once."""
+    node, plain = nodes(), node_factory()
+    sid = new_id()
+    client = connect(node, sid)
+    primer = client.wait_primed()
+    plain.send(None, msg("plain"))
+    node.send(None, msg("stored"))
+    client.wait_for(2)
+    assert client.ns() == ["plain", "stored"]
+    assert replayed(node, sid, primer) == [msg("stored")]
+
+
+@pytest.mark.parametrize("same_node", [False, True], ids=["other-node", "same-node"])
+def test_takeover_mid_broadcast_burst_delivers_every_message_exactly_once_in_order(nodes, connect, new_id, same_node):
+    a, sender = nodes(), nodes()
+    b = a if same_node else nodes()
+    sid, other = new_id(), new_id()
+    total = 600
+    first = connect(a, sid, maxsize=total + 10)
+    connect(b, other, maxsize=total + 10).wait_primed()  # broadcasts reach every stream of the node
+    first.wait_primed()
+    halfway = threading.Event()
+
+    def burst() -> None:
+        for i in range(total):
+            if i == total // 3:
+                halfway.set()
+            sender.send(None if i % 3 else [sid], msg(i))
+
+    thread = threading.Thread(target=burst)
+    thread.start()
+    try:
+        assert halfway.wait(30)
+        first.wait_for(1)
+        last = first.drop()
+        second = connect(b, sid, last_event_id=last, maxsize=total + 10)
+    finally:
+        thread.join(120)
+    assert not thread.is_alive()
+    before = first.snapshot()
+    upto = [eid for eid, _ in before].index(last) + 1
+    delivered_first = [json.loads(data)["params"]["n"] for _, data in before[:upto]]
+    second.wait_for(total - len(delivered_first), timeout=60)
+    sender.send(None, msg("end"))
+    second.wait_for(total - len(delivered_first) + 1, timeout=30)
+    assert delivered_first + second.ns() == list(range(total)) + ["end"]
+    assert wait_until(lambda: first.controller.closed)
 
 
 # -- expiry and shutdown -----------------------------------------------------------
@@ -301,12 +470,13 @@ def test_an_open_stream_keeps_its_session_alive_and_an_expired_one_leaves_no_key
         streams.event_store.open(sid, post)
         streams.event_store.append(sid, post, msg("post"))
         streams.send([sid], msg(0))
-        client.wait_for(1)
+        streams.send(None, msg("all"))
+        client.wait_for(2)
         time.sleep(3 * ttl)  # no request names the session meanwhile: only the open stream keeps it
         assert admin.exists(f"{redis_prefix}session:{sid}") == 1
         assert admin.sismember(f"{redis_prefix}uri:file:///watched", sid)
-        assert [m for _, m in streams.event_store.replay(sid, primer).events] == [msg(0)]
-        assert len(keys(redis_server, f"{redis_prefix}event-log:*")) == 2
+        assert [m for _, m in streams.event_store.replay(sid, primer).events] == [msg(0), msg("all")]
+        assert len(keys(redis_server, f"{redis_prefix}event-log:*")) == 3  # GET, POST and broadcast logs
         client.controller.close()
         assert wait_until(lambda: keys(redis_server, f"{redis_prefix}*") == [], timeout=10 * ttl), keys(
             redis_server, f"{redis_prefix}*"
@@ -366,7 +536,7 @@ def test_after_a_listener_outage_open_streams_catch_up_from_their_logs(nodes, co
     admin = redis_server.client()
     try:
         for i in range(200):  # many are published while the listener is away: lost on the wire
-            sender.send([sid], msg(i))
+            sender.send([sid] if i % 3 else None, msg(i))  # the catch-up merges both logs
             if i == 20:
                 kill_listener(admin, redis_prefix)
     finally:
@@ -375,6 +545,29 @@ def test_after_a_listener_outage_open_streams_catch_up_from_their_logs(nodes, co
     client.wait_for(201)
     assert client.ns() == list(range(201))  # every message once, in order: the stream caught up
     assert not client.controller.closed
+
+
+def test_a_stream_made_live_during_a_listener_reconnection_is_caught_up(nodes, connect, new_id):
+    """The claim script's "f" message is lost, and the listener's catch-up ran before the stream had its floor."""
+    node = nodes()
+    connect(node, new_id()).wait_primed()  # the listener runs
+    claim = node._claim_logged
+
+    def claim_losing_the_live_message(keys, args, **kwargs):
+        args = list(args)
+        args[9] = "nowhere:"  # the node channel prefix: the "f" message reaches no listener
+        reply = claim(keys=keys, args=args, **kwargs)
+        node._node().catch_ups += 1  # as if the listener had reconnected and caught up meanwhile
+        return reply
+
+    node._claim_logged = claim_losing_the_live_message
+    sid = new_id()
+    client = connect(node, sid)
+    client.wait_primed()
+    node.send(None, msg("broadcast"))
+    node.send([sid], msg("targeted"))
+    client.wait_for(2)
+    assert client.ns() == ["broadcast", "targeted"]
 
 
 def test_a_stream_that_missed_more_than_its_log_holds_is_closed(private_redis, connect, new_id, redis_prefix):
