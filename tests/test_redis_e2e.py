@@ -118,6 +118,7 @@ def test_official_client_across_workers(cluster: Gunicorn) -> None:
                 assert [log.level for log in peer.logs[before:]] == ["info", "info"]
                 if served.last("POST", "tools/call") != level_pid:
                     break
+                await anyio.sleep(0.02)  # let the worker that just served go idle: the next accept is anyone's
             else:
                 pytest.fail(f"no tools/call reached a worker other than {level_pid}: {served.records}")
 
@@ -132,6 +133,7 @@ def test_official_client_across_workers(cluster: Gunicorn) -> None:
                 await peer.wait_for("notifications/resources/updated", attempt)  # each one arrives
                 if served.last("POST", "tools/call") != stream_pid:
                     break
+                await anyio.sleep(0.02)
             else:
                 pytest.fail(f"no set_note reached a worker other than the stream's {stream_pid}")
             assert peer.methods().count("notifications/resources/updated") == attempt
