@@ -48,14 +48,32 @@ return 2
 
 #: Refresh the expiry of a session, its URI index and the subscriber set of
 #: each of its URIs, so a subscriber set lives as long as its longest-lived
-#: subscriber.
+#: subscriber; and, never shortening them, the event logs a RedisEventStore
+#: on the same prefix keeps for the session (and the store's shared keys), so
+#: a session in use keeps what a resume needs.
 _TOUCH_SESSION = """
+local function extend(key, ttl)
+  if redis.call('PTTL', key) < tonumber(ttl) then
+    redis.call('PEXPIRE', key, ttl)
+  end
+end
+
 local function touch_session(hash, index, uri_prefix, ttl)
   redis.call('PEXPIRE', hash, ttl)
   if redis.call('PEXPIRE', index, ttl) == 1 then
     for _, uri in ipairs(redis.call('SMEMBERS', index)) do
       redis.call('PEXPIRE', uri_prefix .. uri, ttl)
     end
+  end
+  local prefix, sid = string.match(hash, '^(.-)session:(.*)$')
+  local logs = prefix and (prefix .. 'events:' .. sid)
+  if logs and redis.call('EXISTS', logs) == 1 then
+    extend(logs, ttl)
+    for _, stream in ipairs(redis.call('HKEYS', logs)) do
+      extend(prefix .. 'event-log:' .. stream .. ':' .. sid, ttl)
+    end
+    extend(prefix .. 'event-log:broadcast', ttl)
+    extend(prefix .. 'events-clock', ttl)
   end
 end
 """
@@ -503,6 +521,7 @@ local shared, count = {}, #KEYS
 for i, key in ipairs(KEYS) do
   local id = ev_append(ARGV[i + 6], ARGV[i + 6 + count], ARGV[6], shared)
   if id then
+    ev_touch(ARGV[i + 6], {ARGV[i + 6 + count]})
     route(redis.call('GET', key), id, true)
   end
 end

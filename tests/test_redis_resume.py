@@ -608,3 +608,34 @@ def test_after_redis_lost_every_key_open_streams_get_new_logs_and_keep_receiving
         assert [m for _, m in holder.event_store.replay(sid, latest).events][-1] == msg("more")
     finally:
         holder.close()
+
+
+def test_a_session_in_use_keeps_its_event_logs_past_the_store_ttl(redis_server, redis_prefix, new_id, connect):
+    """Requests (info calls) and targeted sends keep what a resume needs, as long as the session lives."""
+    ttl = 1.0
+    info = RedisInfoSessionManager(redis_server.url, prefix=redis_prefix, session_ttl=ttl)
+    streams = RedisStreamSessionManager(
+        redis_server.url, prefix=redis_prefix, liveness_ttl=1.0, heartbeat_interval=0.2,
+        event_store=make_event_store(redis_server.url, redis_prefix, session_ttl=ttl),
+    )
+    try:
+        sid = new_id()
+        info.create(sid)
+        client = connect(streams, sid)
+        primer = client.wait_primed()
+        client.controller.close()
+        assert wait_until(lambda: not streams.has(sid))
+        deadline = time.monotonic() + 2.5 * ttl  # past the store's ttl, the session in use all along
+        sent = 0
+        while time.monotonic() < deadline:
+            assert info.exists(sid)
+            if sent < 3:
+                streams.send([sid], msg(sent))
+                sent += 1
+            time.sleep(ttl / 5)
+        resumed = connect(streams, sid, last_event_id=primer)
+        resumed.wait_for(3)
+        assert resumed.ns() == [0, 1, 2]
+    finally:
+        streams.close()
+        info.close()
