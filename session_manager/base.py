@@ -214,9 +214,14 @@ class SessionManagers:
         self.info.track_streams(self.streams)
 
     def delete(self, session_id: str) -> None:
-        """End the session everywhere: its stream, its stored events and all its metadata."""
-        self.streams.delete(session_id)
+        """End the session everywhere: all its metadata, its stream and its stored events.
+
+        Metadata goes first: a stream opened concurrently (which checks that
+        the session exists once it is registered) then sees the session gone
+        and is closed, instead of outliving it.
+        """
         self.info.delete(session_id)
+        self.streams.delete(session_id)
 
     def close(self) -> None:
         """Close both managers."""

@@ -37,10 +37,13 @@ class InMemoryStreamSessionManager(StreamSessionManager):
     streams are resumable: a session's messages are stored from its first
     stream on, each event carries its id, and :meth:`create` with
     ``last_event_id`` replays what the client missed. A message is stored
-    and queued as one step per session (under one of a fixed set of locks,
-    picked by session id), so a resume sees every event exactly once.
-    Broadcasts then reach every session with a log, open stream or not.
-    Closing the manager closes its store.
+    and queued as one step, under one lock of the manager (held for a send
+    or a resume's replay; give it a store local to the process, as no I/O
+    should happen under it), so ids reach each stream in order and a resume
+    sees every event exactly once. Broadcasts then reach every session with
+    a log, open stream or not. With an
+    :class:`~session_manager.InMemoryEventStore` a broadcast is stored once
+    and framed once for every stream. Closing the manager closes its store.
     """
 
     def __init__(self, *, event_store: Optional[EventStore] = None) -> None:
