@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import abc
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, Dict, Iterable, List, Optional
+from typing import TYPE_CHECKING, Any, Callable, Dict, Iterable, List, Optional
 
 from ._validate import LOG_LEVELS
 from .stream import StreamController
@@ -181,6 +181,14 @@ class InfoSessionManager(abc.ABC):
         no open stream. :class:`SessionManagers` calls this for its pair.
         Backends whose stream manager refreshes the session by itself (Redis
         with Redis) need nothing, which is the default.
+        """
+
+    def keep_alive_while(self, predicate: Callable[[str], bool]) -> None:
+        """Also keep sessions for which ``predicate(session_id)`` is true (e.g. a request still running).
+
+        Transports call this. The default does nothing: backends whose
+        sessions expire by themselves (Redis key TTLs) refresh a session on
+        every call naming it instead.
         """
 
     def __enter__(self) -> "InfoSessionManager":

@@ -229,8 +229,9 @@ class InMemoryInfoSessionManager(FieldStoreInfoManager):
     mutate stored state. Subscriptions are indexed both ways, so
     :meth:`delete` and :meth:`get_subscriptions` never scan all sessions.
 
-    Expiry: a session with no call naming it (getters included) and no open
-    stream for *session_ttl* seconds is deleted, with its stream and stored
+    Expiry: a session with no call naming it (getters included), no open
+    stream and no running request (:meth:`keep_alive_while`) for
+    *session_ttl* seconds is deleted, with its stream and stored
     events (once :meth:`track_streams` was called, as
     :class:`~session_manager.SessionManagers` does). Sessions are kept in
     order of last use, so expiry costs no timer or thread: each call that
@@ -246,6 +247,7 @@ class InMemoryInfoSessionManager(FieldStoreInfoManager):
         self._sessions: "OrderedDict[str, _Session]" = OrderedDict()  # least recently used first
         self._subscribers: Dict[str, Set[str]] = {}
         self._streams: Optional[StreamSessionManager] = None
+        self._keep_alive: List[Callable[[str], bool]] = []
 
     @property
     def session_ttl(self) -> Optional[float]:
@@ -256,6 +258,18 @@ class InMemoryInfoSessionManager(FieldStoreInfoManager):
         if not isinstance(streams, StreamSessionManager):
             raise TypeError(f"streams must be a StreamSessionManager, not {type(streams).__name__}")
         self._streams = streams
+
+    def keep_alive_while(self, predicate: Callable[[str], bool]) -> None:
+        if not callable(predicate):
+            raise TypeError(f"predicate must be callable, not {type(predicate).__name__}")
+        self._keep_alive.append(predicate)
+
+    def _in_use(self, session_id: str) -> bool:
+        """An open stream or a running request keeps the session."""
+        streams = self._streams
+        if streams is not None and streams.has(session_id):
+            return True
+        return any(predicate(session_id) for predicate in self._keep_alive)
 
     # -- expiry ------------------------------------------------------------
 
@@ -282,7 +296,7 @@ class InMemoryInfoSessionManager(FieldStoreInfoManager):
         if not due:
             return []
         streams = self._streams
-        alive = {sid for sid in due if streams is not None and streams.has(sid)}  # outside the lock: may do I/O
+        alive = {sid for sid in due if self._in_use(sid)}  # outside the lock: may do I/O
         expired = []
         with self._lock:
             for sid in due:

@@ -189,6 +189,33 @@ def test_b_post_response_is_recovered_with_get_and_last_event_id(serve, handler_
     resumed.close()
 
 
+def test_a_running_tool_call_keeps_its_session_alive_past_session_ttl(serve) -> None:  # noqa: F811
+    """In memory: idle expiry spares a session whose request is still being handled, then takes it."""
+    from session_manager import InMemoryInfoSessionManager
+
+    ttl = 0.3
+    handler = TestHandler()
+    managers = SessionManagers(
+        InMemoryStreamSessionManager(event_store=InMemoryEventStore(100)),
+        InMemoryInfoSessionManager(session_ttl=ttl),
+    )
+    h = serve(handler, managers=managers, retry=RETRY)
+    sid = h.initialize()
+    post = post_block(h, sid)
+    assert post.status == 200
+    read(post, lambda got: len(got) >= 1)
+    time.sleep(ttl * 2)
+    key = next(iter(managers.info._sessions))
+    assert managers.info.expire() == [] and managers.info.exists(key)
+    handler.release.set()
+    assert json.loads(read(post, lambda got: False)[-1].data)["result"] == {"released": True}
+    wait_until(lambda: not handler_running("mcp-test/block"), what="the handler to finish")
+    time.sleep(ttl * 2)
+    assert managers.info.expire() == [key]
+    assert h.post({"jsonrpc": "2.0", "id": 9, "method": "ping"}, sid).status_code == 404
+    post.close()
+
+
 def test_b_resuming_a_finished_post_twice_replays_the_same_events(serve) -> None:  # noqa: F811
     handler = TestHandler()
     handler.release.set()

@@ -158,6 +158,8 @@ class TransportCore:
         self._controllers: Set[StreamController] = set()
         self._workers: Set[threading.Thread] = set()
         self._posts: Dict[Tuple[str, str], PostStream] = {}
+        self._running: Dict[str, int] = {}  # session key -> handlers running on their own thread
+        managers.info.keep_alive_while(self.is_running)
 
     # -- answering -------------------------------------------------------------
 
@@ -283,11 +285,14 @@ class TransportCore:
         """Run the request's handler on its own thread (greenlet), tracked until it ends."""
         started: List[threading.Thread] = []
 
+        key = ctx.session_id
+
         def track(thread: threading.Thread) -> None:
             with self._lock:
                 if self._closing:
                     raise _shutting_down()
                 self._workers.add(thread)
+                self._running[key] = self._running.get(key, 0) + 1
             started.append(thread)
 
         def finished() -> None:
@@ -297,8 +302,16 @@ class TransportCore:
             finally:
                 for thread in started:
                     self._untrack(self._workers, thread)
+                    with self._lock:
+                        left = self._running.pop(key) - 1
+                        if left:
+                            self._running[key] = left
 
         run_in_background(self.handler, message, ctx, deliver, on_success, finished, track)
+
+    def is_running(self, key: str) -> bool:
+        """Whether a request of the session is still being handled here: it keeps the session alive."""
+        return key in self._running
 
     # -- POST streams and resumption ---------------------------------------------
 
