@@ -324,6 +324,9 @@ class TransportCore:
         controller = self.new_stream()
         try:
             post = PostStream(key, controller, self.managers.streams.event_store)
+            if post.stream_id is not None and not self.managers.info.exists(key):
+                self.managers.streams.delete(key)  # deleted meanwhile: drop the log just opened
+                raise not_found()
         except BaseException:
             controller.close()
             raise
