@@ -6,14 +6,12 @@ runs the behaviour suites on the ``redis_streams`` and ``redis_info`` fixtures.
 
 from __future__ import annotations
 
-import contextlib
 import os
 import uuid
-from typing import Any, Callable, Iterator, List, Optional
+from typing import Callable, Iterator, List, Optional
 
 import pytest
 
-from session_manager import StreamController
 from session_manager.redis import RedisEventStore, RedisInfoSessionManager, RedisStreamSessionManager
 
 from .redis_server import MISSING, RedisServer, find_binary
@@ -118,25 +116,3 @@ def redis_resumable_streams(
     return node_factory(event_store=make_event_store(redis_server.url, redis_prefix))
 
 
-@contextlib.contextmanager
-def stream_readers(reader: Callable[[StreamController], Any]) -> Iterator[Callable[..., Any]]:
-    """``open(manager, sid, last_event_id=None, **controller_kwargs)``: create a stream, read it with *reader*.
-
-    *reader* wraps the controller and reads it on a thread (``.controller``,
-    ``.thread``); every stream is closed and its reader joined on exit.
-    """
-    made: List[Any] = []
-
-    def open_on(manager: Any, sid: str, last_event_id: Optional[str] = None, **kwargs: Any) -> Any:
-        kwargs.setdefault("keepalive", 0.2)
-        controller = StreamController(**kwargs)
-        manager.create(sid, controller, last_event_id=last_event_id)
-        made.append(reader(controller))
-        return made[-1]
-
-    try:
-        yield open_on
-    finally:
-        for opened in made:
-            opened.controller.close()
-            opened.thread.join(5)

@@ -35,7 +35,8 @@ from session_manager import (
 from session_manager.redis import RedisInfoSessionManager, RedisStreamSessionManager
 
 from .conftest import Reader
-from .conftest_redis import TEST_HEARTBEAT, TEST_LIVENESS_TTL, stream_readers
+from .conftest_redis import TEST_HEARTBEAT, TEST_LIVENESS_TTL
+from .resume_support import stream_readers
 from .redis_server import RedisServer
 
 ROOT = Path(__file__).resolve().parent.parent

@@ -11,7 +11,7 @@ from __future__ import annotations
 import json
 import threading
 import time
-from typing import Callable, Iterator, List, Tuple
+from typing import Callable, Iterator, List
 
 import pytest
 
@@ -25,69 +25,10 @@ from session_manager import (
 from session_manager.events import get_stream_id, new_post_stream_id, parse_event_id
 from session_manager.redis import RedisInfoSessionManager, RedisStreamSessionManager
 
-from .conftest_redis import TEST_HEARTBEAT, TEST_LIVENESS_TTL, make_event_store, stream_readers
+from .conftest_redis import TEST_HEARTBEAT, TEST_LIVENESS_TTL, make_event_store
 from .redis_server import RedisServer
-from .sse_parser import SSEParser
+from .resume_support import Client, msg, stream_readers
 from .test_redis_backend import keys, read_line, spawned, wait_until
-
-
-def msg(n: object) -> str:
-    return json.dumps({"jsonrpc": "2.0", "method": "notifications/message", "params": {"n": n}})
-
-
-class Client:
-    """Reads a stream on a thread like an SSE client; :meth:`drop` models a dead connection.
-
-    After :meth:`drop` the client records nothing more and stops reading
-    without ending the stream (the server has not noticed yet), until the
-    server closes it.
-    """
-
-    def __init__(self, controller: StreamController) -> None:
-        self.controller = controller
-        self.events: List[Tuple[str, str]] = []  # (event id, data) of message events
-        self.last_event_id = ""
-        self.dropped = threading.Event()
-        self.ended = threading.Event()
-        self._lock = threading.Lock()
-        self.thread = threading.Thread(target=self._run, daemon=True)
-        self.thread.start()
-
-    def _run(self) -> None:
-        parser = SSEParser()
-        frames = iter(self.controller)
-        try:
-            for chunk in frames:
-                if self.dropped.is_set():
-                    continue  # never reaches the client; keep draining so a takeover can end the stream
-                events = parser.feed(chunk)
-                with self._lock:
-                    self.events.extend((e.id, e.data) for e in events if e.data)
-                    self.last_event_id = parser.last_event_id
-        finally:
-            self.ended.set()
-
-    def drop(self) -> str:
-        """Stop receiving; return the last event id received."""
-        with self._lock:
-            self.dropped.set()
-            return self.last_event_id
-
-    def snapshot(self) -> List[Tuple[str, str]]:
-        with self._lock:
-            return list(self.events)
-
-    def ns(self) -> List[object]:
-        return [json.loads(data)["params"]["n"] for _, data in self.snapshot()]
-
-    def wait_for(self, count: int, timeout: float = 20.0) -> None:
-        if not wait_until(lambda: len(self.snapshot()) >= count, timeout=timeout, interval=0.01):
-            pytest.fail(f"expected {count} events, got {len(self.snapshot())}")
-
-    def wait_primed(self, timeout: float = 10.0) -> str:
-        if not wait_until(lambda: bool(self.last_event_id), timeout=timeout, interval=0.01):
-            pytest.fail("no priming event id")
-        return self.last_event_id
 
 
 @pytest.fixture

@@ -2,118 +2,35 @@
 
 The ``resumable`` managers' stores keep 50 events per stream. A client is
 modelled by :class:`Client`: it reads a controller on a thread, records
-``(event id, data)`` like the MCP client (an event with empty data, the
-priming event, only moves the last event id), and can stop reading at any point without closing the
-stream, as a client whose connection silently died.
+``(event id, data)`` like the MCP client (the priming event only moves the
+last event id), and can drop its connection at any point without the
+server noticing (tests/resume_support.py).
 """
 
 from __future__ import annotations
 
-import json
+import functools
 import threading
 import time
-from typing import List, Optional, Tuple
+from typing import List
 
 import pytest
 
 from session_manager import EventGoneError, InvalidEventIdError, StreamConflictError, StreamController
 from session_manager.events import get_stream_id, parse_event_id
 
-from .sse_parser import SSEParser
-
-
-def msg(n: object) -> str:
-    return json.dumps({"jsonrpc": "2.0", "method": "notifications/message", "params": {"n": n}})
-
-
-class Client:
-    """Reads a controller on a thread, as an SSE client would."""
-
-    def __init__(self, controller: StreamController) -> None:
-        self.controller = controller
-        self.events: List[Tuple[Optional[str], str]] = []
-        self.last_event_id = ""
-        self.retry: Optional[int] = None
-        self._stop = threading.Event()
-        self._cond = threading.Condition()
-        self.ended = threading.Event()
-        self.thread = threading.Thread(target=self._run, daemon=True)
-        self.thread.start()
-
-    def _run(self) -> None:
-        parser = SSEParser()
-        # Held here, so leaving the loop does not close the stream: a dead connection stays open.
-        self._frames = iter(self.controller)
-        try:
-            for chunk in self._frames:
-                if self._stop.is_set():
-                    return  # the connection died: this chunk never reached the client
-                events = parser.feed(chunk)
-                with self._cond:
-                    self.events.extend((e.id, e.data) for e in events if e.data)  # skip priming events
-                    self.last_event_id = parser.last_event_id
-                    self.retry = getattr(parser, "retry", None)
-                    self._cond.notify_all()
-        finally:
-            self.ended.set()
-            with self._cond:
-                self._cond.notify_all()
-
-    def wait_for(self, count: int, timeout: float = 10.0) -> List[Tuple[Optional[str], str]]:
-        deadline = time.monotonic() + timeout
-        with self._cond:
-            while len(self.events) < count:
-                left = deadline - time.monotonic()
-                if left <= 0:
-                    pytest.fail(f"expected {count} events, got {len(self.events)}")
-                self._cond.wait(left)
-            return list(self.events)
-
-    def wait_primed(self, timeout: float = 10.0) -> str:
-        deadline = time.monotonic() + timeout
-        with self._cond:
-            while not self.last_event_id:
-                left = deadline - time.monotonic()
-                if left <= 0:
-                    pytest.fail("the stream sent no priming event id")
-                self._cond.wait(left)
-            return self.last_event_id
-
-    def drop(self) -> str:
-        """Stop reading without closing (a dead connection); return the last event id received."""
-        self._stop.set()
-        with self._cond:
-            return self.last_event_id
-
-    def ns(self) -> List[object]:
-        with self._cond:
-            return [json.loads(data)["params"]["n"] for _, data in self.events]
+from .resume_support import Client, msg, stream_readers, wait_until
 
 
 @pytest.fixture
 def connect(resumable):
-    clients: List[Client] = []
-
-    def open_(sid: str, last_event_id: Optional[str] = None, **kwargs) -> Client:
-        kwargs.setdefault("keepalive", 0.2)
-        controller = StreamController(**kwargs)
-        resumable.create(sid, controller, last_event_id=last_event_id)
-        client = Client(controller)
-        clients.append(client)
-        return client
-
-    yield open_
-    for client in clients:
-        client.controller.close()
-        client.thread.join(5)
+    """``connect(sid, last_event_id=None, **controller_kwargs)``: a stream of the manager, read by a :class:`Client`."""
+    with stream_readers(Client) as open_on:
+        yield functools.partial(open_on, resumable)
 
 
-def wait_until(predicate, timeout: float = 10.0) -> None:
-    deadline = time.monotonic() + timeout
-    while not predicate():
-        if time.monotonic() > deadline:
-            pytest.fail("condition not reached in time")
-        time.sleep(0.01)
+def until(predicate) -> None:
+    assert wait_until(predicate), "condition not reached in time"
 
 
 def test_stream_is_primed_and_every_event_has_an_id_of_its_stream(resumable, connect, new_id):
@@ -137,7 +54,7 @@ def test_resume_replays_what_was_missed_then_continues_live(resumable, connect, 
     first.wait_for(3)
     last = first.drop()
     first.controller.close()  # the server noticed
-    wait_until(lambda: not resumable.has(sid))
+    until(lambda: not resumable.has(sid))
     for i in range(3, 8):  # sent while no stream was open: stored
         resumable.send([sid], msg(i))
     resumable.send(None, msg(8))  # a broadcast reaches a session with a log too
@@ -158,7 +75,7 @@ def test_resume_takes_over_a_stream_whose_client_is_gone(resumable, connect, new
     last = first.drop()
     resumable.send([sid], msg(1))
     second = connect(sid, last_event_id=last)
-    wait_until(lambda: first.controller.closed)  # the dead stream was replaced, not a 409
+    until(lambda: first.controller.closed)  # the dead stream was replaced, not a 409
     resumable.send([sid], msg(2))
     second.wait_for(2)
     assert second.ns() == [1, 2]
@@ -185,8 +102,8 @@ def test_takeover_in_the_middle_of_a_burst_loses_and_repeats_nothing(resumable, 
     last = first.drop()
     second = connect(sid, last_event_id=last, maxsize=total + 10)
     sender.join(60)
-    received = [n for n in first.ns()]
-    delivered_before = [eid for eid, _ in first.events]
+    received = first.ns()
+    delivered_before = [eid for eid, _ in first.snapshot()]
     assert not delivered_before or delivered_before[-1] == last
     second.wait_for(total - len(received), timeout=30)
     resumable.send([sid], msg("end"))
@@ -242,10 +159,10 @@ def test_a_slow_consumer_is_closed_and_resumes_without_loss(resumable, connect, 
     fast = connect(other, maxsize=100)
     last = slow.wait_primed()
     fast.wait_primed()
-    slow.drop()  # stops reading: its queue fills up
+    slow.drop(stall=True)  # stops reading: its queue fills up
     for i in range(20):  # within the store's 50
         resumable.send([sid, other], msg(i))
-    wait_until(lambda: slow.controller.closed)
+    until(lambda: slow.controller.closed)
     assert slow.controller.overflowed
     assert fast.wait_for(20) and fast.ns() == list(range(20))
     again = connect(sid, last_event_id=last)
