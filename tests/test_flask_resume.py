@@ -33,6 +33,8 @@ from .flask_support import (
     RawStream,
     TestHandler,
     ThreadedServer,
+    events_of,
+    initialize_message,
     serve,  # noqa: F401 - fixture
     wait_until,
 )
@@ -214,6 +216,24 @@ def test_a_running_tool_call_keeps_its_session_alive_past_session_ttl(serve) -> 
     assert managers.info.expire() == [key]
     assert h.post({"jsonrpc": "2.0", "id": 9, "method": "ping"}, sid).status_code == 404
     post.close()
+
+
+def test_b_answers_sent_at_once_over_sse_are_primed_and_resumable(serve) -> None:  # noqa: F811
+    """initialize's answer (and an immediate error) starts with a priming event; its id recovers the reply."""
+    h = serve(TestHandler(), managers=stored(), retry=RETRY)
+    response = h.post(initialize_message())
+    sid = response.headers["Mcp-Session-Id"]
+    parser = SSEParser()
+    parser.feed(response.content)
+    priming, answer = parser.events
+    assert priming.data == "" and priming.id.startswith("p") and parser.retry == RETRY
+    assert answer.id.startswith(priming.id.split(".")[0] + ".") and json.loads(answer.data)["result"]["serverInfo"]
+    replayed = get_response(h, sid, priming.id)
+    assert [json.loads(event.data) for event in events_of(replayed)] == [json.loads(answer.data)]
+    bad = h.post({"jsonrpc": "2.0", "id": 3, "method": "logging/setLevel", "params": {"level": "loud"}}, sid)
+    parser = SSEParser()
+    parser.feed(bad.content)
+    assert parser.events[0].data == "" and json.loads(parser.events[1].data)["error"]["code"] == -32602
 
 
 def test_b_resuming_a_finished_post_twice_replays_the_same_events(serve) -> None:  # noqa: F811

@@ -9,6 +9,7 @@ sessions, bookkeeping, the handler's context, error mapping) is in
 from __future__ import annotations
 
 import logging
+from typing import Optional
 
 from flask import Response, request
 
@@ -24,6 +25,7 @@ from ._checks import (
 )
 from ._core import JSON, OPENED, SSE, TransportCore, empty_response, json_response, sse_response
 from ._handler import invoke, notify_handler
+from ._streams import stored_reply
 from .._jsonrpc import INVALID_REQUEST, REQUEST, SERVER_ERROR, HttpError, JsonRpcError, Message, error_response
 
 __all__ = ["Endpoint", "ALLOWED_METHODS"]
@@ -92,7 +94,7 @@ class Endpoint:
         try:
             on_success = core.bookkeeping(key, message)
         except JsonRpcError as error:
-            return self._reply(error_response(message.id, error), use_sse)
+            return self._reply(error_response(message.id, error), use_sse, key)
         if not use_sse:
             ctx = core.context(key, info, message, core.to_session(key))
             return self._reply(invoke(core.handler, message, ctx, on_success)[0], use_sse)
@@ -117,13 +119,18 @@ class Endpoint:
         if not ok:
             core.managers.info.delete(key)
             return self._reply(reply, use_sse)
-        response = self._reply(reply, use_sse)
+        response = self._reply(reply, use_sse, key)
         response.headers[SESSION_HEADER] = session_id
         return response
 
-    @staticmethod
-    def _reply(reply: str, use_sse: bool) -> Response:
-        return sse_response([encode_event(reply)]) if use_sse else json_response(reply)
+    def _reply(self, reply: str, use_sse: bool, key: Optional[str] = None) -> Response:
+        """A reply sent at once; over SSE, with an event store and a session, primed and stored like any POST stream."""
+        if not use_sse:
+            return json_response(reply)
+        store = self.core.managers.streams.event_store
+        if store is None or key is None:
+            return sse_response([encode_event(reply)])
+        return sse_response(stored_reply(store, key, reply, self.core.retry))
 
     # -- GET and DELETE --------------------------------------------------------
 

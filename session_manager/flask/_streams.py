@@ -24,7 +24,7 @@ from ..events import EventStore, new_post_stream_id, replay_frames
 from ..sse import encode_event, encode_id, encode_message
 from ..stream import StreamController
 
-__all__ = ["PostStream", "client_socket", "socket_closer", "replay_only"]
+__all__ = ["PostStream", "client_socket", "socket_closer", "replay_only", "stored_reply"]
 
 logger = logging.getLogger(__name__)
 
@@ -77,6 +77,15 @@ def replay_only(store: EventStore, key: str, stream_id: str, last_event_id: str,
     frames = replay_frames(store, key, stream_id, last_event_id, retry)
     if retry is not None:
         frames.append(encode_event(retry=retry))
+    return frames
+
+
+def stored_reply(store: EventStore, key: str, reply: str, retry: Optional[int]) -> List[bytes]:
+    """A POST answered at once over SSE, resumable like any POST stream: the priming event, then the reply with its id."""
+    stream_id = new_post_stream_id()
+    frames = [encode_event("", id=store.open(key, stream_id), retry=retry)]
+    event_id = store.append(key, stream_id, reply)
+    frames.append(encode_message(reply) if event_id is None else encode_id(event_id) + encode_message(reply))
     return frames
 
 
