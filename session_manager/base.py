@@ -6,6 +6,7 @@ import abc
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Callable, Dict, Iterable, List, Optional
 
+from . import _validate
 from ._validate import LOG_LEVELS
 from .stream import StreamController
 
@@ -47,6 +48,14 @@ class StreamSessionManager(abc.ABC):
     def event_store(self) -> Optional["EventStore"]:
         """The event store that makes this manager's streams resumable, if any."""
         return None
+
+    def _check_create(self, session_id: str, controller: StreamController, last_event_id: Optional[str]) -> None:
+        """The argument checks of every :meth:`create`, so all backends refuse the same calls."""
+        _validate.session_id(session_id)
+        if not isinstance(controller, StreamController):
+            raise TypeError(f"controller must be a StreamController, not {type(controller).__name__}")
+        if last_event_id is not None and self.event_store is None:
+            raise ValueError("resuming (last_event_id) needs an event store: pass event_store= to the manager")
 
     @abc.abstractmethod
     def delete(self, session_id: str) -> None:

@@ -52,7 +52,8 @@ class InMemoryStreamSessionManager(StreamSessionManager):
         self._lock = threading.Lock()
         self._streams: Dict[str, StreamController] = {}
         self._store = event_store
-        self._direct = event_store is not None and _appends_directly(event_store)
+        # Sends append to the store's logs themselves: exactly InMemoryEventStore, not a subclass.
+        self._direct = type(event_store) is InMemoryEventStore
         #: With a store, every session with a log: its GET stream's log (in-memory store) or id.
         self._logged: Dict[str, Union[str, _Log]] = {}
         #: Orders storing and queuing: ids reach each stream in the order they were stored.
@@ -65,13 +66,9 @@ class InMemoryStreamSessionManager(StreamSessionManager):
         return self._store
 
     def create(self, session_id: str, controller: StreamController, *, last_event_id: Optional[str] = None) -> None:
-        _validate.session_id(session_id)
-        if not isinstance(controller, StreamController):
-            raise TypeError(f"controller must be a StreamController, not {type(controller).__name__}")
+        self._check_create(session_id, controller, last_event_id)
         store = self._store
         if store is None:
-            if last_event_id is not None:
-                raise ValueError("resuming (last_event_id) needs an event store: pass event_store= to the manager")
             self._register(session_id, controller, replace=False)
         else:
             stream_id = get_stream_id(session_id)
@@ -203,12 +200,8 @@ class InMemoryStreamSessionManager(StreamSessionManager):
         return f"<InMemoryStreamSessionManager streams={len(self._streams)}>"
 
 
+#: The id line of a GET-stream event, formatted with its position.
 _GET_ID = b"id: " + GET_STREAM.encode("ascii") + b".%d\n"
-
-
-def _appends_directly(store: EventStore) -> bool:
-    """Whether sends may append to the store's logs themselves (exactly InMemoryEventStore, not a subclass)."""
-    return type(store) is InMemoryEventStore
 
 
 class _Session:

@@ -348,13 +348,9 @@ class RedisStreamSessionManager(RedisBacked, StreamSessionManager):
         return self._store
 
     def create(self, session_id: str, controller: StreamController, *, last_event_id: Optional[str] = None) -> None:
-        _validate.session_id(session_id)
-        if not isinstance(controller, StreamController):
-            raise TypeError(f"controller must be a StreamController, not {type(controller).__name__}")
+        self._check_create(session_id, controller, last_event_id)
         resume_from = None
         if last_event_id is not None:
-            if self._store is None:
-                raise ValueError("resuming (last_event_id) needs an event store: pass event_store= to the manager")
             resume_from = check_resume(session_id, last_event_id)  # a bad id touches nothing
         state = self._started()
         with state.lock:

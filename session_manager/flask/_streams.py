@@ -80,13 +80,11 @@ def replay_only(store: EventStore, key: str, stream_id: str, last_event_id: str,
     return frames
 
 
-def stored_reply(store: EventStore, key: str, reply: str, retry: Optional[int]) -> List[bytes]:
-    """A POST answered at once over SSE, resumable like any POST stream: the priming event, then the reply with its id."""
-    stream_id = new_post_stream_id()
-    frames = [encode_event("", id=store.open(key, stream_id), retry=retry)]
-    event_id = store.append(key, stream_id, reply)
-    frames.append(encode_message(reply) if event_id is None else encode_id(event_id) + encode_message(reply))
-    return frames
+def stored_reply(store: EventStore, key: str, reply: str, retry: Optional[int]) -> StreamController:
+    """A POST answered at once over SSE: a POST stream whose only message is the reply (primed, stored)."""
+    controller = StreamController(retry=retry)
+    PostStream(key, controller, store).finish(reply)
+    return controller
 
 
 class PostStream:
