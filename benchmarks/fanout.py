@@ -81,7 +81,7 @@ class gc_mode:
             gc.enable()
 
 
-def best_and_median(runs: list, key: str) -> "tuple[dict, float]":
+def best_and_median(runs: list, key: str) -> tuple[dict, float]:
     ordered = sorted(runs, key=lambda r: r[key])
     return ordered[-1], ordered[len(ordered) // 2][key]
 

@@ -50,19 +50,19 @@ if __name__ == "__main__" and sys.argv[1:2] == ["--serve"] and sys.argv[2:3] != 
 
     monkey.patch_all()
 
-import argparse  # noqa: E402
-import asyncio  # noqa: E402
-import gc  # noqa: E402
-import json  # noqa: E402
-import os  # noqa: E402
-import re  # noqa: E402
-import resource  # noqa: E402
-import select  # noqa: E402
-import socket  # noqa: E402
-import statistics  # noqa: E402
-import subprocess  # noqa: E402
-import time  # noqa: E402
-from typing import Any, Dict, List, Optional, Tuple  # noqa: E402
+import argparse
+import asyncio
+import gc
+import json
+import os
+import re
+import resource
+import select
+import socket
+import statistics
+import subprocess
+import time
+from typing import Any
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 PROTOCOL = "2025-11-25"
@@ -80,7 +80,7 @@ TARGETS = "ours >= 10x the SDK (aim 70,000/s), <= 30 KB per idle session, p99 < 
 # -- both server processes ------------------------------------------------------
 
 
-def prepare_process(cpu: Optional[int]) -> None:
+def prepare_process(cpu: int | None) -> None:
     """Raise the fd limit to the hard limit and pin this process to *cpu*."""
     _, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
     resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
@@ -98,15 +98,15 @@ def listen() -> socket.socket:
     return sock
 
 
-def bench_params(seq: int, size: int) -> Dict[str, Any]:
+def bench_params(seq: int, size: int) -> dict[str, Any]:
     """``notifications/message`` params: sequence number, send time, padding to ~*size* bytes on the wire."""
-    params: Dict[str, Any] = {"level": "info", "data": {"seq": seq, "t": time.time(), "pad": ""}}
+    params: dict[str, Any] = {"level": "info", "data": {"seq": seq, "t": time.time(), "pad": ""}}
     message = {"jsonrpc": "2.0", "method": "notifications/message", "params": params}
     params["data"]["pad"] = "x" * max(0, size - len(json.dumps(message, separators=(",", ":"))))
     return params
 
 
-def serve_ours(cpu: Optional[int], events: bool = False) -> None:
+def serve_ours(cpu: int | None, events: bool = False) -> None:
     from flask import request
     from gevent.pywsgi import WSGIServer
 
@@ -119,7 +119,7 @@ def serve_ours(cpu: Optional[int], events: bool = False) -> None:
     blueprint = app.blueprints["mcp"]
 
     @app.post("/bench/broadcast")
-    def trigger() -> Dict[str, int]:
+    def trigger() -> dict[str, int]:
         k, size = int(request.args["k"]), int(request.args["size"])
         for seq in range(k):
             blueprint.broadcast("notifications/message", bench_params(seq, size))
@@ -128,7 +128,7 @@ def serve_ours(cpu: Optional[int], events: bool = False) -> None:
     WSGIServer(listen(), app, log=None).serve_forever()
 
 
-def serve_sdk(cpu: Optional[int]) -> None:
+def serve_sdk(cpu: int | None) -> None:
     import uvicorn
     from mcp import types
     from mcp.server.lowlevel import Server
@@ -163,7 +163,7 @@ def serve_sdk(cpu: Optional[int]) -> None:
 # -- the load generator: HTTP/1.1 by hand ----------------------------------------------
 
 
-def http_request(method: str, path: str, port: int, sid: Optional[str] = None, body: bytes = b"") -> bytes:
+def http_request(method: str, path: str, port: int, sid: str | None = None, body: bytes = b"") -> bytes:
     lines = [f"{method} {path} HTTP/1.1", f"Host: 127.0.0.1:{port}"]
     if method == "GET":
         lines.append("Accept: text/event-stream")
@@ -175,7 +175,7 @@ def http_request(method: str, path: str, port: int, sid: Optional[str] = None, b
     return ("\r\n".join(lines) + "\r\n\r\n").encode() + body
 
 
-def parse_head(head: bytes) -> Tuple[int, Dict[str, str]]:
+def parse_head(head: bytes) -> tuple[int, dict[str, str]]:
     status_line, *lines = head.decode("latin-1").split("\r\n")
     headers = {}
     for line in lines:
@@ -184,10 +184,10 @@ def parse_head(head: bytes) -> Tuple[int, Dict[str, str]]:
     return int(status_line.split()[1]), headers
 
 
-Connection = Tuple[asyncio.StreamReader, asyncio.StreamWriter]
+Connection = tuple[asyncio.StreamReader, asyncio.StreamWriter]
 
 
-async def exchange(conn: Connection, request: bytes) -> Tuple[int, Dict[str, str]]:
+async def exchange(conn: Connection, request: bytes) -> tuple[int, dict[str, str]]:
     """One request on a keep-alive connection; reads (and discards) the whole response body."""
     reader, writer = conn
     writer.write(request)
@@ -230,11 +230,11 @@ class Stream(asyncio.Protocol):
         self.sse = b""  # de-chunked bytes not yet a complete event
         self.head = asyncio.get_running_loop().create_future()
         self.count = 0  # notifications received
-        self.received: List[Tuple[float, List[Tuple[bytes, bytes]]]] = []  # (receipt time, [(seq, t)])
+        self.received: list[tuple[float, list[tuple[bytes, bytes]]]] = []  # (receipt time, [(seq, t)])
         self.malformed = 0  # data lines without a seq/t pair
-        self.transport: Optional[asyncio.Transport] = None
+        self.transport: asyncio.Transport | None = None
 
-    def check(self, latencies: List[float]) -> bool:
+    def check(self, latencies: list[float]) -> bool:
         """Add this stream's latencies; True if it got exactly seq 0..k-1, in order."""
         seqs = []
         for now, pairs in self.received:
@@ -246,7 +246,7 @@ class Stream(asyncio.Protocol):
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self.transport = transport  # type: ignore[assignment]
 
-    def connection_lost(self, exc: Optional[Exception]) -> None:
+    def connection_lost(self, exc: Exception | None) -> None:
         if not self.head.done():
             self.head.set_exception(ConnectionError("stream closed before its response head"))
 
@@ -301,7 +301,7 @@ class Stream(asyncio.Protocol):
                 run.all_done.set_result(None)
 
 
-async def open_session(port: int, pool: "asyncio.Queue[Connection]", run: Run, name: str) -> Tuple[str, Stream]:
+async def open_session(port: int, pool: "asyncio.Queue[Connection]", run: Run, name: str) -> tuple[str, Stream]:
     """initialize and notifications/initialized on a pooled connection, then the GET stream on its own."""
     conn = await pool.get()
     try:
@@ -329,14 +329,14 @@ async def open_session(port: int, pool: "asyncio.Queue[Connection]", run: Run, n
     return sid, stream
 
 
-async def open_sessions(port: int, n: int, run: Run, name: str) -> List[Tuple[str, Stream]]:
+async def open_sessions(port: int, n: int, run: Run, name: str) -> list[tuple[str, Stream]]:
     """Open *n* sessions, CONCURRENCY at a time, each step bounded by STEP_TIMEOUT."""
-    pool: "asyncio.Queue[Connection]" = asyncio.Queue()
+    pool: asyncio.Queue[Connection] = asyncio.Queue()
     for _ in range(POST_CONNECTIONS):
         pool.put_nowait(await asyncio.open_connection("127.0.0.1", port))
     limit = asyncio.Semaphore(CONCURRENCY)
 
-    async def one() -> Tuple[str, Stream]:
+    async def one() -> tuple[str, Stream]:
         async with limit:
             return await asyncio.wait_for(open_session(port, pool, run, name), STEP_TIMEOUT)
 
@@ -361,7 +361,7 @@ def rss_kb(pid: int) -> int:
         return next(int(line.split()[1]) for line in status if line.startswith("VmRSS:"))
 
 
-def cpu_seconds(pid: int) -> Tuple[float, float]:
+def cpu_seconds(pid: int) -> tuple[float, float]:
     """Seconds all threads of *pid* ran and waited for a CPU (schedstat: ns, unlike /proc/PID/stat)."""
     ran = waited = 0
     for task in os.listdir(f"/proc/{pid}/task"):
@@ -374,7 +374,7 @@ def cpu_seconds(pid: int) -> Tuple[float, float]:
     return ran / 1e9, waited / 1e9
 
 
-async def measure(port: int, pid: int, n: int, k: int, size: int) -> Dict[str, Any]:
+async def measure(port: int, pid: int, n: int, k: int, size: int) -> dict[str, Any]:
     # Warm-up: first-request costs (imports, caches) must not count as per-session memory.
     warm = Run(k)
     for sid, stream in await open_sessions(port, WARMUP_SESSIONS, warm, WARMUP_NAME):
@@ -414,7 +414,7 @@ async def measure(port: int, pid: int, n: int, k: int, size: int) -> Dict[str, A
             stream.transport.close()  # type: ignore[union-attr]
 
     window = max(run.last_receipt, triggered) - triggered
-    latencies: List[float] = []
+    latencies: list[float] = []
     failures = sum(not stream.check(latencies) for _, stream in sessions)
     latencies.sort()
 
@@ -439,7 +439,7 @@ async def measure(port: int, pid: int, n: int, k: int, size: int) -> Dict[str, A
 # -- orchestration ---------------------------------------------------------------------
 
 
-def start_server(kind: str, cpu: Optional[int]) -> Tuple["subprocess.Popen[str]", int]:
+def start_server(kind: str, cpu: int | None) -> tuple["subprocess.Popen[str]", int]:
     cmd = [sys.executable, os.path.abspath(__file__), "--serve", kind]
     if cpu is not None:
         cmd += ["--cpu", str(cpu)]
@@ -463,7 +463,7 @@ def stop(proc: "subprocess.Popen[str]") -> None:
         proc.wait(5)
 
 
-def bench(kind: str, server_cpu: Optional[int], args: argparse.Namespace) -> Dict[str, Any]:
+def bench(kind: str, server_cpu: int | None, args: argparse.Namespace) -> dict[str, Any]:
     proc, port = start_server(kind, server_cpu)
     try:
         return asyncio.run(measure(port, proc.pid, args.sessions, args.notifications, args.size))
@@ -476,7 +476,7 @@ COLUMNS = (
 )
 
 
-def row(kind: str, label: str, r: Dict[str, Any]) -> str:
+def row(kind: str, label: str, r: dict[str, Any]) -> str:
     return (
         f"{kind:<7}  {label:<6}  {r['sessions']:>8}  {r['per_s']:>11,.0f}  {r['p50']:>6.1f}  {r['p99']:>6.1f}  "
         f"{r['kb']:>10.1f}  {r['failures']:>8}  {r['srv_cpu']:>7.0%}  {r['srv_wait']:>8.0%}  "
@@ -484,7 +484,7 @@ def row(kind: str, label: str, r: Dict[str, Any]) -> str:
     )
 
 
-def median(runs: List[Dict[str, Any]]) -> Dict[str, Any]:
+def median(runs: list[dict[str, Any]]) -> dict[str, Any]:
     """Per-column median of several runs (failures: the total)."""
     summary = {key: statistics.median(r[key] for r in runs) for key in runs[0]}
     summary["failures"] = sum(r["failures"] for r in runs)
@@ -525,7 +525,7 @@ def main() -> None:
     )
     ours_kinds = {"off": ["ours"], "on": ["ours-ev"], "both": ["ours", "ours-ev"]}[args.events]
     kinds = [kind for name in (("ours", "sdk") if args.server == "both" else (args.server,)) for kind in (ours_kinds if name == "ours" else [name])]
-    results: Dict[str, List[Dict[str, Any]]] = {kind: [] for kind in kinds}
+    results: dict[str, list[dict[str, Any]]] = {kind: [] for kind in kinds}
     print(COLUMNS)
     for run in range(1, args.repeat + 1):  # servers alternate, so noise hits both alike
         for kind in kinds:

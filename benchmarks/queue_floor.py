@@ -15,13 +15,13 @@ from gevent import monkey
 
 monkey.patch_all()
 
-import argparse  # noqa: E402
-import gc  # noqa: E402
-import os  # noqa: E402
-import queue  # noqa: E402
-import time  # noqa: E402
+import argparse
+import gc
+import os
+import queue
+import time
 
-import gevent  # noqa: E402
+import gevent
 
 
 def run(n: int, m: int, timeout: "float | None") -> "tuple[float, float]":
@@ -71,7 +71,7 @@ def main() -> None:
     parser.add_argument("--no-gc", action="store_true")
     args = parser.parse_args()
     if hasattr(os, "sched_setaffinity"):
-        os.sched_setaffinity(0, {sorted(os.sched_getaffinity(0))[-1]})
+        os.sched_setaffinity(0, {max(os.sched_getaffinity(0))})
     if args.no_gc:
         gc.disable()
     print(f"bare gevent SimpleQueue, N={args.n} blocked greenlets, gc {'off' if args.no_gc else 'on'}")

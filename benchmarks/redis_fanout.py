@@ -42,29 +42,30 @@ if __name__ == "__main__" and sys.argv[1:2] == ["--serve"]:
 
     monkey.patch_all()
 
-import argparse  # noqa: E402
-import asyncio  # noqa: E402
-import contextlib  # noqa: E402
-import gc  # noqa: E402
-import os  # noqa: E402
-import statistics  # noqa: E402
-import subprocess  # noqa: E402
-import time  # noqa: E402
-from typing import Any, Dict, List, Optional, Sequence, Tuple  # noqa: E402
+import argparse
+import asyncio
+import contextlib
+import gc
+import os
+import statistics
+import subprocess
+import time
+from collections.abc import Sequence
+from typing import Any
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path[:0] = [ROOT, os.path.join(ROOT, "benchmarks")]
 
-import http_fanout as hf  # noqa: E402  (the load generator and the "ours" server)
+import http_fanout as hf
 
-from examples.server import REDIS_URL_ENV, redis_managers  # noqa: E402
-from session_manager.flask import Notifier  # noqa: E402
+from examples.server import REDIS_URL_ENV, redis_managers
+from session_manager.flask import Notifier
 
 #: Sessions at the first connection count.
 FEW = 10
 
 
-def serve(cpu: Optional[int]) -> None:
+def serve(cpu: int | None) -> None:
     """A worker process: the example app, sessions in Redis (``MCP_REDIS_URL``), on gevent.pywsgi."""
     from gevent.pywsgi import WSGIServer
 
@@ -74,7 +75,7 @@ def serve(cpu: Optional[int]) -> None:
     WSGIServer(hf.listen(), create_app(), log=None).serve_forever()  # hf.listen() prints the port
 
 
-def start_worker(url: str, cpu: Optional[int]) -> Tuple["subprocess.Popen[str]", int]:
+def start_worker(url: str, cpu: int | None) -> tuple["subprocess.Popen[str]", int]:
     """A worker process on a free port; returns it and its port."""
     cmd = [sys.executable, os.path.abspath(__file__), "--serve"] + ([] if cpu is None else ["--cpu", str(cpu)])
     env = dict(os.environ, **{REDIS_URL_ENV: url})
@@ -86,10 +87,10 @@ def start_worker(url: str, cpu: Optional[int]) -> Tuple["subprocess.Popen[str]",
     return proc, int(line[1])
 
 
-def redis_connections(client: Any, redis_port: int, pids: Sequence[int]) -> List[int]:
+def redis_connections(client: Any, redis_port: int, pids: Sequence[int]) -> list[int]:
     """Connections of each process in ``CLIENT LIST``: client address -> socket inode -> owning pid."""
     listed = {int(entry["addr"].rsplit(":", 1)[1]) for entry in client.client_list()}
-    inode_of_port: Dict[str, int] = {}
+    inode_of_port: dict[str, int] = {}
     with open("/proc/net/tcp") as table:  # sl local_address rem_address st ... inode
         next(table)
         for line in table:
@@ -137,19 +138,19 @@ def servers_cpu(pids: Sequence[int]) -> float:
     return sum(hf.cpu_seconds(pid)[0] for pid in pids)
 
 
-def spread(n: int, parts: int) -> List[int]:
+def spread(n: int, parts: int) -> list[int]:
     return [n // parts + (i < n % parts) for i in range(parts)]
 
 
-async def open_spread(ports: Sequence[int], n: int, run: "hf.Run", name: str) -> List[Tuple[str, "hf.Stream"]]:
+async def open_spread(ports: Sequence[int], n: int, run: "hf.Run", name: str) -> list[tuple[str, "hf.Stream"]]:
     """*n* sessions split evenly over the workers, opened concurrently."""
     groups = await asyncio.gather(*(hf.open_sessions(port, count, run, name) for port, count in zip(ports, spread(n, len(ports)))))
     return [session for group in groups for session in group]
 
 
 async def measure_redis(
-    url: str, redis_port: int, redis_pid: Optional[int], ports: Sequence[int], pids: Sequence[int], n: int, k: int, size: int
-) -> Dict[str, Any]:
+    url: str, redis_port: int, redis_pid: int | None, ports: Sequence[int], pids: Sequence[int], n: int, k: int, size: int
+) -> dict[str, Any]:
     import redis
 
     admin = redis.Redis.from_url(url)
@@ -194,10 +195,10 @@ async def measure_redis(
         stream.transport.close()  # type: ignore[union-attr]
 
     window = max(run.last_receipt, triggered) - triggered
-    latencies: List[float] = []
+    latencies: list[float] = []
     failures = sum(not stream.check(latencies) for _, stream in sessions)
     latencies.sort()
-    pick = lambda q: latencies[min(len(latencies) - 1, int(q * len(latencies)))] * 1000 if latencies else float("nan")  # noqa: E731
+    pick = lambda q: latencies[min(len(latencies) - 1, int(q * len(latencies)))] * 1000 if latencies else float("nan")
     return {
         "sessions": n,
         "per_worker": per_worker,
@@ -215,12 +216,12 @@ async def measure_redis(
     }
 
 
-def bench_redis(url: str, server_cpu: Optional[int], args: argparse.Namespace) -> Dict[str, Any]:
+def bench_redis(url: str, server_cpu: int | None, args: argparse.Namespace) -> dict[str, Any]:
     """W Redis-backed workers on their own ports; returns :func:`measure_redis`'s figures."""
     import redis
 
     port = redis.Redis.from_url(url).connection_pool.connection_kwargs["port"]
-    workers: List[Tuple["subprocess.Popen[str]", int]] = []
+    workers: list[tuple[subprocess.Popen[str], int]] = []
     try:
         for _ in range(args.workers):
             workers.append(start_worker(url, server_cpu))
@@ -235,7 +236,7 @@ COLUMNS = "backend  run     processes  sessions  delivered/s  p50 ms  p99 ms  fa
 NUMERIC = ("per_s", "p50", "p99", "srv_cpu", "gen_cpu", "setup_s")
 
 
-def row(name: str, label: str, r: Dict[str, Any], workers: int) -> str:
+def row(name: str, label: str, r: dict[str, Any], workers: int) -> str:
     processes = f"{workers}+redis" if name == "redis" else "1"
     return (
         f"{name:<7}  {label:<6}  {processes:>9}  {r['sessions']:>8}  {r['per_s']:>11,.0f}  {r['p50']:>6.1f}  "
@@ -243,7 +244,7 @@ def row(name: str, label: str, r: Dict[str, Any], workers: int) -> str:
     )
 
 
-def median(runs: List[Dict[str, Any]]) -> Dict[str, Any]:
+def median(runs: list[dict[str, Any]]) -> dict[str, Any]:
     """Medians of the timing columns; failures summed; the rest from the last run."""
     summary = dict(runs[-1], failures=sum(r["failures"] for r in runs))
     summary.update({key: statistics.median(r[key] for r in runs) for key in NUMERIC})
@@ -276,7 +277,7 @@ def main() -> None:
     hf.prepare_process(cpus[0] if server_cpu is not None else None)
     from tests.redis_server import url_or_private
 
-    results: Dict[str, List[Dict[str, Any]]] = {"redis": []} if args.skip_memory else {"redis": [], "memory": []}
+    results: dict[str, list[dict[str, Any]]] = {"redis": []} if args.skip_memory else {"redis": [], "memory": []}
     with url_or_private(args.redis) as (url, server):
         args.redis_pid = server.process.pid if server is not None else None
         if server is not None and server_cpu is not None:
@@ -298,7 +299,7 @@ def main() -> None:
     report(summary, args)
 
 
-def report(summary: Dict[str, Dict[str, Any]], args: argparse.Namespace) -> None:
+def report(summary: dict[str, dict[str, Any]], args: argparse.Namespace) -> None:
     redis_r = summary["redis"]
     print(f"sessions per worker: {redis_r['per_worker']}; the sender's {args.notifications} broadcasts took {redis_r['send_ms']:.1f} ms")
     print(

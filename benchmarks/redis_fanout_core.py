@@ -27,7 +27,6 @@ import subprocess
 import sys
 import time
 import uuid
-from typing import List
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -92,7 +91,7 @@ def connections(client, name: str) -> int:
     return sum(c.get("name") == name for c in client.client_list())
 
 
-def percentile(values: List[float], p: float) -> float:
+def percentile(values: list[float], p: float) -> float:
     ordered = sorted(values)
     return ordered[min(len(ordered) - 1, int(p / 100 * len(ordered)))] if ordered else float("nan")
 
@@ -105,7 +104,7 @@ def spawn(mode: str, url: str, prefix: str, name: str, count: int, messages: int
     )
 
 
-def report(label: str, results: List[dict], started: float, expected: int) -> float:
+def report(label: str, results: list[dict], started: float, expected: int) -> float:
     latencies = [x for r in results for x in r["latencies"]]
     elapsed = max(r["last"] for r in results) - started
     rate = len(latencies) / elapsed if elapsed > 0 else float("nan")

@@ -21,12 +21,12 @@ import statistics
 import sys
 import time
 import uuid
-from typing import Callable, Dict, List
+from collections.abc import Callable
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
 
-from session_manager import InMemoryEventStore, InMemoryStreamSessionManager, StreamController, StreamSessionManager  # noqa: E402
+from session_manager import InMemoryEventStore, InMemoryStreamSessionManager, StreamController, StreamSessionManager
 
 
 def payload(size: int, n: int) -> str:
@@ -39,7 +39,7 @@ def last_id(chunk: bytes) -> str:
     return chunk.rsplit(b"id: ", 1)[1].split(b"\n", 1)[0].decode()
 
 
-def one_run(streams: StreamSessionManager, k: int, size: int) -> Dict[str, float]:
+def one_run(streams: StreamSessionManager, k: int, size: int) -> dict[str, float]:
     sid = f"replay-{uuid.uuid4().hex}"
     first = StreamController()
     streams.create(sid, first)
@@ -84,7 +84,7 @@ def wait_stored(streams: StreamSessionManager, sid: str, primer: str, k: int, ti
 def bench(name: str, make: Callable[[int], StreamSessionManager], k: int, size: int, repeat: int) -> None:
     streams = make(k)
     try:
-        runs: List[Dict[str, float]] = [one_run(streams, k, size) for _ in range(repeat)]
+        runs: list[dict[str, float]] = [one_run(streams, k, size) for _ in range(repeat)]
     finally:
         streams.close()
     resume = statistics.median(r["resume_s"] for r in runs)

@@ -18,16 +18,19 @@ import argparse
 import json
 import os
 import sys
-from typing import Any, Dict, List, Optional
+from typing import Any
 
-from session_manager import BackendUnavailableError, SessionManagers
-from session_manager import Notifier  # fan-out and JSON-RPC framing; no Flask needed
+from session_manager import (
+    BackendUnavailableError,
+    Notifier,  # fan-out and JSON-RPC framing; no Flask needed
+    SessionManagers,
+)
 from session_manager.redis import RedisInfoSessionManager, RedisStreamSessionManager
 
 REDIS_URL_ENV = "MCP_REDIS_URL"  # as in examples/server.py
 
 
-def parse_args(argv: Optional[List[str]]) -> argparse.Namespace:
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description="Send an MCP notification to live sessions through Redis.")
     parser.add_argument(
         "--redis",
@@ -62,7 +65,7 @@ def parse_args(argv: Optional[List[str]]) -> argparse.Namespace:
 
 def notify(notifier: Notifier, args: argparse.Namespace) -> str:
     """Send what *args* ask for; return what was done, for the user."""
-    params: Optional[Dict[str, Any]] = args.params
+    params: dict[str, Any] | None = args.params
     if args.broadcast:
         notifier.broadcast(args.method, params)
         return f"broadcast {args.method}"
@@ -76,7 +79,7 @@ def notify(notifier: Notifier, args: argparse.Namespace) -> str:
     return f"{args.method} sent to {len(args.session)} session(s)"
 
 
-def main(argv: Optional[List[str]] = None) -> int:
+def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     # Same URL and (default) prefix as the server. This process only sends:
     # no listener or heartbeat starts, nothing runs in the background.

@@ -51,7 +51,8 @@ import os
 import signal
 import threading
 import time
-from typing import TYPE_CHECKING, Any, Callable, Dict, List, Optional
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any
 
 from flask import Flask
 
@@ -80,10 +81,10 @@ NOTE_URI = "note://current"
 #: MCP's error code for an unknown resource.
 RESOURCE_NOT_FOUND = -32002
 
-Params = Dict[str, Any]
-Result = Optional[Dict[str, Any]]
+Params = dict[str, Any]
+Result = dict[str, Any] | None
 
-TOOLS: List[Dict[str, Any]] = [
+TOOLS: list[dict[str, Any]] = [
     {
         "name": "echo",
         "description": "Return the text it is given.",
@@ -107,7 +108,7 @@ TOOLS: List[Dict[str, Any]] = [
     },
 ]
 
-PROMPTS: List[Dict[str, Any]] = [
+PROMPTS: list[dict[str, Any]] = [
     {
         "name": "summarize_note",
         "description": "Ask the model to summarize the current note.",
@@ -127,7 +128,7 @@ class Note:
     KEY = "example:note"
     DEFAULT = "Hello from session_manager."
 
-    def __init__(self, redis_url: Optional[str] = None) -> None:
+    def __init__(self, redis_url: str | None = None) -> None:
         self._lock = threading.Lock()
         self._text = self.DEFAULT
         self._redis = None
@@ -155,7 +156,7 @@ class Note:
             self._text = text
 
 
-def _text(text: str) -> Dict[str, Any]:
+def _text(text: str) -> dict[str, Any]:
     """A tool result with one text block."""
     return {"content": [{"type": "text", "text": text}]}
 
@@ -163,10 +164,10 @@ def _text(text: str) -> Dict[str, Any]:
 class NoteServer:
     """The application: MCP methods, each a function of (params, ctx)."""
 
-    def __init__(self, note: Optional[Note] = None) -> None:
+    def __init__(self, note: Note | None = None) -> None:
         self.note = Note() if note is None else note
-        self.transport: Optional[McpBlueprint] = None  # set by create_app, for fan-out
-        self._methods: Dict[str, Callable[[Params, RequestContext], Result]] = {
+        self.transport: McpBlueprint | None = None  # set by create_app, for fan-out
+        self._methods: dict[str, Callable[[Params, RequestContext], Result]] = {
             # The blueprint fills protocolVersion, serverInfo and capabilities from its options.
             "initialize": lambda params, ctx: {},
             "ping": lambda params, ctx: {},
@@ -182,7 +183,7 @@ class NoteServer:
             "prompts/get": self.get_prompt,
         }
 
-    def handle(self, message: Dict[str, Any], ctx: RequestContext) -> Result:
+    def handle(self, message: dict[str, Any], ctx: RequestContext) -> Result:
         """The blueprint's handler: dispatch one JSON-RPC message."""
         method = message.get("method")
         function = self._methods.get(method) if method else None
@@ -274,10 +275,10 @@ def memory_managers(*, events: bool = True) -> SessionManagers:
 
 
 def create_app(
-    managers: Optional[SessionManagers] = None,
+    managers: SessionManagers | None = None,
     *,
-    redis_url: Optional[str] = None,
-    events: Optional[bool] = None,
+    redis_url: str | None = None,
+    events: bool | None = None,
     **options: Any,
 ) -> Flask:
     """Build the Flask app; *options* go to McpBlueprint.
@@ -313,7 +314,7 @@ def create_app(
     return app
 
 
-def main(argv: Optional[List[str]] = None) -> None:
+def main(argv: list[str] | None = None) -> None:
     """Serve the example with gevent's WSGI server until SIGINT or SIGTERM."""
     import gevent.event
     from gevent.pywsgi import WSGIServer

@@ -9,7 +9,8 @@ from __future__ import annotations
 
 import abc
 import json
-from typing import Any, Dict, Mapping, Optional
+from collections.abc import Mapping
+from typing import Any
 
 from . import _validate
 from .base import InfoSessionManager, SessionInfo
@@ -23,7 +24,7 @@ PROTOCOL_VERSION, CLIENT_INFO, CLIENT_CAPABILITIES, LOG_LEVEL = (
 )
 
 
-def _load(value: Optional[str]) -> Optional[Dict[str, Any]]:
+def _load(value: str | None) -> dict[str, Any] | None:
     return None if value is None else json.loads(value)
 
 
@@ -31,15 +32,15 @@ class FieldStoreInfoManager(InfoSessionManager):
     """Implements the metadata methods on four storage primitives."""
 
     @abc.abstractmethod
-    def _insert(self, session_id: str, fields: Dict[str, str]) -> bool:
+    def _insert(self, session_id: str, fields: dict[str, str]) -> bool:
         """Create the session holding *fields*; ``False`` if it already exists."""
 
     @abc.abstractmethod
-    def _read_all(self, session_id: str) -> Optional[Mapping[str, str]]:
+    def _read_all(self, session_id: str) -> Mapping[str, str] | None:
         """Every field of the session, or ``None`` if it does not exist."""
 
     @abc.abstractmethod
-    def _read(self, session_id: str, name: str) -> Optional[str]:
+    def _read(self, session_id: str, name: str) -> str | None:
         """One field, ``None`` if unset or the session does not exist."""
 
     @abc.abstractmethod
@@ -50,12 +51,12 @@ class FieldStoreInfoManager(InfoSessionManager):
         self,
         session_id: str,
         *,
-        protocol_version: Optional[str] = None,
-        client_info: Optional[Dict[str, Any]] = None,
-        client_capabilities: Optional[Dict[str, Any]] = None,
+        protocol_version: str | None = None,
+        client_info: dict[str, Any] | None = None,
+        client_capabilities: dict[str, Any] | None = None,
     ) -> None:
         _validate.session_id(session_id)
-        fields: Dict[str, str] = {}
+        fields: dict[str, str] = {}
         if protocol_version is not None:
             fields[PROTOCOL_VERSION] = _validate.text(protocol_version, "protocol version")
         if client_info is not None:
@@ -65,7 +66,7 @@ class FieldStoreInfoManager(InfoSessionManager):
         if not self._insert(session_id, fields):
             raise ValueError(f"session {session_id!r} already exists")
 
-    def get(self, session_id: str) -> Optional[SessionInfo]:
+    def get(self, session_id: str) -> SessionInfo | None:
         fields = self._read_all(_validate.session_id(session_id))
         if fields is None:
             return None
@@ -76,32 +77,32 @@ class FieldStoreInfoManager(InfoSessionManager):
             log_level=fields.get(LOG_LEVEL),
         )
 
-    def _get(self, session_id: str, name: str) -> Optional[str]:
+    def _get(self, session_id: str, name: str) -> str | None:
         return self._read(_validate.session_id(session_id), name)
 
     def _set(self, session_id: str, name: str, value: str) -> None:
         if not self._write(_validate.session_id(session_id), name, value):
             raise SessionNotFoundError(session_id)
 
-    def get_protocol_version(self, session_id: str) -> Optional[str]:
+    def get_protocol_version(self, session_id: str) -> str | None:
         return self._get(session_id, PROTOCOL_VERSION)
 
     def set_protocol_version(self, session_id: str, version: str) -> None:
         self._set(session_id, PROTOCOL_VERSION, _validate.text(version, "protocol version"))
 
-    def get_client_info(self, session_id: str) -> Optional[Dict[str, Any]]:
+    def get_client_info(self, session_id: str) -> dict[str, Any] | None:
         return _load(self._get(session_id, CLIENT_INFO))
 
-    def set_client_info(self, session_id: str, info: Dict[str, Any]) -> None:
+    def set_client_info(self, session_id: str, info: dict[str, Any]) -> None:
         self._set(session_id, CLIENT_INFO, _validate.json_object(info, "client info"))
 
-    def get_client_capabilities(self, session_id: str) -> Optional[Dict[str, Any]]:
+    def get_client_capabilities(self, session_id: str) -> dict[str, Any] | None:
         return _load(self._get(session_id, CLIENT_CAPABILITIES))
 
-    def set_client_capabilities(self, session_id: str, capabilities: Dict[str, Any]) -> None:
+    def set_client_capabilities(self, session_id: str, capabilities: dict[str, Any]) -> None:
         self._set(session_id, CLIENT_CAPABILITIES, _validate.json_object(capabilities, "client capabilities"))
 
-    def get_log_level(self, session_id: str) -> Optional[str]:
+    def get_log_level(self, session_id: str) -> str | None:
         return self._get(session_id, LOG_LEVEL)
 
     def set_log_level(self, session_id: str, level: str) -> None:

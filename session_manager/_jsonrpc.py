@@ -7,24 +7,25 @@ included, so this module is the only place that knows the envelope.
 from __future__ import annotations
 
 import json
-from typing import Any, Dict, Mapping, Optional, Union
+from collections.abc import Mapping
+from typing import Any
 
 __all__ = [
-    "PARSE_ERROR",
+    "INTERNAL_ERROR",
+    "INVALID_PARAMS",
     "INVALID_REQUEST",
     "METHOD_NOT_FOUND",
-    "INVALID_PARAMS",
-    "INTERNAL_ERROR",
+    "PARSE_ERROR",
     "SERVER_ERROR",
     "SESSION_NOT_FOUND",
-    "JsonRpcError",
     "HttpError",
+    "JsonRpcError",
     "Message",
-    "parse_message",
     "encode",
-    "result_response",
     "error_response",
     "notification",
+    "parse_message",
+    "result_response",
 ]
 
 #: Standard JSON-RPC error codes.
@@ -37,7 +38,7 @@ INTERNAL_ERROR = -32603
 SERVER_ERROR = -32000
 SESSION_NOT_FOUND = -32001
 
-RequestId = Union[str, int]
+RequestId = str | int
 
 REQUEST, NOTIFICATION, RESPONSE = "request", "notification", "response"
 
@@ -59,9 +60,9 @@ class JsonRpcError(Exception):
         self.message = message
         self.data = data
 
-    def to_dict(self) -> Dict[str, Any]:
+    def to_dict(self) -> dict[str, Any]:
         """The ``error`` member of a JSON-RPC error response."""
-        error: Dict[str, Any] = {"code": self.code, "message": self.message}
+        error: dict[str, Any] = {"code": self.code, "message": self.message}
         if self.data is not None:
             error["data"] = self.data
         return error
@@ -79,8 +80,8 @@ class HttpError(Exception):
         code: int,
         message: str,
         *,
-        id: Optional[RequestId] = None,
-        headers: Optional[Mapping[str, str]] = None,
+        id: RequestId | None = None,
+        headers: Mapping[str, str] | None = None,
     ) -> None:
         super().__init__(message)
         self.status = status
@@ -100,15 +101,15 @@ class Message:
     is the decoded JSON object handed to the application's handler.
     """
 
-    __slots__ = ("raw", "kind", "id", "method", "params")
+    __slots__ = ("id", "kind", "method", "params", "raw")
 
-    def __init__(self, raw: Dict[str, Any], kind: str, id: Optional[RequestId], method: Optional[str]) -> None:
+    def __init__(self, raw: dict[str, Any], kind: str, id: RequestId | None, method: str | None) -> None:
         self.raw = raw
         self.kind = kind
         self.id = id
         self.method = method
         params = raw.get("params")
-        self.params: Dict[str, Any] = params if isinstance(params, dict) else {}
+        self.params: dict[str, Any] = params if isinstance(params, dict) else {}
 
     def __repr__(self) -> str:
         return f"<Message {self.kind} method={self.method!r} id={self.id!r}>"
@@ -122,7 +123,7 @@ def _is_id(value: Any) -> bool:
     return type(value) is int or type(value) is str
 
 
-def _invalid(message: str, id: Optional[RequestId] = None) -> HttpError:
+def _invalid(message: str, id: RequestId | None = None) -> HttpError:
     return HttpError(400, INVALID_REQUEST, f"Invalid Request: {message}", id=id)
 
 
@@ -187,7 +188,7 @@ def result_response(id: RequestId, result: Mapping[str, Any]) -> str:
     return encode({"jsonrpc": "2.0", "id": id, "result": result})
 
 
-def error_response(id: Optional[RequestId], error: JsonRpcError) -> str:
+def error_response(id: RequestId | None, error: JsonRpcError) -> str:
     """A serialized error response (``id`` null when the request's id is unknown)."""
     try:
         return encode({"jsonrpc": "2.0", "id": id, "error": error.to_dict()})
@@ -195,11 +196,13 @@ def error_response(id: Optional[RequestId], error: JsonRpcError) -> str:
         return encode({"jsonrpc": "2.0", "id": id, "error": {"code": error.code, "message": error.message}})
 
 
-def notification(method: str, params: Optional[Mapping[str, Any]] = None) -> str:
+def notification(method: str, params: Mapping[str, Any] | None = None) -> str:
     """A serialized notification; ``TypeError``/``ValueError`` on bad arguments."""
-    if type(method) is not str or not method:
-        raise ValueError(f"method must be a non-empty str, got {method!r}")
-    message: Dict[str, Any] = {"jsonrpc": "2.0", "method": method}
+    if type(method) is not str:
+        raise TypeError(f"method must be a str such as 'notifications/tools/list_changed', not {type(method).__name__}")
+    if not method:
+        raise ValueError("method must be a non-empty str such as 'notifications/tools/list_changed'")
+    message: dict[str, Any] = {"jsonrpc": "2.0", "method": method}
     if params is not None:
         if not isinstance(params, Mapping):
             raise TypeError(f"params must be a dict or None, not {type(params).__name__}")

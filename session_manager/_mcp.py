@@ -2,18 +2,18 @@
 
 from __future__ import annotations
 
-from typing import Any, Dict, Optional, Union
+from typing import Any
 
 from . import _validate
-from ._validate import LOG_LEVELS
 from ._jsonrpc import notification
+from ._validate import LOG_LEVELS
 
 __all__ = ["log_enabled", "log_notification", "progress_notification", "resource_updated_notification"]
 
 _SEVERITY = {level: rank for rank, level in enumerate(LOG_LEVELS)}
 
 
-def log_enabled(level: str, threshold: Optional[str]) -> bool:
+def log_enabled(level: str, threshold: str | None) -> bool:
     """Whether a message at *level* passes a session's *threshold* (none set: everything passes).
 
     ``ValueError`` if *level* is not an MCP log level.
@@ -22,21 +22,21 @@ def log_enabled(level: str, threshold: Optional[str]) -> bool:
     return threshold is None or rank >= _SEVERITY.get(threshold, 0)
 
 
-def log_notification(level: str, data: Any, logger: Optional[str] = None) -> str:
+def log_notification(level: str, data: Any, logger: str | None = None) -> str:
     """A serialized ``notifications/message``."""
-    params: Dict[str, Any] = {"level": _validate.log_level(level), "data": data}
+    params: dict[str, Any] = {"level": _validate.log_level(level), "data": data}
     if logger is not None:
         params["logger"] = _validate.text(logger, "logger")
     return notification("notifications/message", params)
 
 
 def progress_notification(
-    token: Union[str, int], progress: float, total: Optional[float] = None, message: Optional[str] = None
+    token: str | int, progress: float, total: float | None = None, message: str | None = None
 ) -> str:
     """A serialized ``notifications/progress`` for a request's progress token."""
     if isinstance(progress, bool) or not isinstance(progress, (int, float)):
         raise TypeError(f"progress must be a number, not {type(progress).__name__}")
-    params: Dict[str, Any] = {"progressToken": token, "progress": progress}
+    params: dict[str, Any] = {"progressToken": token, "progress": progress}
     if total is not None:
         if isinstance(total, bool) or not isinstance(total, (int, float)):
             raise TypeError(f"total must be a number, not {type(total).__name__}")

@@ -4,31 +4,33 @@ from __future__ import annotations
 
 import re
 import sys
+import urllib.parse
 from types import TracebackType
-from typing import Optional, Tuple, Type, Union
+from typing import TYPE_CHECKING
+
+import redis
+from redis.backoff import ExponentialBackoff
+from redis.retry import Retry
 
 from . import _validate
 from .errors import BackendUnavailableError
 
-try:
-    import redis
-    from redis.backoff import ExponentialBackoff
-    from redis.retry import Retry
-except ImportError as exc:  # pragma: no cover - depends on the environment
-    raise ImportError(
-        "the Redis session managers need redis-py: pip install 'session_manager[redis]'"
-    ) from exc
+if TYPE_CHECKING:
+    from typing_extensions import Self  # typing.Self from Python 3.11 on
+
 
 __all__ = ["REDIS_DOWN", "RedisBacked", "RedisErrors", "check_gevent", "connect", "milliseconds", "text"]
 
 #: Redis errors that mean "the server cannot be used right now" (as opposed to a bug).
-REDIS_DOWN: Tuple[Type[BaseException], ...] = (
+REDIS_DOWN: tuple[type[BaseException], ...] = (
     redis.exceptions.ConnectionError,  # includes BusyLoadingError (a restarting server)
     redis.exceptions.TimeoutError,
     redis.exceptions.ReadOnlyError,  # a replica after a failover
 )
 
 _NAME_UNSAFE = re.compile(r"[^\x21-\x7e]")
+#: The password in a URL's userinfo, never shown in an error.
+_PASSWORD = re.compile(r"^([a-z]+://[^:/@]*:)[^@/]*@")
 
 
 def check_gevent() -> None:
@@ -54,18 +56,18 @@ def milliseconds(seconds: float, what: str) -> int:
     return max(1, int(_validate.positive_seconds(seconds, what) * 1000))
 
 
-def text(value: Union[str, bytes]) -> str:
+def text(value: str | bytes) -> str:
     """Decode a reply that is ``bytes`` or ``str`` (the client's ``decode_responses``)."""
     return value.decode("utf-8") if isinstance(value, bytes) else value
 
 
 def connect(
-    url_or_client: Union[str, "redis.Redis"],
+    url_or_client: str | redis.Redis,
     *,
     socket_timeout: float,
     max_connections: int,
     client_name: str,
-) -> Tuple["redis.Redis", Optional["redis.ConnectionPool"]]:
+) -> tuple[redis.Redis, redis.ConnectionPool | None]:
     """Return ``(client, owned_pool)``: the user's client as is, or a bounded one for a URL.
 
     A client built from a URL has a bounded blocking pool (a constant number
@@ -84,6 +86,7 @@ def connect(
         )
     if type(max_connections) is not int or max_connections < 2:
         raise ValueError(f"max_connections must be an int >= 2, got {max_connections!r}")
+    check_url(url_or_client)
     pool = redis.BlockingConnectionPool.from_url(
         url_or_client,
         max_connections=max_connections,
@@ -97,7 +100,38 @@ def connect(
     return redis.Redis(connection_pool=pool), pool
 
 
-def describe(client: "redis.Redis") -> str:
+_URL_FORMS = "redis://[[user]:password@]host[:port][/db], rediss://... (TLS) or unix:///path/to/redis.sock[?db=N]"
+
+
+def check_url(url: str) -> None:
+    """Raise ``ValueError`` naming the problem and the accepted forms unless *url* is a usable Redis URL.
+
+    redis-py alone would name no URL, and would silently use database 0 for a
+    path such as ``/abc``.
+    """
+    try:
+        parts = urllib.parse.urlsplit(url)
+        problem = None
+        if parts.scheme not in ("redis", "rediss", "unix"):
+            problem = f"the scheme must be redis, rediss or unix, not {parts.scheme or 'missing'!r}"
+        elif parts.scheme == "unix":
+            if not parts.path:
+                problem = "a unix:// URL needs the socket's path"
+        elif not parts.hostname:
+            problem = "no host"
+        else:
+            parts.port  # noqa: B018 - raises ValueError for a port that is not a number in range
+            database = parts.path.lstrip("/")
+            if database and not database.isdigit():
+                problem = f"the database must be a number, not {database!r}"
+    except ValueError as exc:
+        problem = str(exc)
+    if problem is not None:
+        shown = _PASSWORD.sub(r"\1***@", url)
+        raise ValueError(f"invalid Redis URL {shown!r}: {problem}; expected {_URL_FORMS}")
+
+
+def describe(client: redis.Redis) -> str:
     """Where *client* connects, for error messages (never includes a password)."""
     kwargs = getattr(client.connection_pool, "connection_kwargs", {})
     if kwargs.get("path"):
@@ -110,21 +144,20 @@ class RedisErrors:
 
     __slots__ = ("_where",)
 
-    def __init__(self, client: "redis.Redis") -> None:
+    def __init__(self, client: redis.Redis) -> None:
         self._where = describe(client)
 
-    def __enter__(self) -> "RedisErrors":
+    def __enter__(self) -> Self:
         return self
 
     def __exit__(
         self,
-        exc_type: Optional[Type[BaseException]],
-        exc: Optional[BaseException],
-        tb: Optional[TracebackType],
-    ) -> bool:
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
         if exc_type is not None and issubclass(exc_type, REDIS_DOWN):
             raise self.error(exc) from exc  # type: ignore[arg-type]
-        return False
 
     def error(self, exc: BaseException) -> BackendUnavailableError:
         """The BackendUnavailableError that reports *exc*."""
@@ -141,13 +174,13 @@ class RedisBacked:
     """Set-up and tear-down both Redis managers share: prefix, client, error translation."""
 
     _prefix: str
-    _client: "redis.Redis"
-    _owned_pool: Optional["redis.ConnectionPool"]
+    _client: redis.Redis
+    _owned_pool: redis.ConnectionPool | None
     _errors: RedisErrors
 
     def _connect(
         self,
-        url_or_client: Union[str, "redis.Redis"],
+        url_or_client: str | redis.Redis,
         *,
         prefix: str,
         socket_timeout: float,

@@ -42,7 +42,7 @@ whole nodes); a replay is O(events replayed), over at most two logs.
 from __future__ import annotations
 
 import logging
-from typing import Any, Optional, Tuple, Union
+from typing import Any
 
 import redis as redis_py
 
@@ -67,7 +67,7 @@ logger = logging.getLogger(__name__)
 _MAX_ID_PART = 2**64 - 1  # a Redis stream id is two unsigned 64-bit integers
 
 
-def redis_position(last_event_id: object) -> Tuple[str, str]:
+def redis_position(last_event_id: object) -> tuple[str, str]:
     """Split an event id into ``(stream id, Redis entry id)``, normalized for XRANGE.
 
     Raises :class:`~session_manager.InvalidEventIdError` for a malformed id
@@ -108,7 +108,7 @@ class RedisEventStore(RedisBacked, EventStore):
 
     def __init__(
         self,
-        url_or_client: Union[str, "redis_py.Redis"],
+        url_or_client: str | redis_py.Redis,
         *,
         prefix: str = "mcp:",
         max_events: int = DEFAULT_MAX_EVENTS,
@@ -131,7 +131,7 @@ class RedisEventStore(RedisBacked, EventStore):
             role="events",
         )
         #: ARGV[1..4] of every script using the logs (see _redis_scripts).
-        self.script_args: Tuple[Union[str, int], ...] = (
+        self.script_args: tuple[str | int, ...] = (
             prefix, max_events, milliseconds(self.session_ttl, "session_ttl"), max_streams,
         )
         register = self._client.register_script
@@ -149,7 +149,7 @@ class RedisEventStore(RedisBacked, EventStore):
         _check_stream_id(stream_id)
         return text(self._call(self._open, session_id, stream_id))
 
-    def append(self, session_id: str, stream_id: str, message: str) -> Optional[str]:
+    def append(self, session_id: str, stream_id: str, message: str) -> str | None:
         _validate.message(message)
         reply = self._call(self._append, session_id, stream_id, message)
         return None if reply is None else text(reply)

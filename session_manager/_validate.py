@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import json
 import re
-from typing import Any, Iterable, Sequence
+from collections.abc import Iterable, Sequence
+from typing import Any
 
 #: Longest session id accepted; minted ids are far shorter.
 MAX_SESSION_ID_LENGTH = 256
@@ -31,7 +32,7 @@ def session_ids(sessions: Iterable[str]) -> Sequence[str]:
             "sessions must be an iterable of session ids or None, not a single "
             f"{type(sessions).__name__}; wrap one id in a list"
         )
-    ids = sessions if type(sessions) in (list, tuple) else list(sessions)
+    ids = sessions if isinstance(sessions, (list, tuple)) else list(sessions)
     for sid in ids:
         if type(sid) is not str:
             raise TypeError(f"session ids must be str, not {type(sid).__name__}")

@@ -3,17 +3,20 @@
 from __future__ import annotations
 
 import abc
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, Callable, Dict, Iterable, List, Optional
+from typing import TYPE_CHECKING, Any
 
 from . import _validate
 from ._validate import LOG_LEVELS
 from .stream import StreamController
 
 if TYPE_CHECKING:
+    from typing_extensions import Self  # typing.Self from Python 3.11 on
+
     from .events import EventStore
 
-__all__ = ["LOG_LEVELS", "SessionInfo", "StreamSessionManager", "InfoSessionManager", "SessionManagers"]
+__all__ = ["LOG_LEVELS", "InfoSessionManager", "SessionInfo", "SessionManagers", "StreamSessionManager"]
 
 
 
@@ -24,7 +27,7 @@ class StreamSessionManager(abc.ABC):
     """
 
     @abc.abstractmethod
-    def create(self, session_id: str, controller: StreamController, *, last_event_id: Optional[str] = None) -> None:
+    def create(self, session_id: str, controller: StreamController, *, last_event_id: str | None = None) -> None:
         """Register the open stream of *session_id*.
 
         Raises :class:`~session_manager.StreamConflictError` if the session
@@ -45,11 +48,11 @@ class StreamSessionManager(abc.ABC):
         """
 
     @property
-    def event_store(self) -> Optional["EventStore"]:
+    def event_store(self) -> EventStore | None:
         """The event store that makes this manager's streams resumable, if any."""
         return None
 
-    def _check_create(self, session_id: str, controller: StreamController, last_event_id: Optional[str]) -> None:
+    def _check_create(self, session_id: str, controller: StreamController, last_event_id: str | None) -> None:
         """The argument checks of every :meth:`create`, so all backends refuse the same calls."""
         _validate.session_id(session_id)
         if not isinstance(controller, StreamController):
@@ -69,7 +72,7 @@ class StreamSessionManager(abc.ABC):
         """Return whether a stream is open for *session_id* (anywhere)."""
 
     @abc.abstractmethod
-    def send(self, sessions: Optional[Iterable[str]], data: str) -> None:
+    def send(self, sessions: Iterable[str] | None, data: str) -> None:
         """Deliver *data*, one serialized JSON-RPC message, to streams.
 
         *sessions* is an iterable of session ids, or ``None`` for every open
@@ -82,7 +85,7 @@ class StreamSessionManager(abc.ABC):
     def close(self) -> None:
         """Close every stream and release background threads and connections."""
 
-    def __enter__(self) -> "StreamSessionManager":
+    def __enter__(self) -> Self:
         return self
 
     def __exit__(self, *exc_info: object) -> None:
@@ -93,10 +96,10 @@ class StreamSessionManager(abc.ABC):
 class SessionInfo:
     """Everything an info manager knows of one session, read in one call."""
 
-    protocol_version: Optional[str] = None
-    client_info: Optional[Dict[str, Any]] = None
-    client_capabilities: Optional[Dict[str, Any]] = None
-    log_level: Optional[str] = None
+    protocol_version: str | None = None
+    client_info: dict[str, Any] | None = None
+    client_capabilities: dict[str, Any] | None = None
+    log_level: str | None = None
 
 
 class InfoSessionManager(abc.ABC):
@@ -115,9 +118,9 @@ class InfoSessionManager(abc.ABC):
         self,
         session_id: str,
         *,
-        protocol_version: Optional[str] = None,
-        client_info: Optional[Dict[str, Any]] = None,
-        client_capabilities: Optional[Dict[str, Any]] = None,
+        protocol_version: str | None = None,
+        client_info: dict[str, Any] | None = None,
+        client_capabilities: dict[str, Any] | None = None,
     ) -> None:
         """Start a session, optionally with its ``initialize`` parameters.
 
@@ -129,11 +132,11 @@ class InfoSessionManager(abc.ABC):
         """Return whether the session exists (created and not deleted)."""
 
     @abc.abstractmethod
-    def get(self, session_id: str) -> Optional[SessionInfo]:
+    def get(self, session_id: str) -> SessionInfo | None:
         """Return all metadata of the session at once, or ``None`` if it does not exist."""
 
     @abc.abstractmethod
-    def get_protocol_version(self, session_id: str) -> Optional[str]:
+    def get_protocol_version(self, session_id: str) -> str | None:
         """Return the protocol version negotiated at ``initialize``."""
 
     @abc.abstractmethod
@@ -141,23 +144,23 @@ class InfoSessionManager(abc.ABC):
         """Store the negotiated protocol version."""
 
     @abc.abstractmethod
-    def get_client_info(self, session_id: str) -> Optional[Dict[str, Any]]:
+    def get_client_info(self, session_id: str) -> dict[str, Any] | None:
         """Return the ``clientInfo`` the client sent at ``initialize``."""
 
     @abc.abstractmethod
-    def set_client_info(self, session_id: str, info: Dict[str, Any]) -> None:
+    def set_client_info(self, session_id: str, info: dict[str, Any]) -> None:
         """Store the client's ``clientInfo``."""
 
     @abc.abstractmethod
-    def get_client_capabilities(self, session_id: str) -> Optional[Dict[str, Any]]:
+    def get_client_capabilities(self, session_id: str) -> dict[str, Any] | None:
         """Return the client capabilities sent at ``initialize``."""
 
     @abc.abstractmethod
-    def set_client_capabilities(self, session_id: str, capabilities: Dict[str, Any]) -> None:
+    def set_client_capabilities(self, session_id: str, capabilities: dict[str, Any]) -> None:
         """Store the client capabilities."""
 
     @abc.abstractmethod
-    def get_log_level(self, session_id: str) -> Optional[str]:
+    def get_log_level(self, session_id: str) -> str | None:
         """Return the level set by ``logging/setLevel``."""
 
     @abc.abstractmethod
@@ -165,7 +168,7 @@ class InfoSessionManager(abc.ABC):
         """Store the log level; ``ValueError`` unless it is one of :data:`LOG_LEVELS`."""
 
     @abc.abstractmethod
-    def get_subscriptions(self, uri: str) -> List[str]:
+    def get_subscriptions(self, uri: str) -> list[str]:
         """Return the ids of the sessions subscribed to resource *uri*."""
 
     @abc.abstractmethod
@@ -200,7 +203,7 @@ class InfoSessionManager(abc.ABC):
         every call naming it instead.
         """
 
-    def __enter__(self) -> "InfoSessionManager":
+    def __enter__(self) -> Self:
         return self
 
     def __exit__(self, *exc_info: object) -> None:
@@ -213,12 +216,12 @@ class SessionManagers:
     Both default to the in-memory backends, right for one process.
     """
 
-    __slots__ = ("streams", "info")
+    __slots__ = ("info", "streams")
 
     def __init__(
         self,
-        streams: Optional[StreamSessionManager] = None,
-        info: Optional[InfoSessionManager] = None,
+        streams: StreamSessionManager | None = None,
+        info: InfoSessionManager | None = None,
     ) -> None:
         from .memory import InMemoryInfoSessionManager, InMemoryStreamSessionManager
 
@@ -247,7 +250,7 @@ class SessionManagers:
         finally:
             self.info.close()
 
-    def __enter__(self) -> "SessionManagers":
+    def __enter__(self) -> Self:
         return self
 
     def __exit__(self, *exc_info: object) -> None:

@@ -3,12 +3,12 @@
 from __future__ import annotations
 
 __all__ = [
-    "SessionManagerError",
-    "StreamConflictError",
-    "SessionNotFoundError",
     "BackendUnavailableError",
-    "InvalidEventIdError",
     "EventGoneError",
+    "InvalidEventIdError",
+    "SessionManagerError",
+    "SessionNotFoundError",
+    "StreamConflictError",
 ]
 
 

@@ -33,23 +33,23 @@ import itertools
 import re
 import secrets
 import threading
-from typing import Deque, Dict, List, NamedTuple, Optional, Tuple
+from typing import NamedTuple
 
 from . import _validate
 from .errors import EventGoneError, InvalidEventIdError
 from .sse import encode_event, encode_id, encode_message
 
 __all__ = [
+    "DEFAULT_MAX_EVENTS",
+    "DEFAULT_MAX_STREAMS",
     "EventStore",
     "InMemoryEventStore",
     "Replay",
     "get_stream_id",
+    "is_get_stream",
     "new_post_stream_id",
     "parse_event_id",
-    "is_get_stream",
     "replay_frames",
-    "DEFAULT_MAX_EVENTS",
-    "DEFAULT_MAX_STREAMS",
 ]
 
 #: Events kept per stream by default.
@@ -69,7 +69,7 @@ class Replay(NamedTuple):
 
     stream_id: str
     #: ``(event id, message)`` pairs, oldest first.
-    events: List[Tuple[str, str]]
+    events: list[tuple[str, str]]
 
 
 def get_stream_id(session_id: str) -> str:
@@ -87,7 +87,7 @@ def is_get_stream(stream_id: str) -> bool:
     return stream_id == GET_STREAM
 
 
-def parse_event_id(event_id: object) -> Tuple[str, str]:
+def parse_event_id(event_id: object) -> tuple[str, str]:
     """Split an event id into ``(stream id, position)``.
 
     Raises :class:`~session_manager.InvalidEventIdError` if it is not an id
@@ -122,7 +122,7 @@ class EventStore(abc.ABC):
         """
 
     @abc.abstractmethod
-    def append(self, session_id: str, stream_id: str, message: str) -> Optional[str]:
+    def append(self, session_id: str, stream_id: str, message: str) -> str | None:
         """Store *message* on the stream's log; return its event id.
 
         Returns ``None`` (storing nothing) if the log was never opened or
@@ -156,14 +156,14 @@ class _Log:
     def __init__(self, max_events: int, opened: int) -> None:
         # One more than max_events: while the oldest kept event is one the client
         # got, everything after it is still here.
-        self.events: Deque[Tuple[int, str]] = collections.deque(maxlen=max_events + 1)
+        self.events: collections.deque[tuple[int, str]] = collections.deque(maxlen=max_events + 1)
         self.opened = opened  # the position a stream opened now is primed with
 
     def latest(self) -> int:
         events = self.events
         return events[-1][0] if events else self.opened
 
-    def snapshot(self, position: int) -> Tuple[bool, List[Tuple[int, str]]]:
+    def snapshot(self, position: int) -> tuple[bool, list[tuple[int, str]]]:
         """``(complete, events after position)``; not complete if some of them were dropped."""
         events = list(self.events)  # one C call: a consistent snapshot even while others append
         floor = events[0][0] if len(events) == self.events.maxlen else self.opened
@@ -200,7 +200,7 @@ class InMemoryEventStore(EventStore):
         self._lock = threading.Lock()
         self._positions = itertools.count(1)
         # session id -> stream id -> log, in the order the logs were opened
-        self._sessions: Dict[str, Dict[str, _Log]] = {}
+        self._sessions: dict[str, dict[str, _Log]] = {}
         #: Messages sent to every session (InMemoryStreamSessionManager appends here directly).
         self._broadcasts = _Log(max_events, 0)
 
@@ -226,13 +226,13 @@ class InMemoryEventStore(EventStore):
             latest = max(latest, self._broadcasts.latest())
         return f"{stream_id}.{latest}"
 
-    def _evict_posts(self, logs: Dict[str, _Log]) -> None:
+    def _evict_posts(self, logs: dict[str, _Log]) -> None:
         """Forget the oldest POST stream logs beyond *max_streams*; caller holds the lock."""
         posts = [sid for sid in logs if not is_get_stream(sid)]
         for stream_id in posts[: max(0, len(posts) - self.max_streams)]:
             del logs[stream_id]
 
-    def append(self, session_id: str, stream_id: str, message: str) -> Optional[str]:
+    def append(self, session_id: str, stream_id: str, message: str) -> str | None:
         _validate.message(message)
         with self._lock:
             logs = self._sessions.get(session_id)
@@ -279,8 +279,8 @@ class InMemoryEventStore(EventStore):
 
 
 def replay_frames(
-    store: EventStore, session_id: str, stream_id: str, last_event_id: str, retry: Optional[int]
-) -> List[bytes]:
+    store: EventStore, session_id: str, stream_id: str, last_event_id: str, retry: int | None
+) -> list[bytes]:
     """The frames that resume *stream_id* after *last_event_id*: a priming event, then the replay.
 
     Raises :class:`~session_manager.EventGoneError` if the id belongs to

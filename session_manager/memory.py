@@ -6,7 +6,7 @@ import logging
 import threading
 import time
 from collections import OrderedDict
-from typing import Callable, Dict, Iterable, List, Mapping, Optional, Set, Union
+from collections.abc import Callable, Iterable, Mapping
 
 from . import _validate
 from ._fields import FieldStoreInfoManager
@@ -16,7 +16,7 @@ from .events import GET_STREAM, EventStore, InMemoryEventStore, _Log, get_stream
 from .sse import encode_event, encode_id, encode_message
 from .stream import StreamController
 
-__all__ = ["InMemoryStreamSessionManager", "InMemoryInfoSessionManager"]
+__all__ = ["InMemoryInfoSessionManager", "InMemoryStreamSessionManager"]
 
 logger = logging.getLogger(__name__)
 
@@ -46,26 +46,26 @@ class InMemoryStreamSessionManager(StreamSessionManager):
     and framed once for every stream. Closing the manager closes its store.
     """
 
-    def __init__(self, *, event_store: Optional[EventStore] = None) -> None:
+    def __init__(self, *, event_store: EventStore | None = None) -> None:
         if event_store is not None and not isinstance(event_store, EventStore):
             raise TypeError(f"event_store must be an EventStore, not {type(event_store).__name__}")
         self._lock = threading.Lock()
-        self._streams: Dict[str, StreamController] = {}
+        self._streams: dict[str, StreamController] = {}
         self._store = event_store
         # Sends append to the store's logs themselves: exactly InMemoryEventStore, not a subclass.
-        self._direct = type(event_store) is InMemoryEventStore
+        self._memory_store = event_store if type(event_store) is InMemoryEventStore else None
         #: With a store, every session with a log: its GET stream's log (in-memory store) or id.
-        self._logged: Dict[str, Union[str, _Log]] = {}
+        self._logged: dict[str, str | _Log] = {}
         #: Orders storing and queuing: ids reach each stream in the order they were stored.
         self._send_lock = threading.Lock()
         #: Streams closed because their consumer fell behind.
         self.slow_consumers_dropped = 0
 
     @property
-    def event_store(self) -> Optional[EventStore]:
+    def event_store(self) -> EventStore | None:
         return self._store
 
-    def create(self, session_id: str, controller: StreamController, *, last_event_id: Optional[str] = None) -> None:
+    def create(self, session_id: str, controller: StreamController, *, last_event_id: str | None = None) -> None:
         self._check_create(session_id, controller, last_event_id)
         store = self._store
         if store is None:
@@ -81,9 +81,8 @@ class InMemoryStreamSessionManager(StreamSessionManager):
                 controller.prime(frames)
                 replaced = self._register(session_id, controller, replace=last_event_id is not None)
                 # What _send_stored appends to: the log itself when the store is in memory.
-                self._logged[session_id] = (
-                    store._open_log(session_id, stream_id) if self._direct else stream_id  # type: ignore[attr-defined]
-                )
+                memory = self._memory_store
+                self._logged[session_id] = stream_id if memory is None else memory._open_log(session_id, stream_id)
             if replaced is not None:
                 replaced.close()
         controller.add_close_callback(lambda: self._forget(session_id, controller))
@@ -93,7 +92,7 @@ class InMemoryStreamSessionManager(StreamSessionManager):
         if current is not None and not current.closed:
             raise StreamConflictError(session_id)
 
-    def _register(self, session_id: str, controller: StreamController, *, replace: bool) -> Optional[StreamController]:
+    def _register(self, session_id: str, controller: StreamController, *, replace: bool) -> StreamController | None:
         """Make *controller* the session's stream; return the open stream it replaced."""
         with self._lock:
             if not replace:
@@ -117,7 +116,7 @@ class InMemoryStreamSessionManager(StreamSessionManager):
         controller = self._streams.get(session_id)
         return controller is not None and not controller.closed
 
-    def send(self, sessions: Optional[Iterable[str]], data: str) -> None:
+    def send(self, sessions: Iterable[str] | None, data: str) -> None:
         frame = encode_message(data)
         if self._store is not None:
             self._send_stored(sessions, data, frame)
@@ -131,36 +130,40 @@ class InMemoryStreamSessionManager(StreamSessionManager):
             return
         lookup = self._streams.get
         for sid in _validate.session_ids(sessions):
-            controller = lookup(sid)
-            if controller is not None and not controller.enqueue_frame(frame):
-                self._forget(sid, controller)
+            target = lookup(sid)
+            if target is not None and not target.enqueue_frame(frame):
+                self._forget(sid, target)
 
-    def _send_stored(self, sessions: Optional[Iterable[str]], data: str, frame: bytes) -> None:
+    def _send_stored(self, sessions: Iterable[str] | None, data: str, frame: bytes) -> None:
         """Store *data* for every target and queue it with its id, as one step."""
         store = self._store
         assert store is not None
         logged, streams = self._logged, self._streams
         ids = None if sessions is None else _validate.session_ids(sessions)
+        memory = self._memory_store
         with self._send_lock:
-            if not self._direct:
+            if memory is None:
                 if ids is None:
                     with self._lock:
                         ids = list(logged)
                 for sid in ids:
                     stream_id = logged.get(sid)
-                    event_id = None if stream_id is None else store.append(sid, stream_id, data)  # type: ignore[arg-type]
+                    event_id = None if not isinstance(stream_id, str) else store.append(sid, stream_id, data)
                     controller = streams.get(sid)
-                    if event_id is not None and controller is not None:
-                        if not controller.enqueue_frame(encode_id(event_id) + frame):
-                            self._forget(sid, controller)
+                    if (
+                        event_id is not None
+                        and controller is not None
+                        and not controller.enqueue_frame(encode_id(event_id) + frame)
+                    ):
+                        self._forget(sid, controller)
                 return
             # In memory: one position, one stored tuple and one framed event (its id
             # is the same on every GET stream) for all targets.
-            position = next(store._positions)  # type: ignore[attr-defined]
+            position = next(memory._positions)
             entry = (position, data)
             framed = _GET_ID % position + frame
             if ids is None:  # stored once, in the log every GET stream replays from
-                store._broadcasts.events.append(entry)
+                memory._broadcasts.events.append(entry)
                 with self._lock:
                     targets = streams.copy()
                 for sid, controller in targets.items():
@@ -169,8 +172,8 @@ class InMemoryStreamSessionManager(StreamSessionManager):
                 return
             for sid in ids:
                 log = logged.get(sid)
-                if log is not None:
-                    log.events.append(entry)  # type: ignore[union-attr]
+                if isinstance(log, _Log):
+                    log.events.append(entry)
                     controller = streams.get(sid)
                     if controller is not None and not controller.enqueue_frame(framed):
                         self._forget(sid, controller)
@@ -209,9 +212,9 @@ class _Session:
 
     __slots__ = ("fields", "subscriptions", "used")
 
-    def __init__(self, fields: Dict[str, str], used: float) -> None:
+    def __init__(self, fields: dict[str, str], used: float) -> None:
         self.fields = fields
-        self.subscriptions: Set[str] = set()
+        self.subscriptions: set[str] = set()
         self.used = used
 
 
@@ -233,17 +236,17 @@ class InMemoryInfoSessionManager(FieldStoreInfoManager):
     sessions until deleted.
     """
 
-    def __init__(self, *, session_ttl: Optional[float] = DEFAULT_SESSION_TTL, clock: Callable[[], float] = time.monotonic) -> None:
+    def __init__(self, *, session_ttl: float | None = DEFAULT_SESSION_TTL, clock: Callable[[], float] = time.monotonic) -> None:
         self._ttl = None if session_ttl is None else _validate.positive_seconds(session_ttl, "session_ttl")
         self._clock = clock
         self._lock = threading.Lock()
-        self._sessions: "OrderedDict[str, _Session]" = OrderedDict()  # least recently used first
-        self._subscribers: Dict[str, Set[str]] = {}
-        self._streams: Optional[StreamSessionManager] = None
-        self._keep_alive: List[Callable[[str], bool]] = []
+        self._sessions: OrderedDict[str, _Session] = OrderedDict()  # least recently used first
+        self._subscribers: dict[str, set[str]] = {}
+        self._streams: StreamSessionManager | None = None
+        self._keep_alive: list[Callable[[str], bool]] = []
 
     @property
-    def session_ttl(self) -> Optional[float]:
+    def session_ttl(self) -> float | None:
         """Seconds of inactivity after which a session expires (``None``: never)."""
         return self._ttl
 
@@ -266,7 +269,7 @@ class InMemoryInfoSessionManager(FieldStoreInfoManager):
 
     # -- expiry ------------------------------------------------------------
 
-    def _use(self, session_id: str) -> Optional[_Session]:
+    def _use(self, session_id: str) -> _Session | None:
         """The session, marked as used now; caller holds the lock."""
         session = self._sessions.get(session_id)
         if session is not None and self._ttl is not None:
@@ -274,7 +277,7 @@ class InMemoryInfoSessionManager(FieldStoreInfoManager):
             self._sessions.move_to_end(session_id)
         return session
 
-    def expire(self) -> List[str]:
+    def expire(self) -> list[str]:
         """Delete every session idle for *session_ttl* with no open stream; return their ids."""
         ttl = self._ttl
         if ttl is None:
@@ -293,8 +296,8 @@ class InMemoryInfoSessionManager(FieldStoreInfoManager):
         expired = []
         with self._lock:
             for sid in due:
-                session = self._sessions.get(sid)
-                if session is None or session.used > deadline:
+                current = self._sessions.get(sid)
+                if current is None or current.used > deadline:
                     continue  # deleted or used meanwhile
                 if sid in alive:
                     self._use(sid)  # an open stream keeps it
@@ -323,7 +326,7 @@ class InMemoryInfoSessionManager(FieldStoreInfoManager):
 
     # -- storage primitives ------------------------------------------------
 
-    def _insert(self, session_id: str, fields: Dict[str, str]) -> bool:
+    def _insert(self, session_id: str, fields: dict[str, str]) -> bool:
         self._sweep()
         with self._lock:
             if session_id in self._sessions:
@@ -331,13 +334,13 @@ class InMemoryInfoSessionManager(FieldStoreInfoManager):
             self._sessions[session_id] = _Session(fields, self._clock())
             return True
 
-    def _read_all(self, session_id: str) -> Optional[Mapping[str, str]]:
+    def _read_all(self, session_id: str) -> Mapping[str, str] | None:
         self._sweep()
         with self._lock:
             session = self._use(session_id)
             return None if session is None else dict(session.fields)
 
-    def _read(self, session_id: str, name: str) -> Optional[str]:
+    def _read(self, session_id: str, name: str) -> str | None:
         with self._lock:
             session = self._use(session_id)
             return None if session is None else session.fields.get(name)
@@ -355,7 +358,7 @@ class InMemoryInfoSessionManager(FieldStoreInfoManager):
         with self._lock:
             return self._use(session_id) is not None
 
-    def get_subscriptions(self, uri: str) -> List[str]:
+    def get_subscriptions(self, uri: str) -> list[str]:
         _validate.text(uri, "uri")
         with self._lock:
             return list(self._subscribers.get(uri, ()))

@@ -8,11 +8,12 @@ Safe from any thread, greenlet or background job.
 
 from __future__ import annotations
 
-from typing import Any, Dict, Iterable, Optional
+from collections.abc import Iterable
+from typing import Any
 
-from .base import SessionManagers
 from ._jsonrpc import notification
 from ._mcp import log_enabled, log_notification, resource_updated_notification
+from .base import SessionManagers
 
 __all__ = ["Notifier"]
 
@@ -31,15 +32,15 @@ class Notifier:
             raise TypeError(f"managers must be a SessionManagers, not {type(managers).__name__}")
         self.managers = managers
 
-    def send(self, session_ids: Optional[Iterable[str]], data: str) -> None:
+    def send(self, session_ids: Iterable[str] | None, data: str) -> None:
         """Send one serialized JSON-RPC message to *session_ids* (``None``: every session)."""
         self.managers.streams.send(session_ids, data)
 
-    def notify(self, session_id: str, method: str, params: Optional[Dict[str, Any]] = None) -> None:
+    def notify(self, session_id: str, method: str, params: dict[str, Any] | None = None) -> None:
         """Send a notification to one session."""
         self.send([session_id], notification(method, params))
 
-    def broadcast(self, method: str, params: Optional[Dict[str, Any]] = None) -> None:
+    def broadcast(self, method: str, params: dict[str, Any] | None = None) -> None:
         """Send a notification to every session with an open stream."""
         self.send(None, notification(method, params))
 
@@ -62,7 +63,7 @@ class Notifier:
         """Broadcast ``notifications/prompts/list_changed``."""
         self.broadcast("notifications/prompts/list_changed")
 
-    def log(self, session_id: str, level: str, data: Any, logger: Optional[str] = None) -> bool:
+    def log(self, session_id: str, level: str, data: Any, logger: str | None = None) -> bool:
         """Send a ``notifications/message`` unless it is below the session's log level.
 
         Returns whether it was sent.

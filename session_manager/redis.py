@@ -96,23 +96,32 @@ import re
 import secrets
 import threading
 import time
-from typing import Any, Callable, Deque, Dict, Iterable, Iterator, List, Mapping, Optional, Sequence, Set, Tuple, TypeVar, Union
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from typing import (
+    Any,
+    TypeVar,
+)
 
-import redis as redis_py
+try:
+    import redis as redis_py
+except ImportError as exc:
+    from ._extras import missing_extra
+
+    raise missing_extra("session_manager.redis", "redis", exc) from exc
 
 from . import _redis_scripts as lua
 from . import _validate
+from ._fields import FieldStoreInfoManager
 from ._redis_common import REDIS_DOWN, RedisBacked, check_gevent, describe, milliseconds, text
 from ._redis_events import RedisEventStore, check_resume, replay_reply
 from ._validate import positive_seconds
-from ._fields import FieldStoreInfoManager
 from .base import StreamSessionManager
 from .errors import BackendUnavailableError, SessionNotFoundError, StreamConflictError
 from .events import GET_STREAM, EventStore, Replay, get_stream_id, replay_frames
 from .sse import encode_event, encode_id, encode_message
 from .stream import StreamController
 
-__all__ = ["RedisStreamSessionManager", "RedisInfoSessionManager", "RedisEventStore"]
+__all__ = ["RedisEventStore", "RedisInfoSessionManager", "RedisStreamSessionManager"]
 
 logger = logging.getLogger(__name__)
 
@@ -134,7 +143,7 @@ def _chunks(items: Sequence[_T], size: int = _BATCH) -> Iterator[Sequence[_T]]:
         yield items[start : start + size]
 
 
-def _valid_ids(sessions: Iterable[str]) -> List[str]:
+def _valid_ids(sessions: Iterable[str]) -> list[str]:
     """The ids of a send that can name a stream; others are unknown ids, ignored."""
     ids = []
     for sid in _validate.session_ids(sessions):
@@ -148,7 +157,7 @@ def _valid_ids(sessions: Iterable[str]) -> List[str]:
 class _Stream:
     """One registered stream: its controller and the token ``<node>:<number>`` its key holds."""
 
-    __slots__ = ("controller", "token", "number", "session_id", "forgotten", "floor", "last")
+    __slots__ = ("controller", "floor", "forgotten", "last", "number", "session_id", "token")
 
     def __init__(self, controller: StreamController, node: str, number: int, session_id: str) -> None:
         self.controller = controller
@@ -157,13 +166,13 @@ class _Stream:
         self.session_id = session_id
         self.forgotten = False  # its key is queued for deletion (or was deleted)
         #: With an event store: position of the last event primed by create (set by the creating thread)
-        self.floor: Optional[Tuple[int, int]] = None
+        self.floor: tuple[int, int] | None = None
         #: Position of the last event queued by the listener, or at least its floor (listener thread only);
         #: ``None`` until the registration is live (its ``f`` message or a catch-up): nothing is queued before.
-        self.last: Optional[Tuple[int, int]] = None
+        self.last: tuple[int, int] | None = None
 
 
-def _position(event_id: str) -> Tuple[int, int]:
+def _position(event_id: str) -> tuple[int, int]:
     """The Redis entry id of an event id of a RedisEventStore, as a comparable pair."""
     ms, _, seq = event_id.rpartition(".")[2].partition("-")
     return int(ms), int(seq)
@@ -191,16 +200,16 @@ class _Node:
         self.node = secrets.token_hex(8)
         self.counter = itertools.count(1)
         self.lock = threading.Lock()
-        self.streams: Dict[str, _Stream] = {}
+        self.streams: dict[str, _Stream] = {}
         #: With an event store: registration number -> stream, the address of ``e`` messages.
-        self.registrations: Dict[str, _Stream] = {}
-        self.creating: Set[str] = set()
-        self.pending: Deque[Tuple[str, str]] = collections.deque()  # (sid, token) keys to delete
+        self.registrations: dict[str, _Stream] = {}
+        self.creating: set[str] = set()
+        self.pending: collections.deque[tuple[str, str]] = collections.deque()  # (sid, token) keys to delete
         self.stop = threading.Event()
         self.wake = threading.Event()  # heartbeat: pending deletions or a resync
         self.resync = threading.Event()  # heartbeat: beat now (the listener reconnected)
         self.ready = threading.Event()  # the listener is subscribed
-        self.threads: List[threading.Thread] = []
+        self.threads: list[threading.Thread] = []
         self.failures = 0  # failed listener connections in a row
         self.catch_ups = 0  # catch-ups of every stream the listener started (see _open_logged)
 
@@ -231,14 +240,14 @@ class RedisStreamSessionManager(RedisBacked, StreamSessionManager):
 
     def __init__(
         self,
-        url_or_client: Union[str, "redis_py.Redis"],
+        url_or_client: str | redis_py.Redis,
         *,
         prefix: str = "mcp:",
         liveness_ttl: float = 30.0,
-        heartbeat_interval: Optional[float] = None,
+        heartbeat_interval: float | None = None,
         socket_timeout: float = 5.0,
         max_connections: int = 8,
-        event_store: Optional[RedisEventStore] = None,
+        event_store: RedisEventStore | None = None,
     ) -> None:
         if event_store is not None and not isinstance(event_store, RedisEventStore):
             raise TypeError(
@@ -278,7 +287,7 @@ class RedisStreamSessionManager(RedisBacked, StreamSessionManager):
         self._send = register(lua.STREAM_SEND)
         self._store = event_store
         #: ARGV[1..4] of the scripts that touch event logs ('' prefix: no store).
-        self._store_args: Tuple[Union[str, int], ...] = ("", 0, 0, 0)
+        self._store_args: tuple[str | int, ...] = ("", 0, 0, 0)
         if event_store is not None:
             self._store_args = event_store.script_args
             if describe(event_store._client) != describe(self._client):
@@ -292,7 +301,7 @@ class RedisStreamSessionManager(RedisBacked, StreamSessionManager):
             self._broadcast_logged = register(lua.STREAM_BROADCAST_LOGGED)
             self._catch_up_script = register(lua.STREAM_CATCH_UP)
         self._state_lock = threading.Lock()  # guards _state and _closed only
-        self._state: Optional[_Node] = None
+        self._state: _Node | None = None
         self._closed = False
         #: Streams closed because their consumer fell behind (this process).
         self.slow_consumers_dropped = 0
@@ -344,10 +353,10 @@ class RedisStreamSessionManager(RedisBacked, StreamSessionManager):
     # -- public API --------------------------------------------------------
 
     @property
-    def event_store(self) -> Optional[EventStore]:
+    def event_store(self) -> EventStore | None:
         return self._store
 
-    def create(self, session_id: str, controller: StreamController, *, last_event_id: Optional[str] = None) -> None:
+    def create(self, session_id: str, controller: StreamController, *, last_event_id: str | None = None) -> None:
         self._check_create(session_id, controller, last_event_id)
         resume_from = None
         if last_event_id is not None:
@@ -389,7 +398,7 @@ class RedisStreamSessionManager(RedisBacked, StreamSessionManager):
             replaced.controller.close()  # taken over by the resume (or already closed)
         controller.add_close_callback(lambda: self._forget(state, session_id, entry))
 
-    def _open_logged(self, state: _Node, entry: _Stream, last_event_id: Optional[str], resume_from: Optional[str]) -> None:
+    def _open_logged(self, state: _Node, entry: _Stream, last_event_id: str | None, resume_from: str | None) -> None:
         """Claim the stream key and prime the stream: priming id, or the replay of a resume.
 
         The registration is addressable before the script runs, so every
@@ -414,7 +423,7 @@ class RedisStreamSessionManager(RedisBacked, StreamSessionManager):
         except REDIS_DOWN:  # the listener's next reconnection catches every stream up
             logger.debug("could not ask the listener to catch up stream %r", entry.session_id, exc_info=True)
 
-    def _prime_logged(self, state: _Node, entry: _Stream, last_event_id: Optional[str], resume_from: Optional[str]) -> None:
+    def _prime_logged(self, state: _Node, entry: _Stream, last_event_id: str | None, resume_from: str | None) -> None:
         """Run the claim or resume script; set the stream's floor and prime it."""
         sid, controller = entry.session_id, entry.controller
         if last_event_id is None:
@@ -431,6 +440,7 @@ class RedisStreamSessionManager(RedisBacked, StreamSessionManager):
             entry.floor = _position(text(primer))
             controller.prime([encode_event("", id=text(primer), retry=controller.retry)])
             return
+        assert resume_from is not None  # create() checks last_event_id into it
         stream_id = get_stream_id(sid)
 
         def take_over(session_id: str, event_id: str) -> Replay:
@@ -488,7 +498,7 @@ class RedisStreamSessionManager(RedisBacked, StreamSessionManager):
         # A tombstone, or a stream of this process that is not open any more.
         return not token.startswith("-") and token.partition(":")[0] != state.node
 
-    def send(self, sessions: Optional[Iterable[str]], data: str) -> None:
+    def send(self, sessions: Iterable[str] | None, data: str) -> None:
         _validate.message(data)
         logged = self._store is not None
         if sessions is None:
@@ -593,7 +603,7 @@ class RedisStreamSessionManager(RedisBacked, StreamSessionManager):
         self._forget(state, entry.session_id, entry)
         entry.controller.close()
 
-    def _queue(self, state: _Node, entry: _Stream, position: Tuple[int, int], chunk: bytes) -> None:
+    def _queue(self, state: _Node, entry: _Stream, position: tuple[int, int], chunk: bytes) -> None:
         """Listener: queue a stored event on a live stream, unless it has it (replayed, primed or caught up)."""
         last = entry.last
         if last is None or position <= last:
@@ -602,7 +612,7 @@ class RedisStreamSessionManager(RedisBacked, StreamSessionManager):
         if not entry.controller.enqueue_frame(chunk):
             self._forget(state, entry.session_id, entry)
 
-    def _catch_up(self, state: _Node, entries: Optional[List[_Stream]] = None) -> None:
+    def _catch_up(self, state: _Node, entries: list[_Stream] | None = None) -> None:
         """Listener, after an outage: queue what each resumable stream (or *entries*) missed, from its logs.
 
         Runs before the listener reads any further message, so events come in
@@ -618,7 +628,7 @@ class RedisStreamSessionManager(RedisBacked, StreamSessionManager):
         entries = [e for e in entries if e.floor is not None and not e.controller.closed]
         lost = 0
         for chunk in _chunks(entries, 100):
-            args: List[Union[str, int]] = [*self._store_args]
+            args: list[str | int] = [*self._store_args]
             for entry in chunk:
                 floor = entry.floor or (0, 0)
                 entry.last = ms, seq = max(entry.last or floor, floor)  # live from here on
@@ -638,7 +648,7 @@ class RedisStreamSessionManager(RedisBacked, StreamSessionManager):
 
     def _flush(self, state: _Node) -> None:
         """Delete the keys of ended streams (if they still name them); raises REDIS_DOWN."""
-        items: List[Tuple[str, str]] = []
+        items: list[tuple[str, str]] = []
         while state.pending:
             try:
                 items.append(state.pending.popleft())
@@ -706,7 +716,7 @@ class RedisStreamSessionManager(RedisBacked, StreamSessionManager):
         backoff = _BACKOFF_MIN
         last_log = 0.0
         while not state.stop.is_set():
-            pubsub = self._client.pubsub()
+            pubsub = self._client.pubsub()  # type: ignore[no-untyped-call]  # redis-py leaves it unannotated
             try:
                 pubsub.subscribe(self._channel_prefix + state.node, self._broadcast)
                 self._serve(state, pubsub)
@@ -735,13 +745,13 @@ class RedisStreamSessionManager(RedisBacked, StreamSessionManager):
                 backoff = min(backoff * 2, _BACKOFF_MAX)
         logger.debug("Redis listener stopped")
 
-    def _serve(self, state: _Node, pubsub: "redis_py.client.PubSub") -> None:
+    def _serve(self, state: _Node, pubsub: redis_py.client.PubSub) -> None:
         """Dispatch messages until stopped; raises REDIS_DOWN when the connection is lost."""
         node_channel = self._channel_prefix + state.node
         node_channels = {node_channel, node_channel.encode()}
         confirmed = 0
         last_seen = time.monotonic()
-        ping_sent: Optional[float] = None
+        ping_sent: float | None = None
         while not state.stop.is_set():
             message = pubsub.get_message(timeout=min(_POLL, self._interval))
             now = time.monotonic()
@@ -799,7 +809,7 @@ class RedisStreamSessionManager(RedisBacked, StreamSessionManager):
             frame = encode_message(data)
             items = head[2:].split(" ")
             registrations = state.registrations
-            framed: Dict[str, Tuple[Tuple[int, int], bytes]] = {}  # a message sent to many has one id
+            framed: dict[str, tuple[tuple[int, int], bytes]] = {}  # a message sent to many has one id
             for i in range(0, len(items) - 1, 2):
                 entry = registrations.get(items[i])
                 if entry is None:
@@ -874,7 +884,7 @@ class RedisInfoSessionManager(RedisBacked, FieldStoreInfoManager):
 
     def __init__(
         self,
-        url_or_client: Union[str, "redis_py.Redis"],
+        url_or_client: str | redis_py.Redis,
         *,
         prefix: str = "mcp:",
         session_ttl: float = 3600.0,
@@ -903,7 +913,7 @@ class RedisInfoSessionManager(RedisBacked, FieldStoreInfoManager):
         self._delete = register(lua.INFO_DELETE)
         self._subscribers = register(lua.INFO_SUBSCRIBERS)
 
-    def _run(self, script: Callable[..., Any], session_id: str, *args: Any, extra_key: Optional[str] = None) -> Any:
+    def _run(self, script: Callable[..., Any], session_id: str, *args: Any, extra_key: str | None = None) -> Any:
         """Run an info script on the keys of *session_id* (already validated)."""
         keys = [self._session_prefix + session_id, self._index_prefix + session_id]
         if extra_key is not None:
@@ -911,18 +921,18 @@ class RedisInfoSessionManager(RedisBacked, FieldStoreInfoManager):
         with self._errors:
             return script(keys=keys, args=[self._uri_prefix, self._ttl_ms, *args])
 
-    def _insert(self, session_id: str, fields: Dict[str, str]) -> bool:
+    def _insert(self, session_id: str, fields: dict[str, str]) -> bool:
         # ttl: how long an open stream of the session keeps it alive (the stream heartbeat reads it).
         flat = ["created", repr(time.time()), "ttl", str(self._ttl_ms)]
         for name, value in fields.items():
             flat += [name, value]
         return bool(self._run(self._create, session_id, *flat))
 
-    def _read_all(self, session_id: str) -> Optional[Mapping[str, str]]:
+    def _read_all(self, session_id: str) -> Mapping[str, str] | None:
         flat = self._run(self._get_all, session_id)
         return {text(flat[i]): text(flat[i + 1]) for i in range(0, len(flat), 2)} if flat else None
 
-    def _read(self, session_id: str, name: str) -> Optional[str]:
+    def _read(self, session_id: str, name: str) -> str | None:
         value = self._run(self._get_field, session_id, name)
         return None if value is None else text(value)
 
@@ -932,7 +942,7 @@ class RedisInfoSessionManager(RedisBacked, FieldStoreInfoManager):
     def exists(self, session_id: str) -> bool:
         return bool(self._run(self._exists, _validate.session_id(session_id)))
 
-    def get_subscriptions(self, uri: str) -> List[str]:
+    def get_subscriptions(self, uri: str) -> list[str]:
         _validate.text(uri, "uri")
         with self._errors:
             members = self._subscribers(

@@ -9,11 +9,10 @@ payload can therefore never start a new field or a new event.
 from __future__ import annotations
 
 import re
-from typing import Optional
 
 from . import _validate
 
-__all__ = ["encode_event", "encode_message", "encode_comment", "encode_id", "PING"]
+__all__ = ["PING", "encode_comment", "encode_event", "encode_id", "encode_message"]
 
 _LINE_BREAK = re.compile(r"\r\n|\r|\n")
 _FORBIDDEN_IN_FIELD = re.compile(r"[\r\n\x00]")
@@ -31,11 +30,11 @@ def _field(name: str, value: str) -> str:
 
 
 def encode_event(
-    data: Optional[str] = None,
+    data: str | None = None,
     *,
-    event: Optional[str] = None,
-    id: Optional[str] = None,
-    retry: Optional[int] = None,
+    event: str | None = None,
+    id: str | None = None,
+    retry: int | None = None,
 ) -> bytes:
     """Encode one SSE event as UTF-8 bytes.
 

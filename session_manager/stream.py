@@ -13,11 +13,11 @@ from __future__ import annotations
 import logging
 import queue
 import threading
-from typing import Callable, Iterator, List, Optional
+from collections.abc import Callable, Generator, Iterator
 
 from .sse import PING, encode_event, encode_message
 
-__all__ = ["StreamController", "DEFAULT_MAXSIZE", "DEFAULT_KEEPALIVE"]
+__all__ = ["DEFAULT_KEEPALIVE", "DEFAULT_MAXSIZE", "StreamController"]
 
 logger = logging.getLogger(__name__)
 
@@ -62,8 +62,17 @@ class StreamController:
     """
 
     __slots__ = (
-        "_queue", "_maxsize", "_keepalive", "_retry", "_state", "_started", "_overflowed", "_lock",
-        "_callbacks", "_preamble", "_on_overflow",
+        "_callbacks",
+        "_keepalive",
+        "_lock",
+        "_maxsize",
+        "_on_overflow",
+        "_overflowed",
+        "_preamble",
+        "_queue",
+        "_retry",
+        "_started",
+        "_state",
     )
 
     def __init__(
@@ -71,9 +80,9 @@ class StreamController:
         *,
         maxsize: int = DEFAULT_MAXSIZE,
         keepalive: float = DEFAULT_KEEPALIVE,
-        retry: Optional[int] = None,
-        on_close: Optional[Callable[[], object]] = None,
-        on_overflow: Optional[Callable[[], object]] = None,
+        retry: int | None = None,
+        on_close: Callable[[], object] | None = None,
+        on_overflow: Callable[[], object] | None = None,
     ) -> None:
         if type(maxsize) is not int or maxsize < 1:
             raise ValueError(f"maxsize must be a positive int, got {maxsize!r}")
@@ -87,7 +96,7 @@ class StreamController:
         for name, callback in (("on_close", on_close), ("on_overflow", on_overflow)):
             if callback is not None and not callable(callback):
                 raise TypeError(f"{name} must be callable, not {type(callback).__name__}")
-        self._queue: "queue.SimpleQueue[object]" = queue.SimpleQueue()
+        self._queue: queue.SimpleQueue[object] = queue.SimpleQueue()
         self._maxsize = maxsize
         self._keepalive = float(keepalive)
         self._state = _OPEN
@@ -95,8 +104,8 @@ class StreamController:
         self._overflowed = False
         self._lock = threading.Lock()
         self._retry = retry
-        self._callbacks: Optional[List[Callable[[], object]]] = [on_close] if on_close else []
-        self._preamble: List[bytes] = []
+        self._callbacks: list[Callable[[], object]] | None = [on_close] if on_close else []
+        self._preamble: list[bytes] = []
         self._on_overflow = on_overflow
 
     # -- producer side -----------------------------------------------------
@@ -127,7 +136,7 @@ class StreamController:
             _run_callback(self._on_overflow)
         return False
 
-    def prime(self, frames: List[bytes]) -> None:
+    def prime(self, frames: list[bytes]) -> None:
         """Send *frames* before anything queued: a priming event, a replay.
 
         Must be called before the stream is read. Unlike queued frames they
@@ -151,7 +160,7 @@ class StreamController:
         return self._overflowed
 
     @property
-    def retry(self) -> Optional[int]:
+    def retry(self) -> int | None:
         """Reconnection delay (ms) sent to the client when the server ends the stream, if any."""
         return self._retry
 
@@ -201,7 +210,7 @@ class StreamController:
         """The consumer's iterator; iterate a controller once."""
         return _Frames(self)
 
-    def _frames(self) -> Iterator[bytes]:
+    def _frames(self) -> Generator[bytes, None, None]:
         self._started = True
         q = self._queue
         get, get_nowait = q.get, q.get_nowait
@@ -221,7 +230,7 @@ class StreamController:
                         return
                     yield PING
                     continue
-                chunk: List[bytes] = [] if item is _WAKE else [item]  # type: ignore[list-item]
+                chunk: list[bytes] = [] if item is _WAKE else [item]  # type: ignore[list-item]
                 try:  # the only reader: qsize() frames are there to take
                     for _ in range(min(q.qsize(), _MAX_BATCH)):
                         item = get_nowait()
@@ -260,7 +269,7 @@ class _Frames:
         self._controller = controller
         self._frames = controller._frames()
 
-    def __iter__(self) -> "_Frames":
+    def __iter__(self) -> _Frames:
         return self
 
     def __next__(self) -> bytes:

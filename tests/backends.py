@@ -7,7 +7,7 @@ Adding a backend here runs the whole behaviour suite against it.
 
 from __future__ import annotations
 
-from typing import Callable, Dict
+from collections.abc import Callable
 
 import pytest
 
@@ -24,18 +24,18 @@ StreamFactory = Callable[[pytest.FixtureRequest], StreamSessionManager]
 StoreFactory = Callable[[pytest.FixtureRequest], EventStore]
 InfoFactory = Callable[[pytest.FixtureRequest], InfoSessionManager]
 
-STREAM_BACKENDS: Dict[str, StreamFactory] = {
+STREAM_BACKENDS: dict[str, StreamFactory] = {
     "memory": lambda request: InMemoryStreamSessionManager(),
     "redis": lambda request: request.getfixturevalue("redis_streams"),  # tests/conftest_redis.py
 }
 
-INFO_BACKENDS: Dict[str, InfoFactory] = {
+INFO_BACKENDS: dict[str, InfoFactory] = {
     "memory": lambda request: InMemoryInfoSessionManager(),
     "redis": lambda request: request.getfixturevalue("redis_info"),  # tests/conftest_redis.py
 }
 
 #: Event stores with small bounds: ``max_events`` = 50, ``max_streams`` = 3.
-EVENT_STORE_BACKENDS: Dict[str, StoreFactory] = {
+EVENT_STORE_BACKENDS: dict[str, StoreFactory] = {
     "memory": lambda request: InMemoryEventStore(50, max_streams=3),
     "redis": lambda request: request.getfixturevalue("redis_event_store"),  # tests/conftest_redis.py
 }
@@ -60,7 +60,7 @@ class DelegatingStore(EventStore):
 
 
 #: Stream managers with an event store (same bounds as above): resumable streams.
-RESUMABLE_STREAM_BACKENDS: Dict[str, StreamFactory] = {
+RESUMABLE_STREAM_BACKENDS: dict[str, StreamFactory] = {
     "memory": lambda request: InMemoryStreamSessionManager(event_store=InMemoryEventStore(50, max_streams=3)),
     "memory-custom-store": lambda request: InMemoryStreamSessionManager(
         event_store=DelegatingStore(InMemoryEventStore(50, max_streams=3))

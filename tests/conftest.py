@@ -6,7 +6,8 @@ import itertools
 import json
 import queue
 import threading
-from typing import Any, Callable, Dict, Iterator, List
+from collections.abc import Callable, Iterator
+from typing import Any
 
 import pytest
 
@@ -18,7 +19,7 @@ from .sse_parser import iter_events
 pytest_plugins = ["tests.conftest_redis"]
 
 
-def _made(table: Dict[str, Callable[[pytest.FixtureRequest], Any]], request: pytest.FixtureRequest) -> Iterator[Any]:
+def _made(table: dict[str, Callable[[pytest.FixtureRequest], Any]], request: pytest.FixtureRequest) -> Iterator[Any]:
     """Build the backend this parametrized fixture runs for, and close it afterwards."""
     made = table[request.param](request)
     yield made
@@ -66,7 +67,7 @@ class Reader:
 
     def __init__(self, controller: StreamController) -> None:
         self.controller = controller
-        self.messages: "queue.Queue[str]" = queue.Queue()
+        self.messages: queue.Queue[str] = queue.Queue()
         self.done = threading.Event()
         self.thread = threading.Thread(target=self._run, daemon=True)
         self.thread.start()
@@ -78,7 +79,7 @@ class Reader:
         finally:
             self.done.set()
 
-    def take(self, count: int, timeout: float = 10.0) -> List[str]:
+    def take(self, count: int, timeout: float = 10.0) -> list[str]:
         """Return the next *count* messages; fail if they do not come in time."""
         got = []
         for _ in range(count):
@@ -88,10 +89,10 @@ class Reader:
                 pytest.fail(f"expected {count} messages, got {len(got)}: {got!r}")
         return got
 
-    def take_json(self, count: int, timeout: float = 10.0) -> List[object]:
+    def take_json(self, count: int, timeout: float = 10.0) -> list[object]:
         return [json.loads(m) for m in self.take(count, timeout)]
 
-    def pending(self) -> List[str]:
+    def pending(self) -> list[str]:
         out = []
         while True:
             try:
@@ -103,9 +104,9 @@ class Reader:
 @pytest.fixture
 def open_stream(streams: StreamSessionManager, new_id) -> Iterator[Callable[..., tuple]]:
     """Register a controller for a new session and start reading it."""
-    readers: List[Reader] = []
+    readers: list[Reader] = []
 
-    def make(session_id: str = "", **kwargs) -> "tuple[str, StreamController, Reader]":
+    def make(session_id: str = "", **kwargs) -> tuple[str, StreamController, Reader]:
         sid = session_id or new_id()
         kwargs.setdefault("keepalive", 0.2)
         controller = StreamController(**kwargs)

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import os
 import uuid
-from typing import Callable, Iterator, List, Optional
+from collections.abc import Callable, Iterator
 
 import pytest
 
@@ -65,9 +65,9 @@ def redis_streams(node_factory: Callable[..., RedisStreamSessionManager]) -> Red
 @pytest.fixture
 def node_factory(redis_server: RedisServer, redis_prefix: str) -> Iterator[Callable[..., RedisStreamSessionManager]]:
     """Make stream managers ("nodes": each has its own node id) sharing one prefix; all closed afterwards."""
-    made: List[RedisStreamSessionManager] = []
+    made: list[RedisStreamSessionManager] = []
 
-    def make(url: Optional[str] = None, **kwargs) -> RedisStreamSessionManager:
+    def make(url: str | None = None, **kwargs) -> RedisStreamSessionManager:
         kwargs.setdefault("prefix", redis_prefix)
         kwargs.setdefault("liveness_ttl", TEST_LIVENESS_TTL)
         kwargs.setdefault("heartbeat_interval", TEST_HEARTBEAT)

@@ -36,8 +36,9 @@ import itertools
 import json
 import random
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any, Callable, Dict, List, Optional
+from typing import Any
 
 from session_manager import (
     InMemoryInfoSessionManager,
@@ -56,11 +57,11 @@ LEVELS = ["debug", "info", "warning", "error"]
 class StampedController(StreamController):
     """A real StreamController that remembers when its close() had returned."""
 
-    def __init__(self, clock: "itertools.count[int]", session_id: str, **kwargs: Any) -> None:
+    def __init__(self, clock: itertools.count[int], session_id: str, **kwargs: Any) -> None:
         super().__init__(**kwargs)
         self.clock = clock
         self.session_id = session_id
-        self.closed_at: Optional[int] = None
+        self.closed_at: int | None = None
         self.callbacks_run = 0
         self.add_close_callback(self._count_callback)
 
@@ -77,8 +78,8 @@ class StampedController(StreamController):
 class ReaderRecord:
     controller: StampedController
     handle: Any = None
-    data: List[str] = field(default_factory=list)
-    error: Optional[BaseException] = None
+    data: list[str] = field(default_factory=list)
+    error: BaseException | None = None
     done: bool = False
 
 
@@ -96,7 +97,7 @@ class Runtime:
 def thread_runtime() -> Runtime:
     import threading
 
-    def spawn(fn: Callable[..., None], *args: Any) -> "threading.Thread":
+    def spawn(fn: Callable[..., None], *args: Any) -> threading.Thread:
         thread = threading.Thread(target=fn, args=args, daemon=True)
         thread.start()
         return thread
@@ -125,15 +126,15 @@ def run_stress(
     seed: int = 12345,
     time_limit: float = 90.0,
     keepalive: float = 0.2,
-) -> Dict[str, Any]:
+) -> dict[str, Any]:
     streams = InMemoryStreamSessionManager()
     info = InMemoryInfoSessionManager()
     clock = itertools.count(1)
     pool = [f"s{i}" for i in range(pool_size)]
-    readers: List[ReaderRecord] = []  # list.append is atomic
-    errors: List[str] = []
+    readers: list[ReaderRecord] = []  # list.append is atomic
+    errors: list[str] = []
     finished = [0]
-    counts: Dict[str, int] = {}
+    counts: dict[str, int] = {}
     deadline = time.monotonic() + time_limit
 
     def note(kind: str) -> None:
@@ -143,7 +144,7 @@ def run_stress(
         try:
             for event in iter_events(record.controller):
                 record.data.append(event.data)
-        except BaseException as exc:
+        except BaseException as exc:  # noqa: BLE001 - the reader's end, whatever it is, is checked afterwards
             record.error = exc
         finally:
             record.done = True
@@ -263,7 +264,7 @@ def run_stress(
                 except Exception as exc:  # noqa: BLE001 - every unexpected error is a finding
                     errors.append(f"worker {index} op {op_number}: {type(exc).__name__}: {exc}")
             finished[0] += 1
-        except BaseException as exc:
+        except BaseException as exc:  # noqa: BLE001 - a crashed worker is a finding
             errors.append(f"worker {index} crashed: {exc!r}")
 
     started = time.monotonic()
@@ -293,7 +294,7 @@ def run_stress(
     stuck_readers = sum(not r.done for r in readers)
 
     # Check what every stream delivered.
-    violations: List[str] = []
+    violations: list[str] = []
     deliveries = 0
     overflowed = 0
     for record in readers:
@@ -306,7 +307,7 @@ def run_stress(
         if controller.callbacks_run != 1:
             violations.append(f"close callbacks of {controller.session_id} ran {controller.callbacks_run} times")
         overflowed += controller.overflowed
-        last_seq: Dict[int, int] = {}
+        last_seq: dict[int, int] = {}
         for data in record.data:
             deliveries += 1
             sender, seq, tag, targets = json.loads(data)
@@ -350,7 +351,7 @@ def run_stress(
     }
 
 
-def assert_clean(summary: Dict[str, Any]) -> None:
+def assert_clean(summary: dict[str, Any]) -> None:
     """The invariants, for both runtimes; counts prove the run did real work."""
     assert summary["error_count"] == 0, summary["errors"]
     assert summary["violation_count"] == 0, summary["violations"]

@@ -9,14 +9,14 @@ from gevent import monkey
 
 monkey.patch_all()
 
-import argparse  # noqa: E402
-import resource  # noqa: E402
+import argparse
+import resource
 
-from flask import jsonify, request  # noqa: E402
-from gevent.pywsgi import WSGIServer  # noqa: E402
+from flask import jsonify, request
+from gevent.pywsgi import WSGIServer
 
-from examples.server import create_app  # noqa: E402
-from session_manager import InMemoryStreamSessionManager, SessionManagers  # noqa: E402
+from examples.server import create_app
+from session_manager import InMemoryStreamSessionManager, SessionManagers
 
 
 def main() -> None:
@@ -24,7 +24,7 @@ def main() -> None:
     parser.add_argument("--port", type=int, required=True)
     parser.add_argument("--keepalive", type=float, default=15.0)
     args = parser.parse_args()
-    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    _soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
     resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
 
     streams = InMemoryStreamSessionManager()

@@ -18,8 +18,9 @@ import subprocess
 import sys
 import threading
 import time
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
-from typing import Any, Callable, Dict, Iterator, List, Optional, Sequence, Tuple
+from typing import Any
 
 import pytest
 import requests
@@ -62,10 +63,10 @@ class TestHandler:
     __test__ = False  # not a pytest class
 
     def __init__(self) -> None:
-        self.seen: "queue.Queue[Tuple[Dict[str, Any], RequestContext]]" = queue.Queue()
+        self.seen: queue.Queue[tuple[dict[str, Any], RequestContext]] = queue.Queue()
         self.release = threading.Event()
 
-    def messages(self) -> List[Dict[str, Any]]:
+    def messages(self) -> list[dict[str, Any]]:
         """Messages seen so far (drains the record)."""
         out = []
         while True:
@@ -74,7 +75,7 @@ class TestHandler:
             except queue.Empty:
                 return out
 
-    def __call__(self, message: Dict[str, Any], ctx: RequestContext) -> Any:
+    def __call__(self, message: dict[str, Any], ctx: RequestContext) -> Any:
         self.seen.put((message, ctx))
         method = message.get("method")
         params = message.get("params") or {}
@@ -175,16 +176,16 @@ class Harness:
         self.port = server.port
         self.url = f"http://127.0.0.1:{server.port}/mcp"
         self.http = requests.Session()
-        self.streams: List["RawStream"] = []
+        self.streams: list[RawStream] = []
 
     # -- plain requests --
 
-    def post(self, message: Any, sid: Optional[str] = None, *, headers: Optional[Dict[str, Any]] = None, **kwargs: Any) -> requests.Response:
+    def post(self, message: Any, sid: str | None = None, *, headers: dict[str, Any] | None = None, **kwargs: Any) -> requests.Response:
         """POST one message (any JSON value, raw bytes, or an iterator of chunks) with MCP headers.
 
         *headers* override the defaults; a ``None`` value removes a header.
         """
-        merged: Dict[str, Any] = {"Content-Type": "application/json", "Accept": ACCEPT_BOTH}
+        merged: dict[str, Any] = {"Content-Type": "application/json", "Accept": ACCEPT_BOTH}
         if sid is not None:
             merged["Mcp-Session-Id"] = sid
             merged["MCP-Protocol-Version"] = LATEST
@@ -198,9 +199,9 @@ class Harness:
         assert response.status_code == 200, response.text
         return response.headers["Mcp-Session-Id"]
 
-    def request(self, sid: str, method: str, params: Optional[Dict[str, Any]] = None, *, id: Any = 1) -> Dict[str, Any]:
+    def request(self, sid: str, method: str, params: dict[str, Any] | None = None, *, id: Any = 1) -> dict[str, Any]:
         """Send a request and return its JSON-RPC reply (the last event of the SSE answer)."""
-        message: Dict[str, Any] = {"jsonrpc": "2.0", "id": id, "method": method}
+        message: dict[str, Any] = {"jsonrpc": "2.0", "id": id, "method": method}
         if params is not None:
             message["params"] = params
         response = self.post(message, sid)
@@ -209,7 +210,7 @@ class Harness:
 
     # -- streams --
 
-    def open_stream(self, sid: str, *, headers: Optional[Dict[str, str]] = None, wait: bool = True) -> "RawStream":
+    def open_stream(self, sid: str, *, headers: dict[str, str] | None = None, wait: bool = True) -> RawStream:
         """Open the session's GET stream; with *wait*, until it is registered."""
         merged = {"Accept": "text/event-stream", "Mcp-Session-Id": sid, "MCP-Protocol-Version": LATEST}
         merged.update(headers or {})
@@ -231,7 +232,7 @@ class Harness:
         self.http.close()
 
 
-def initialize_message(protocol_version: str = LATEST, id: Any = 0) -> Dict[str, Any]:
+def initialize_message(protocol_version: str = LATEST, id: Any = 0) -> dict[str, Any]:
     return {
         "jsonrpc": "2.0",
         "id": id,
@@ -244,7 +245,7 @@ def initialize_message(protocol_version: str = LATEST, id: Any = 0) -> Dict[str,
     }
 
 
-def events_of(response: requests.Response) -> List[Event]:
+def events_of(response: requests.Response) -> list[Event]:
     """The SSE events of a complete response body that carry a message.
 
     Priming events (an id with empty data, sent first on resumable streams)
@@ -256,7 +257,7 @@ def events_of(response: requests.Response) -> List[Event]:
     return [event for event in parser.events if event.data]
 
 
-def reply_of(response: requests.Response) -> Dict[str, Any]:
+def reply_of(response: requests.Response) -> dict[str, Any]:
     """The JSON-RPC reply in a JSON or SSE response (the last SSE event)."""
     if response.headers["Content-Type"].startswith("application/json"):
         return response.json()
@@ -268,9 +269,9 @@ def reply_of(response: requests.Response) -> Dict[str, Any]:
 @pytest.fixture
 def serve() -> Iterator[Callable[..., Harness]]:
     """Factory: ``serve(**blueprint_options)`` starts a live endpoint with a :class:`TestHandler`."""
-    harnesses: List[Harness] = []
+    harnesses: list[Harness] = []
 
-    def make(handler: Any = None, managers: Optional[SessionManagers] = None, **options: Any) -> Harness:
+    def make(handler: Any = None, managers: SessionManagers | None = None, **options: Any) -> Harness:
         handler = TestHandler() if handler is None else handler
         managers = SessionManagers() if managers is None else managers
         options.setdefault("keepalive", 1.0)
@@ -329,7 +330,7 @@ class ChunkedDecoder:
         return b"".join(out)
 
 
-def build_request(method: str, path: str, port: int, headers: Dict[str, str], body: bytes = b"") -> bytes:
+def build_request(method: str, path: str, port: int, headers: dict[str, str], body: bytes = b"") -> bytes:
     lines = [f"{method} {path} HTTP/1.1", f"Host: 127.0.0.1:{port}"]
     lines += [f"{name}: {value}" for name, value in headers.items()]
     if (body or method in ("POST", "PUT", "PATCH")) and "content-length" not in {h.lower() for h in headers}:
@@ -377,7 +378,7 @@ class RawStream:
     (:meth:`start_reader`); :meth:`close` shuts the socket, ending the reader.
     """
 
-    def __init__(self, port: int, method: str, path: str, headers: Dict[str, str], body: bytes = b"", timeout: float = 10) -> None:
+    def __init__(self, port: int, method: str, path: str, headers: dict[str, str], body: bytes = b"", timeout: float = 10) -> None:
         self.sock = socket.create_connection(("127.0.0.1", port), timeout=timeout)
         self.sock.sendall(build_request(method, path, port, headers, body))
         buffer = b""
@@ -392,10 +393,10 @@ class RawStream:
         self.headers = self.head.headers
         self.body = BodyReader(self.head)
         self.parser = SSEParser()
-        self.events: "queue.Queue[Optional[Event]]" = queue.Queue()
+        self.events: queue.Queue[Event | None] = queue.Queue()
         self.ended = threading.Event()
         self._pending = self.body.feed(rest)
-        self._thread: Optional[threading.Thread] = None
+        self._thread: threading.Thread | None = None
 
     def chunks(self) -> Iterator[bytes]:
         """Body bytes as they arrive, until the body ends or the socket closes."""
@@ -431,9 +432,9 @@ class RawStream:
             self.ended.set()
             self.events.put(None)
 
-    def take(self, count: int, timeout: float = 10.0) -> List[Dict[str, Any]]:
+    def take(self, count: int, timeout: float = 10.0) -> list[dict[str, Any]]:
         """The next *count* events' JSON data; fails the test if they do not come in time."""
-        got: List[Dict[str, Any]] = []
+        got: list[dict[str, Any]] = []
         deadline = time.monotonic() + timeout
         while len(got) < count:
             try:
@@ -466,7 +467,7 @@ class ServerProcess:
         env = dict(os.environ, PYTHONPATH=str(REPO), PYTHONUNBUFFERED="1")
         self.log = open(os.devnull, "wb")  # noqa: SIM115 - closed in close()
         self.process = subprocess.Popen(list(args), cwd=REPO, env=env, stdout=self.log, stderr=subprocess.PIPE)
-        self._stderr: List[bytes] = []
+        self._stderr: list[bytes] = []
         threading.Thread(target=self._drain, daemon=True).start()
         deadline = time.monotonic() + timeout
         while True:

@@ -10,18 +10,18 @@ from gevent import monkey
 
 monkey.patch_all()
 
-import json  # noqa: E402
-import os  # noqa: E402
-import sys  # noqa: E402
-import time  # noqa: E402
+import json
+import os
+import sys
+import time
 
-import gevent  # noqa: E402
+import gevent
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-from session_manager import InMemoryStreamSessionManager, StreamController  # noqa: E402
-from tests.core_stress import gevent_runtime, run_stress  # noqa: E402
-from tests.sse_parser import SSEParser  # noqa: E402
+from session_manager import InMemoryStreamSessionManager, StreamController
+from tests.core_stress import gevent_runtime, run_stress
+from tests.sse_parser import SSEParser
 
 
 def fanout(consumers: int = 2000, messages: int = 100, time_limit: float = 60.0) -> dict:

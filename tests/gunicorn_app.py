@@ -10,7 +10,8 @@ import os
 
 from flask import Flask, Response
 
-from examples.server import REDIS_URL_ENV, create_app as create_example, redis_managers
+from examples.server import REDIS_URL_ENV, redis_managers
+from examples.server import create_app as create_example
 
 from .conftest_redis import TEST_HEARTBEAT, TEST_LIVENESS_TTL
 

@@ -21,7 +21,8 @@ import os
 import signal
 import subprocess
 import time
-from typing import Any, AsyncIterator, Dict, List, Optional, Set, Tuple
+from collections.abc import AsyncIterator
+from typing import Any
 
 import httpx2
 import pytest
@@ -32,7 +33,17 @@ from requests.adapters import HTTPAdapter
 
 from session_manager.redis import RedisStreamSessionManager
 
-from .flask_support import ACCEPT_BOTH, LATEST, PYTHON, REPO, RawStream, ServerProcess, free_port, initialize_message, reply_of
+from .flask_support import (
+    ACCEPT_BOTH,
+    LATEST,
+    PYTHON,
+    REPO,
+    RawStream,
+    ServerProcess,
+    free_port,
+    initialize_message,
+    reply_of,
+)
 from .gunicorn_app import WORKER_HEADER
 from .test_flask_client import Peer
 
@@ -56,7 +67,7 @@ def pid_alive(pid: int) -> bool:
 class Gunicorn(ServerProcess):
     """``gunicorn -k gevent -w N`` serving *app* with ``MCP_REDIS_URL=redis_url``, ready to connect."""
 
-    def __init__(self, redis_url: str, *, workers: int = 3, app: str = TEST_APP, config: Optional[str] = None) -> None:
+    def __init__(self, redis_url: str, *, workers: int = 3, app: str = TEST_APP, config: str | None = None) -> None:
         port = free_port()
         args = [PYTHON, "-m", "gunicorn"] + (["-c", config] if config else [])
         args += [
@@ -69,13 +80,13 @@ class Gunicorn(ServerProcess):
             app,
         ]
         self.workers = workers
-        self._seen_workers: Set[int] = set()
+        self._seen_workers: set[int] = set()
         super().__init__(args, port)  # ready when the arbiter listens: workers may still be loading the app
         if app == TEST_APP:  # it names its workers: wait until every one has served a request
             for worker in self.pinned():
                 worker.close()
 
-    def worker_pids(self) -> Set[int]:
+    def worker_pids(self) -> set[int]:
         """The live worker processes (children of the arbiter)."""
         pids = set()
         for entry in os.listdir("/proc"):
@@ -86,12 +97,12 @@ class Gunicorn(ServerProcess):
         self._seen_workers |= pids
         return pids
 
-    def pinned(self, timeout: float = 20.0) -> List["Pinned"]:
+    def pinned(self, timeout: float = 20.0) -> list[Pinned]:
         """One :class:`Pinned` per worker, found by opening connections until every worker answered one.
 
         Also how to wait for the workers: a worker still loading the app accepts nothing.
         """
-        found: Dict[int, Pinned] = {}
+        found: dict[int, Pinned] = {}
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             candidate = Pinned(self.url)
@@ -124,9 +135,9 @@ class Pinned:
         self.url = url
         self.http = requests.Session()
         self.http.mount("http://", HTTPAdapter(pool_connections=1, pool_maxsize=1, max_retries=0))
-        self.pid: Optional[int] = None
+        self.pid: int | None = None
 
-    def send(self, verb: str, message: Any = None, sid: Optional[str] = None, **headers: str) -> requests.Response:
+    def send(self, verb: str, message: Any = None, sid: str | None = None, **headers: str) -> requests.Response:
         """One request; the response must come from this connection's worker (when the app names it)."""
         merged = {"Accept": ACCEPT_BOTH}
         if message is not None:
@@ -155,13 +166,13 @@ class Pinned:
         assert response.status_code == 200, response.text
         return response.headers["Mcp-Session-Id"]
 
-    def request(self, sid: str, method: str, params: Optional[Dict[str, Any]] = None) -> requests.Response:
-        message: Dict[str, Any] = {"jsonrpc": "2.0", "id": 1, "method": method}
+    def request(self, sid: str, method: str, params: dict[str, Any] | None = None) -> requests.Response:
+        message: dict[str, Any] = {"jsonrpc": "2.0", "id": 1, "method": method}
         if params is not None:
             message["params"] = params
         return self.send("POST", message, sid)
 
-    def result(self, sid: str, method: str, params: Optional[Dict[str, Any]] = None) -> Any:
+    def result(self, sid: str, method: str, params: dict[str, Any] | None = None) -> Any:
         """The result of a request that must succeed."""
         response = self.request(sid, method, params)
         assert response.status_code == 200, response.text
@@ -176,7 +187,7 @@ class Pinned:
         return f"<Pinned worker {self.pid}>"
 
 
-def open_stream(port: int, sid: str) -> Tuple[RawStream, int]:
+def open_stream(port: int, sid: str) -> tuple[RawStream, int]:
     """The session's GET stream on a new connection, and the worker that holds it."""
     headers = {"Accept": "text/event-stream", "Mcp-Session-Id": sid, "MCP-Protocol-Version": LATEST}
     stream = RawStream(port, "GET", "/mcp", headers)
@@ -193,7 +204,7 @@ def stream_view(redis_url: str) -> RedisStreamSessionManager:
     return RedisStreamSessionManager(redis_url, socket_timeout=2.0)
 
 
-def run_notify(redis_url: str, *args: str) -> "subprocess.CompletedProcess[str]":
+def run_notify(redis_url: str, *args: str) -> subprocess.CompletedProcess[str]:
     """``python examples/notify.py --redis URL ARGS...`` (a plain process: no gevent, no Flask app)."""
     env = dict(os.environ, PYTHONPATH=str(REPO))
     env.pop(REDIS_URL_ENV, None)
@@ -207,7 +218,7 @@ class Served:
     """Which worker served each HTTP request of a client: ``(verb, JSON-RPC method or None, status, pid)``."""
 
     def __init__(self) -> None:
-        self.records: List[Tuple[str, Optional[str], int, int]] = []
+        self.records: list[tuple[str, str | None, int, int]] = []
 
     async def hook(self, response: httpx2.Response) -> None:
         request = response.request
@@ -217,10 +228,10 @@ class Served:
                 method = json.loads(request.content).get("method")
         self.records.append((request.method, method, response.status_code, int(response.headers.get(WORKER_HEADER, 0))))
 
-    def pids(self) -> Set[int]:
+    def pids(self) -> set[int]:
         return {record[3] for record in self.records}
 
-    def last(self, verb: str, method: Optional[str] = None) -> Optional[int]:
+    def last(self, verb: str, method: str | None = None) -> int | None:
         """The worker of the latest successful request of this kind (``None`` if none yet)."""
         for rverb, rmethod, status, pid in reversed(self.records):
             if rverb == verb and (method is None or rmethod == method) and status < 300:
@@ -229,14 +240,14 @@ class Served:
 
 
 @contextlib.asynccontextmanager
-async def connect_spread(url: str) -> AsyncIterator[Tuple[Peer, Served]]:
+async def connect_spread(url: str) -> AsyncIterator[tuple[Peer, Served]]:
     """The official client, initialized, with no keep-alive: every request takes a new connection.
 
     So gunicorn spreads initialize, the GET stream and each POST over its workers.
     """
-    pushed: List[Any] = []
-    logs: List[Any] = []
-    sid: List[str] = []
+    pushed: list[Any] = []
+    logs: list[Any] = []
+    sid: list[str] = []
     served = Served()
 
     async def capture(response: httpx2.Response) -> None:

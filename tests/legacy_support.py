@@ -15,22 +15,22 @@ if __name__ == "__main__":
 
     monkey.patch_all()
 
-import argparse  # noqa: E402
-import json  # noqa: E402
-import queue  # noqa: E402
-import time  # noqa: E402
-from typing import Any, Dict, List, Optional, Tuple  # noqa: E402
-from urllib.parse import parse_qs, urlparse  # noqa: E402
+import argparse
+import json
+import queue
+import time
+from typing import Any
+from urllib.parse import parse_qs, urlparse
 
-import pytest  # noqa: E402
-import requests  # noqa: E402
-from flask import Flask  # noqa: E402
+import pytest
+import requests
+from flask import Flask
 
-from session_manager import SessionManagers  # noqa: E402
-from session_manager.flask import LegacySseBlueprint, McpBlueprint, RequestContext  # noqa: E402
+from session_manager import SessionManagers
+from session_manager.flask import LegacySseBlueprint, McpBlueprint, RequestContext
 
-from .flask_support import RawStream, TestHandler, ThreadedServer  # noqa: E402
-from .sse_parser import Event  # noqa: E402
+from .flask_support import RawStream, TestHandler, ThreadedServer
+from .sse_parser import Event
 
 TOOLS = [
     {"name": "echo", "inputSchema": {"type": "object", "properties": {"text": {"type": "string"}}}},
@@ -43,7 +43,7 @@ class ToolHandler(TestHandler):
 
     __test__ = False
 
-    def __call__(self, message: Dict[str, Any], ctx: RequestContext) -> Any:
+    def __call__(self, message: dict[str, Any], ctx: RequestContext) -> Any:
         method = message.get("method")
         params = message.get("params") or {}
         if method == "tools/list" and "id" in message:
@@ -63,8 +63,8 @@ class ToolHandler(TestHandler):
 
 
 def create_app(
-    handler: Any, managers: SessionManagers, *, legacy_prefix: Optional[str] = None, **options: Any
-) -> Tuple[Flask, McpBlueprint, LegacySseBlueprint]:
+    handler: Any, managers: SessionManagers, *, legacy_prefix: str | None = None, **options: Any
+) -> tuple[Flask, McpBlueprint, LegacySseBlueprint]:
     """Streamable HTTP at ``/mcp`` and the legacy transport at ``<legacy_prefix>/sse``, one set of managers."""
     mcp = McpBlueprint(handler, managers=managers, **options)
     legacy = mcp.legacy_sse_blueprint(url_prefix=legacy_prefix)
@@ -80,7 +80,7 @@ class LegacyClient:
     *post_port* sends the POSTs to another server than the stream's (same path).
     """
 
-    def __init__(self, port: int, path: str = "/sse", *, headers: Optional[Dict[str, str]] = None, post_port: Optional[int] = None) -> None:
+    def __init__(self, port: int, path: str = "/sse", *, headers: dict[str, str] | None = None, post_port: int | None = None) -> None:
         self.port = port
         self.post_port = port if post_port is None else post_port
         self.stream = RawStream(port, "GET", path, {"Accept": "text/event-stream", **(headers or {})})
@@ -92,7 +92,7 @@ class LegacyClient:
         self.sid = parse_qs(urlparse(self.endpoint).query)["sessionId"][0]
         self.http = requests.Session()
         #: Messages read from the stream while waiting for a reply.
-        self.pushed: List[Dict[str, Any]] = []
+        self.pushed: list[dict[str, Any]] = []
 
     @property
     def post_url(self) -> str:
@@ -108,7 +108,7 @@ class LegacyClient:
             pytest.fail("the stream ended")
         return event
 
-    def message(self, timeout: float = 10.0) -> Dict[str, Any]:
+    def message(self, timeout: float = 10.0) -> dict[str, Any]:
         """The next message event's JSON-RPC message."""
         event = self.event(timeout)
         assert event.event == "message", event
@@ -118,16 +118,16 @@ class LegacyClient:
         self,
         message: Any,
         *,
-        headers: Optional[Dict[str, Any]] = None,
-        url: Optional[str] = None,
-        via: Optional[requests.Session] = None,
+        headers: dict[str, Any] | None = None,
+        url: str | None = None,
+        via: requests.Session | None = None,
     ) -> requests.Response:
         """POST one message (JSON value or raw bytes); *via* another HTTP session (e.g. one pinned to a worker)."""
         body = message if isinstance(message, bytes) else json.dumps(message).encode()
         merged = {"Content-Type": "application/json", **(headers or {})}
         return (via or self.http).post(url or self.post_url, data=body, headers=merged, timeout=10)
 
-    def reply_to(self, id: Any, timeout: float = 10.0) -> Dict[str, Any]:
+    def reply_to(self, id: Any, timeout: float = 10.0) -> dict[str, Any]:
         """Read the stream until the response to *id*; what came before is appended to :attr:`pushed`."""
         deadline = time.monotonic() + timeout
         while True:
@@ -137,10 +137,10 @@ class LegacyClient:
             self.pushed.append(message)
 
     def request(
-        self, method: str, params: Optional[Dict[str, Any]] = None, *, id: Any = 1, via: Optional[requests.Session] = None
-    ) -> Dict[str, Any]:
+        self, method: str, params: dict[str, Any] | None = None, *, id: Any = 1, via: requests.Session | None = None
+    ) -> dict[str, Any]:
         """POST a request (202 expected) and return its reply from the stream."""
-        message: Dict[str, Any] = {"jsonrpc": "2.0", "id": id, "method": method}
+        message: dict[str, Any] = {"jsonrpc": "2.0", "id": id, "method": method}
         if params is not None:
             message["params"] = params
         response = self.post(message, via=via)
@@ -148,7 +148,7 @@ class LegacyClient:
         assert response.text == "Accepted"
         return self.reply_to(id)
 
-    def initialize(self, protocol_version: str = "2024-11-05", *, via: Optional[requests.Session] = None) -> Dict[str, Any]:
+    def initialize(self, protocol_version: str = "2024-11-05", *, via: requests.Session | None = None) -> dict[str, Any]:
         reply = self.request(
             "initialize",
             {
@@ -170,14 +170,14 @@ class LegacyClient:
 class LegacyServer:
     """Both transports on a threaded werkzeug server, a ToolHandler and in-process managers."""
 
-    def __init__(self, managers: Optional[SessionManagers] = None, handler: Any = None, **options: Any) -> None:
+    def __init__(self, managers: SessionManagers | None = None, handler: Any = None, **options: Any) -> None:
         self.handler = ToolHandler() if handler is None else handler
         self.managers = SessionManagers() if managers is None else managers
         options.setdefault("keepalive", 0.2)
         self.app, self.mcp, self.legacy = create_app(self.handler, self.managers, **options)
         self.server = ThreadedServer(self.app)
         self.port = self.server.port
-        self.clients: List[LegacyClient] = []
+        self.clients: list[LegacyClient] = []
 
     @property
     def sse_url(self) -> str:

@@ -10,7 +10,7 @@ import subprocess
 import sys
 import tempfile
 import time
-from typing import Iterator, List, Optional, Tuple
+from collections.abc import Iterator
 
 import redis
 
@@ -21,7 +21,7 @@ MISSING = (
 )
 
 
-def find_binary() -> Optional[str]:
+def find_binary() -> str | None:
     """Path of redis-server, or None."""
     return shutil.which("redis-server")
 
@@ -36,21 +36,21 @@ def free_port() -> int:
 class RedisServer:
     """One redis-server process on 127.0.0.1; restartable on the same port."""
 
-    def __init__(self, binary: str, port: Optional[int] = None) -> None:
+    def __init__(self, binary: str, port: int | None = None) -> None:
         self.binary = binary
         self.port = port or free_port()
         self.dir = tempfile.mkdtemp(prefix="session_manager-redis-")
-        self.process: Optional[subprocess.Popen] = None
+        self.process: subprocess.Popen | None = None
 
     @property
     def url(self) -> str:
         return f"redis://127.0.0.1:{self.port}/0"
 
-    def client(self) -> "redis.Redis":
+    def client(self) -> redis.Redis:
         """A plain client for checks (CLIENT LIST, KEYS...); close it after use."""
         return redis.Redis(host="127.0.0.1", port=self.port, socket_timeout=5, socket_connect_timeout=2)
 
-    def command(self) -> List[str]:
+    def command(self) -> list[str]:
         return [
             self.binary,
             "--port", str(self.port),
@@ -63,7 +63,7 @@ class RedisServer:
             "--logfile", os.path.join(self.dir, "redis.log"),
         ]
 
-    def start(self, timeout: float = 10.0) -> "RedisServer":
+    def start(self, timeout: float = 10.0) -> RedisServer:
         """Start the server and wait until it answers PING."""
         assert self.process is None, "already running"
         self.process = subprocess.Popen(self.command(), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
@@ -119,7 +119,7 @@ class RedisServer:
 
 
 @contextlib.contextmanager
-def url_or_private(url: Optional[str]) -> Iterator[Tuple[str, Optional[RedisServer]]]:
+def url_or_private(url: str | None) -> Iterator[tuple[str, RedisServer | None]]:
     """For benchmarks: *url* as given, or a private redis-server started (and removed) here."""
     if url is not None:
         yield url, None

@@ -6,7 +6,8 @@ import contextlib
 import json
 import threading
 import time
-from typing import Any, Callable, Iterator, List, Optional, Tuple
+from collections.abc import Callable, Iterator
+from typing import Any
 
 import pytest
 
@@ -43,7 +44,7 @@ class Client:
 
     def __init__(self, controller: StreamController) -> None:
         self.controller = controller
-        self.events: List[Tuple[str, str]] = []
+        self.events: list[tuple[str, str]] = []
         self.last_event_id = ""
         self.dropped = threading.Event()
         self.stalled = threading.Event()
@@ -77,14 +78,14 @@ class Client:
             self.dropped.set()
             return self.last_event_id
 
-    def snapshot(self) -> List[Tuple[str, str]]:
+    def snapshot(self) -> list[tuple[str, str]]:
         with self._lock:
             return list(self.events)
 
-    def ns(self) -> List[object]:
+    def ns(self) -> list[object]:
         return [json.loads(data)["params"]["n"] for _, data in self.snapshot()]
 
-    def wait_for(self, count: int, timeout: float = 20.0) -> List[Tuple[str, str]]:
+    def wait_for(self, count: int, timeout: float = 20.0) -> list[tuple[str, str]]:
         """The events received, once there are at least *count*."""
         if not wait_until(lambda: len(self.snapshot()) >= count, timeout=timeout):
             pytest.fail(f"expected {count} events, got {len(self.snapshot())}")
@@ -103,9 +104,9 @@ def stream_readers(reader: Callable[[StreamController], Any]) -> Iterator[Callab
     *reader* wraps the controller and reads it on a thread (``.controller``,
     ``.thread``); every stream is closed and its reader joined on exit.
     """
-    made: List[Any] = []
+    made: list[Any] = []
 
-    def open_on(manager: Any, sid: str, last_event_id: Optional[str] = None, **kwargs: Any) -> Any:
+    def open_on(manager: Any, sid: str, last_event_id: str | None = None, **kwargs: Any) -> Any:
         kwargs.setdefault("keepalive", 0.2)
         controller = StreamController(**kwargs)
         manager.create(sid, controller, last_event_id=last_event_id)

@@ -7,15 +7,15 @@ not against itself.
 
 from __future__ import annotations
 
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
-from typing import Iterable, Iterator, List, Optional
 
 
 @dataclass
 class Event:
     data: str
     event: str = "message"
-    id: Optional[str] = None
+    id: str | None = None
 
 
 class SSEParser:
@@ -29,11 +29,11 @@ class SSEParser:
         self.data = ""
         self.event_type = ""
         self.last_event_id = ""
-        self.retry: Optional[int] = None
-        self.comments: List[str] = []
-        self.events: List[Event] = []
+        self.retry: int | None = None
+        self.comments: list[str] = []
+        self.events: list[Event] = []
 
-    def feed(self, chunk: bytes) -> List[Event]:
+    def feed(self, chunk: bytes) -> list[Event]:
         start = len(self.events)
         self._decoder_buf += chunk
         try:
@@ -43,8 +43,7 @@ class SSEParser:
             text = self._decoder_buf[: exc.start].decode("utf-8")
             self._decoder_buf = self._decoder_buf[exc.start :]
         if self._first and text:
-            if text.startswith("\ufeff"):
-                text = text[1:]
+            text = text.removeprefix("\ufeff")
             self._first = False
         for ch in text:
             if self._pending_cr:
@@ -71,8 +70,7 @@ class SSEParser:
             return
         if ":" in line:
             field, value = line.split(":", 1)
-            if value.startswith(" "):
-                value = value[1:]
+            value = value.removeprefix(" ")
         else:
             field, value = line, ""
         if field == "event":
@@ -82,21 +80,20 @@ class SSEParser:
         elif field == "id":
             if "\x00" not in value:
                 self.last_event_id = value
-        elif field == "retry":
-            if value and all("0" <= c <= "9" for c in value):
-                self.retry = int(value)
+        elif field == "retry" and value and all("0" <= c <= "9" for c in value):
+            self.retry = int(value)
 
     def _dispatch(self) -> None:
         if self.data == "":
             self.event_type = ""
             return
-        data = self.data[:-1] if self.data.endswith("\n") else self.data
+        data = self.data.removesuffix("\n")
         self.events.append(Event(data=data, event=self.event_type or "message", id=self.last_event_id or None))
         self.data = ""
         self.event_type = ""
 
 
-def parse(chunks: Iterable[bytes]) -> List[Event]:
+def parse(chunks: Iterable[bytes]) -> list[Event]:
     parser = SSEParser()
     for chunk in chunks:
         parser.feed(chunk)

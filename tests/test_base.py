@@ -9,6 +9,7 @@ from session_manager import (
     InfoSessionManager,
     InMemoryInfoSessionManager,
     InMemoryStreamSessionManager,
+    Notifier,
     SessionManagers,
     StreamController,
     StreamSessionManager,
@@ -52,6 +53,33 @@ def test_session_managers_rejects_wrong_types():
         SessionManagers(streams=InMemoryInfoSessionManager())
     with pytest.raises(TypeError, match="InfoSessionManager"):
         SessionManagers(info=object())
+
+
+@pytest.mark.parametrize(
+    "call, error, hint",
+    [
+        (lambda n: n.notify(None, "notifications/message"), TypeError, "must be str, not NoneType"),
+        (lambda n: n.notify("abc", b"notifications/message"), TypeError, "method must be a str"),
+        (lambda n: n.notify("abc", ""), ValueError, "non-empty"),
+        (lambda n: n.notify("abc", "m", b"{}"), TypeError, "params must be a dict"),
+        (lambda n: n.broadcast("m", "not a dict"), TypeError, "params must be a dict"),
+        (lambda n: n.send("abc", "{}"), TypeError, "wrap one id in a list"),
+        (lambda n: n.send(["abc"], b"{}"), TypeError, r"use json\.dumps\(message\)"),
+        (lambda n: n.log(None, "info", "x"), TypeError, "session id must be a str"),
+        (lambda n: n.log("abc", "loud", "x"), ValueError, "debug"),
+        (lambda n: n.resource_updated(None), TypeError, "uri must be a str"),
+    ],
+)
+def test_notifier_bad_input_says_what_to_change(call, error, hint):
+    managers = SessionManagers()
+    managers.info.create("abc")
+    stream = StreamController()
+    managers.streams.create("abc", stream)
+    with pytest.raises(error, match=hint):
+        call(Notifier(managers))
+    Notifier(managers).notify("abc", "notifications/unharmed")  # nothing of the bad call stays behind
+    assert b"notifications/unharmed" in next(iter(stream))
+    managers.close()
 
 
 def test_session_managers_delete_and_close():

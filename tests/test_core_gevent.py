@@ -25,6 +25,7 @@ def run_worker(*what: str) -> dict:
             capture_output=True,
             text=True,
             timeout=240,
+            check=False,
             cwd=os.path.dirname(os.path.dirname(WORKER)),
         )
     except subprocess.TimeoutExpired as exc:

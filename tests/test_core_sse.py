@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import json
 import re
-from typing import List, Optional
 
 import pytest
 from hypothesis import HealthCheck, given, settings
@@ -55,7 +54,7 @@ def sse_normalised(text: str) -> str:
     return re.sub(r"\r\n?", "\n", text)
 
 
-def split_at(data: bytes, cuts: List[int]) -> List[bytes]:
+def split_at(data: bytes, cuts: list[int]) -> list[bytes]:
     points = sorted({c % (len(data) + 1) for c in cuts})
     chunks, start = [], 0
     for point in points:
@@ -65,7 +64,7 @@ def split_at(data: bytes, cuts: List[int]) -> List[bytes]:
     return chunks
 
 
-def parse_one(frame: bytes, chunks: Optional[List[bytes]] = None):
+def parse_one(frame: bytes, chunks: list[bytes] | None = None):
     parser = SSEParser()
     for chunk in chunks if chunks is not None else [frame]:
         parser.feed(chunk)

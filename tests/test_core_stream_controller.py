@@ -11,7 +11,6 @@ import gc
 import json
 import logging
 import threading
-from typing import List
 
 import pytest
 
@@ -28,14 +27,14 @@ def msg(n: object) -> str:
     return json.dumps({"jsonrpc": "2.0", "method": "notifications/message", "params": {"n": n}})
 
 
-def ns(chunks: List[bytes]) -> List[object]:
+def ns(chunks: list[bytes]) -> list[object]:
     return [json.loads(e.data)["params"]["n"] for e in parse(chunks)]
 
 
 class Counter:
     def __init__(self) -> None:
         self.calls = 0
-        self.threads: List[str] = []
+        self.threads: list[str] = []
 
     def __call__(self) -> None:
         self.calls += 1
@@ -47,8 +46,8 @@ class ThreadReader:
 
     def __init__(self, controller: StreamController) -> None:
         self.controller = controller
-        self.chunks: List[bytes] = []
-        self.error: "BaseException | None" = None
+        self.chunks: list[bytes] = []
+        self.error: BaseException | None = None
         self.started = threading.Event()
         self.thread = threading.Thread(target=self._run, daemon=True)
         self.thread.start()
@@ -59,10 +58,10 @@ class ThreadReader:
         try:
             for chunk in self.controller:
                 self.chunks.append(chunk)
-        except BaseException as exc:  # pragma: no cover - reported by finish()
+        except BaseException as exc:  # noqa: BLE001  # pragma: no cover - reported by finish()
             self.error = exc
 
-    def finish(self, timeout: float = JOIN) -> List[bytes]:
+    def finish(self, timeout: float = JOIN) -> list[bytes]:
         self.thread.join(timeout)
         assert not self.thread.is_alive(), "reader still blocked"
         assert self.error is None, repr(self.error)
@@ -82,7 +81,7 @@ class ThreadReader:
 
 def test_enqueue_never_blocks_without_a_reader():
     controller = StreamController(maxsize=8, keepalive=LONG)
-    results: List[bool] = []
+    results: list[bool] = []
     sender = threading.Thread(target=lambda: results.extend(controller.enqueue(msg(i)) for i in range(1000)))
     sender.start()
     sender.join(JOIN)
@@ -335,7 +334,7 @@ def test_overflow_leaves_other_streams_working():
 def test_many_concurrent_senders_overflow_only_bound_the_queue():
     controller = StreamController(maxsize=64, keepalive=LONG)
     start = threading.Barrier(8)
-    results: List[List[bool]] = [[] for _ in range(8)]
+    results: list[list[bool]] = [[] for _ in range(8)]
 
     def send(k: int) -> None:
         start.wait(JOIN)
@@ -450,7 +449,7 @@ def test_add_close_callback_after_the_reader_ended_runs_at_once():
 
 
 def test_callbacks_run_in_order_and_a_failing_one_does_not_stop_the_rest(caplog):
-    order: List[str] = []
+    order: list[str] = []
 
     def boom() -> None:
         order.append("boom")
@@ -472,7 +471,7 @@ def test_callbacks_once_under_racing_closers_and_reader_exit():
         reader = ThreadReader(controller)
         go = threading.Barrier(5)
 
-        def close(drain: bool) -> None:
+        def close(drain: bool, go: threading.Barrier = go, controller: StreamController = controller) -> None:
             go.wait(JOIN)
             controller.close(drain=drain)
 

@@ -9,7 +9,8 @@ from __future__ import annotations
 
 import contextlib
 import subprocess
-from typing import Any, AsyncIterator, Awaitable, Callable, Iterator, List, Optional, Tuple
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from typing import Any
 
 import anyio
 import httpx2
@@ -34,7 +35,7 @@ class RecordingInfo(InMemoryInfoSessionManager):
 
     def __init__(self) -> None:
         super().__init__()
-        self.created: List[str] = []
+        self.created: list[str] = []
 
     def create(self, session_id: str, **kwargs: Any) -> None:
         super().create(session_id, **kwargs)
@@ -67,7 +68,7 @@ def example() -> Iterator[Example]:
 class Peer:
     """A connected ClientSession and everything the server pushed to it."""
 
-    def __init__(self, session: ClientSession, pushed: List[Any], logs: List[Any], sid: List[str]) -> None:
+    def __init__(self, session: ClientSession, pushed: list[Any], logs: list[Any], sid: list[str]) -> None:
         self.session = session
         self.pushed = pushed
         self.logs = logs
@@ -77,7 +78,7 @@ class Peer:
     def sid(self) -> str:
         return self._sid[0]
 
-    def methods(self) -> List[str]:
+    def methods(self) -> list[str]:
         return [getattr(message, "method", None) for message in self.pushed]
 
     async def wait_for(self, method: str, count: int = 1) -> None:
@@ -89,9 +90,9 @@ class Peer:
 @contextlib.asynccontextmanager
 async def connect(url: str) -> AsyncIterator[Peer]:
     """The official client, initialized; the session id is captured from the response headers."""
-    pushed: List[Any] = []
-    logs: List[Any] = []
-    sid: List[str] = []
+    pushed: list[Any] = []
+    logs: list[Any] = []
+    sid: list[str] = []
 
     async def capture(response: httpx2.Response) -> None:
         if "mcp-session-id" in response.headers and not sid:
@@ -105,10 +106,13 @@ async def connect(url: str) -> AsyncIterator[Peer]:
         logs.append(params)
 
     http = httpx2.AsyncClient(timeout=httpx2.Timeout(30, read=300), event_hooks={"response": [capture]})
-    async with http, streamable_http_client(url, http_client=http) as (read, write):
-        async with ClientSession(read, write, message_handler=on_message, logging_callback=on_log) as session:
-            await session.initialize()
-            yield Peer(session, pushed, logs, sid)
+    async with (
+        http,
+        streamable_http_client(url, http_client=http) as (read, write),
+        ClientSession(read, write, message_handler=on_message, logging_callback=on_log) as session,
+    ):
+        await session.initialize()
+        yield Peer(session, pushed, logs, sid)
 
 
 def run(test: Callable[[], Awaitable[None]]) -> None:
@@ -159,9 +163,9 @@ def test_initialize_tools_resources_prompts(example: Example) -> None:
 def test_progress_and_logs_arrive_before_the_result(example: Example) -> None:
     async def test() -> None:
         async with connect(example.url) as peer:
-            progress: List[Tuple[float, Optional[float], Optional[str]]] = []
+            progress: list[tuple[float, float | None, str | None]] = []
 
-            async def on_progress(value: float, total: Optional[float], message: Optional[str]) -> None:
+            async def on_progress(value: float, total: float | None, message: str | None) -> None:
                 progress.append((value, total, message))
 
             result = await peer.session.call_tool("slow_count", {"n": 4, "delay": 0.01}, progress_callback=on_progress)
@@ -229,7 +233,7 @@ def test_session_deletion_then_404(example: Example) -> None:
             await anyio.to_thread.run_sync(lambda: wait_until(lambda: example.managers.streams.has(sid)))
         return sid
 
-    sids: List[str] = []
+    sids: list[str] = []
 
     async def collect() -> None:
         sids.append(await test())
@@ -259,9 +263,9 @@ def test_the_client_sees_a_deleted_session_as_terminated(example: Example) -> No
 async def smoke(url: str) -> str:
     """A full round through the example; returns the (deleted) session id."""
     async with connect(url) as peer:
-        progress: List[float] = []
+        progress: list[float] = []
 
-        async def on_progress(value: float, total: Optional[float], message: Optional[str]) -> None:
+        async def on_progress(value: float, total: float | None, message: str | None) -> None:
             progress.append(value)
 
         result = await peer.session.call_tool("slow_count", {"n": 3, "delay": 0.01}, progress_callback=on_progress)
@@ -280,7 +284,7 @@ async def smoke(url: str) -> str:
 
 
 def subprocess_round(server: ServerProcess) -> None:
-    sids: List[str] = []
+    sids: list[str] = []
 
     async def test() -> None:
         sids.append(await smoke(server.url))
@@ -305,5 +309,5 @@ def test_example_under_gunicorn_gevent() -> None:
 
 
 def test_example_help() -> None:
-    output = subprocess.run([PYTHON, "examples/server.py", "--help"], capture_output=True, text=True, timeout=60, cwd=REPO)
+    output = subprocess.run([PYTHON, "examples/server.py", "--help"], capture_output=True, text=True, timeout=60, cwd=REPO, check=False)
     assert output.returncode == 0 and "--port" in output.stdout and "--host" in output.stdout

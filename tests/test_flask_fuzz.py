@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import contextlib
 import json
-from typing import Any, Dict, Optional
+from typing import Any
 
 import requests
 from flask import request as flask_request
@@ -106,9 +106,9 @@ def bodies() -> st.SearchStrategy[bytes]:
     return st.sampled_from(kinds).flatmap(lambda kind: kind)
 
 
-def fuzz_requests(victim_sid: str, attacker_sid: str) -> st.SearchStrategy[Dict[str, Any]]:
+def fuzz_requests(victim_sid: str, attacker_sid: str) -> st.SearchStrategy[dict[str, Any]]:
     """Mostly valid requests in the attacker's session, often with a few headers changed."""
-    valid: Dict[str, Optional[str]] = {
+    valid: dict[str, str | None] = {
         "Mcp-Session-Id": attacker_sid,
         "X-Principal": "mallory",
         "MCP-Protocol-Version": LATEST,
@@ -146,7 +146,7 @@ def is_initialize(body: bytes) -> bool:
     return False
 
 
-def principal() -> Optional[str]:
+def principal() -> str | None:
     return flask_request.headers.get("X-Principal")
 
 
@@ -173,7 +173,7 @@ def test_generated_requests_never_5xx_nor_touch_another_session(serve) -> None: 
     victim_sid = mcp.initialize(**as_victim)
     victim = f"{VICTIM}:{victim_sid}"
 
-    def victim_request(method: str, params: Dict[str, Any]) -> Dict[str, Any]:
+    def victim_request(method: str, params: dict[str, Any]) -> dict[str, Any]:
         message = {"jsonrpc": "2.0", "id": 1, "method": method, "params": params}
         return reply_of(mcp.post(message, victim_sid, headers=as_victim))
 
@@ -190,7 +190,7 @@ def test_generated_requests_never_5xx_nor_touch_another_session(serve) -> None: 
 
     @settings(max_examples=200, deadline=None, suppress_health_check=list(HealthCheck), database=None)
     @given(fuzz_requests(victim_sid, attacker_sid))
-    def check(generated: Dict[str, Any]) -> None:
+    def check(generated: dict[str, Any]) -> None:
         if not mcp.managers.info.exists(attacker):  # deleted by an earlier example: the attacker comes back
             mcp.managers.info.create(attacker, protocol_version=LATEST)
         headers = dict(generated["headers"])  # a None value removes the header, requests' defaults included

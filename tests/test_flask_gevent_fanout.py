@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-from typing import Dict, List, Tuple
 
 import pytest
 import requests
@@ -46,7 +45,7 @@ class StreamClient:
         self.writer: asyncio.StreamWriter
         self.decoder = ChunkedDecoder()
         self.parser = SSEParser()
-        self.received: List[Dict[str, object]] = []
+        self.received: list[dict[str, object]] = []
 
     async def open(self) -> None:
         self.reader, self.writer = await asyncio.open_connection("127.0.0.1", self.port)
@@ -75,7 +74,7 @@ class StreamClient:
         self.writer.close()
 
 
-async def open_all(port: int) -> List[StreamClient]:
+async def open_all(port: int) -> list[StreamClient]:
     clients = [StreamClient(port) for _ in range(STREAMS)]
     gate = asyncio.Semaphore(SETUP_CONCURRENCY)
 
@@ -87,7 +86,7 @@ async def open_all(port: int) -> List[StreamClient]:
     return clients
 
 
-def admin(server: ServerProcess, method: str, path: str) -> Dict[str, int]:
+def admin(server: ServerProcess, method: str, path: str) -> dict[str, int]:
     response = requests.request(method, f"http://127.0.0.1:{server.port}{path}", timeout=30)
     assert response.status_code == 200, response.text
     return response.json()
@@ -115,7 +114,7 @@ async def scenario(server: ServerProcess) -> None:
     }
     await asyncio.wait_for(asyncio.gather(*readers), timeout=120)
 
-    expected: List[Tuple[str, int]] = [("notifications/test", seq) for seq in range(NOTIFICATIONS)]
+    expected: list[tuple[str, int]] = [("notifications/test", seq) for seq in range(NOTIFICATIONS)]
     for client in clients:
         got = [(m["method"], m["params"]["seq"]) for m in client.received]  # type: ignore[index]
         assert got == expected, (client.sid, got)

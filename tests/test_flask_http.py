@@ -11,7 +11,7 @@ import json
 import logging
 import re
 import threading
-from typing import Any, Dict
+from typing import Any
 
 import pytest
 import requests
@@ -37,7 +37,7 @@ from .flask_support import (
 PING = {"jsonrpc": "2.0", "id": 7, "method": "ping"}
 
 
-def assert_error(response: requests.Response, status: int, code: int = None) -> Dict[str, Any]:  # type: ignore[assignment]
+def assert_error(response: requests.Response, status: int, code: int | None = None) -> dict[str, Any]:  # type: ignore[assignment]
     """*response* has *status* and a JSON-RPC error body (with *code*, if given)."""
     assert response.status_code == status, (response.status_code, response.text)
     assert response.headers["Content-Type"] == "application/json"
@@ -124,7 +124,7 @@ def test_failed_initialize_creates_no_session(serve) -> None:  # noqa: F811
     "params",
     [{}, {"protocolVersion": 5}, {"protocolVersion": LATEST, "clientInfo": "x"}, {"protocolVersion": LATEST, "capabilities": []}],
 )
-def test_initialize_with_bad_params_is_400(mcp: Harness, params: Dict[str, Any]) -> None:
+def test_initialize_with_bad_params_is_400(mcp: Harness, params: dict[str, Any]) -> None:
     body = assert_error(mcp.post({"jsonrpc": "2.0", "id": 3, "method": "initialize", "params": params}), 400, INVALID_PARAMS)
     assert body["id"] == 3
 
@@ -738,8 +738,8 @@ def test_odd_principals_get_distinct_keys(serve) -> None:  # noqa: F811
 
 
 def test_a_principal_callable_may_abort(serve) -> None:  # noqa: F811
-    from werkzeug.exceptions import Unauthorized
     from werkzeug.datastructures import WWWAuthenticate
+    from werkzeug.exceptions import Unauthorized
 
     def principal() -> str:
         raise Unauthorized(www_authenticate=WWWAuthenticate("Bearer", {"realm": "mcp"}))

@@ -11,7 +11,8 @@ from __future__ import annotations
 
 import contextlib
 import json
-from typing import Any, AsyncIterator, Awaitable, Callable, Dict, Iterator, List, Optional, Tuple
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from typing import Any
 from urllib.parse import quote
 
 import anyio
@@ -26,7 +27,17 @@ from session_manager import SessionManagers
 from session_manager.flask import LEGACY_PROTOCOL_VERSION, LegacySseBlueprint, McpBlueprint
 from session_manager.redis import RedisInfoSessionManager
 
-from .flask_support import LATEST, PYTHON, FlakyInfo, RawStream, ServerProcess, TestHandler, free_port, new_token, wait_until
+from .flask_support import (
+    LATEST,
+    PYTHON,
+    FlakyInfo,
+    RawStream,
+    ServerProcess,
+    TestHandler,
+    free_port,
+    new_token,
+    wait_until,
+)
 from .legacy_support import LegacyClient, LegacyServer, ToolHandler
 from .redis_server import RedisServer
 
@@ -41,7 +52,7 @@ PING = {"jsonrpc": "2.0", "id": 1, "method": "ping"}
 @pytest.fixture
 def serve() -> Iterator[Callable[..., LegacyServer]]:
     """Factory: ``serve(**options)`` starts both transports on one server (options go to McpBlueprint)."""
-    servers: List[LegacyServer] = []
+    servers: list[LegacyServer] = []
 
     def make(**options: Any) -> LegacyServer:
         options.setdefault("capabilities", CAPABILITIES)
@@ -67,7 +78,7 @@ def run(test: Callable[[], Awaitable[None]]) -> None:
     anyio.run(bounded)
 
 
-def assert_error(response: requests.Response, status: int, code: int) -> Dict[str, Any]:
+def assert_error(response: requests.Response, status: int, code: int) -> dict[str, Any]:
     assert response.status_code == status, (response.status_code, response.text)
     assert response.headers["Content-Type"] == "application/json"
     body = response.json()
@@ -76,11 +87,11 @@ def assert_error(response: requests.Response, status: int, code: int) -> Dict[st
     return body
 
 
-def methods(messages: List[Any]) -> List[Optional[str]]:
+def methods(messages: list[Any]) -> list[str | None]:
     return [getattr(m, "method", None) if not isinstance(m, dict) else m.get("method") for m in messages]
 
 
-async def wait_for(pushed: List[Any], method: str, count: int = 1) -> None:
+async def wait_for(pushed: list[Any], method: str, count: int = 1) -> None:
     with anyio.fail_after(10):
         while methods(pushed).count(method) < count:
             await anyio.sleep(0.01)
@@ -93,9 +104,9 @@ class Official:
     """The official SSE client, initialized, with what the server pushed to it."""
 
     def __init__(self) -> None:
-        self.sids: List[str] = []
-        self.pushed: List[Any] = []
-        self.logs: List[Any] = []
+        self.sids: list[str] = []
+        self.pushed: list[Any] = []
+        self.logs: list[Any] = []
         self.session: Any = None
 
     @property
@@ -113,15 +124,17 @@ class Official:
 @contextlib.asynccontextmanager
 async def official(url: str) -> AsyncIterator[Official]:
     peer = Official()
-    async with sse_client(url, timeout=10, on_session_created=peer.sids.append) as (read, write):
-        async with ClientSession(read, write, message_handler=peer.on_message, logging_callback=peer.on_log) as session:
-            peer.session = session
-            yield peer
+    async with (
+        sse_client(url, timeout=10, on_session_created=peer.sids.append) as (read, write),
+        ClientSession(read, write, message_handler=peer.on_message, logging_callback=peer.on_log) as session,
+    ):
+        peer.session = session
+        yield peer
 
 
 def test_official_client_round_then_disconnect_ends_the_session(server: LegacyServer) -> None:
     info = server.managers.info
-    sids: List[str] = []
+    sids: list[str] = []
 
     async def test() -> None:
         async with official(server.sse_url) as peer:
@@ -135,9 +148,9 @@ def test_official_client_round_then_disconnect_ends_the_session(server: LegacySe
             echoed = await session.call_tool("echo", {"text": "héllo"})
             assert echoed.content[0].text == "héllo" and not echoed.is_error
 
-            progress: List[Tuple[float, Optional[float], Optional[str]]] = []
+            progress: list[tuple[float, float | None, str | None]] = []
 
-            async def on_progress(value: float, total: Optional[float], message: Optional[str]) -> None:
+            async def on_progress(value: float, total: float | None, message: str | None) -> None:
                 progress.append((value, total, message))
 
             counted = await session.call_tool("count", {"n": 3}, progress_callback=on_progress)
@@ -177,26 +190,29 @@ def test_official_client_round_then_disconnect_ends_the_session(server: LegacySe
 
 def test_legacy_and_streamable_clients_both_receive_one_broadcast(server: LegacyServer) -> None:
     async def test() -> None:
-        streamable: List[Any] = []
+        streamable: list[Any] = []
 
         async def on_message(message: Any) -> None:
             if not isinstance(message, Exception):
                 streamable.append(message)
 
-        async with official(server.sse_url) as legacy, streamable_http_client(server.mcp_url) as (read, write):
-            async with ClientSession(read, write, message_handler=on_message) as session:
-                await legacy.session.initialize()
-                await session.initialize()
-                # The Streamable HTTP client opens its GET stream in the background.
-                await anyio.to_thread.run_sync(lambda: wait_until(lambda: len(server.managers.streams) == 2))
-                server.mcp.tools_list_changed()
-                await wait_for(legacy.pushed, "notifications/tools/list_changed")
-                await wait_for(streamable, "notifications/tools/list_changed")
-                server.legacy.prompts_list_changed()  # either blueprint is the notifier of both
-                await wait_for(legacy.pushed, "notifications/prompts/list_changed")
-                await wait_for(streamable, "notifications/prompts/list_changed")
-                for pushed in (legacy.pushed, streamable):
-                    assert methods(pushed).count("notifications/tools/list_changed") == 1
+        async with (
+            official(server.sse_url) as legacy,
+            streamable_http_client(server.mcp_url) as (read, write),
+            ClientSession(read, write, message_handler=on_message) as session,
+        ):
+            await legacy.session.initialize()
+            await session.initialize()
+            # The Streamable HTTP client opens its GET stream in the background.
+            await anyio.to_thread.run_sync(lambda: wait_until(lambda: len(server.managers.streams) == 2))
+            server.mcp.tools_list_changed()
+            await wait_for(legacy.pushed, "notifications/tools/list_changed")
+            await wait_for(streamable, "notifications/tools/list_changed")
+            server.legacy.prompts_list_changed()  # either blueprint is the notifier of both
+            await wait_for(legacy.pushed, "notifications/prompts/list_changed")
+            await wait_for(streamable, "notifications/prompts/list_changed")
+            for pushed in (legacy.pushed, streamable):
+                assert methods(pushed).count("notifications/tools/list_changed") == 1
 
     run(test)
 
@@ -516,7 +532,7 @@ def test_posts_to_another_process_than_the_stream(redis_server: RedisServer, red
     args = ["-m", "tests.legacy_support", "--redis", redis_server.url, "--prefix", redis_prefix]
     servers = [ServerProcess([PYTHON, *args, "--port", str(port)], port) for port in ports]
     info = RedisInfoSessionManager(redis_server.url, prefix=redis_prefix)
-    client: Optional[LegacyClient] = None
+    client: LegacyClient | None = None
     try:
         client = LegacyClient(ports[0], post_port=ports[1])  # stream on the first, POSTs to the second
         assert info.exists(client.sid)
@@ -550,15 +566,15 @@ def test_gunicorn_workers_serve_posts_for_a_stream_held_by_another(private_redis
 
     cluster = Gunicorn(private_redis.url)  # tests/gunicorn_app.py: the example, X-Worker-Pid on every response
     info = RedisInfoSessionManager(private_redis.url)  # the example's default prefix
-    workers: List[Pinned] = []
-    client: Optional[LegacyClient] = None
+    workers: list[Pinned] = []
+    client: LegacyClient | None = None
     try:
         workers = cluster.pinned()
         client = LegacyClient(cluster.port)
         holder = int(client.stream.headers["x-worker-pid"])
         first, second = [worker for worker in workers if worker.pid != holder]
 
-        def post_on(worker: Pinned, method: str, params: Dict[str, Any], id: int) -> Dict[str, Any]:
+        def post_on(worker: Pinned, method: str, params: dict[str, Any], id: int) -> dict[str, Any]:
             message = {"jsonrpc": "2.0", "id": id, "method": method, "params": params}
             response = client.post(message, via=worker.http)  # type: ignore[union-attr]
             assert response.status_code == 202 and int(response.headers["X-Worker-Pid"]) == worker.pid

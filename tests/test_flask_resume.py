@@ -12,7 +12,8 @@ import json
 import socket
 import threading
 import time
-from typing import Any, Callable, Dict, List, Optional, Tuple
+from collections.abc import Callable
+from typing import Any
 
 import anyio
 import pytest
@@ -28,8 +29,8 @@ from .flask_support import (
     ACCEPT_BOTH,
     LATEST,
     BodyReader,
-    Head,
     Harness,
+    Head,
     RawStream,
     TestHandler,
     ThreadedServer,
@@ -51,7 +52,7 @@ def stored(max_events: int = 4000, **options: Any) -> SessionManagers:
     return SessionManagers(InMemoryStreamSessionManager(event_store=InMemoryEventStore(max_events, **options)))
 
 
-def get(h: Harness, sid: str, last_event_id: Optional[str] = None) -> RawStream:
+def get(h: Harness, sid: str, last_event_id: str | None = None) -> RawStream:
     """A GET stream of the session on its own socket (head read), optionally resuming."""
     headers = {"Accept": "text/event-stream", "Mcp-Session-Id": sid, "MCP-Protocol-Version": LATEST}
     if last_event_id is not None:
@@ -64,9 +65,9 @@ def get_response(h: Harness, sid: str, last_event_id: str) -> requests.Response:
     return requests.get(h.url, headers={**headers, "Last-Event-ID": last_event_id}, timeout=TIMEOUT)
 
 
-def read(stream: RawStream, enough: Callable[[List[Event]], bool]) -> List[Event]:
+def read(stream: RawStream, enough: Callable[[list[Event]], bool]) -> list[Event]:
     """Message events (priming events left out) until *enough* holds or the body ends; bounded by the socket timeout."""
-    got: List[Event] = []
+    got: list[Event] = []
     if enough(got):
         return got
     for chunk in stream.chunks():
@@ -76,7 +77,7 @@ def read(stream: RawStream, enough: Callable[[List[Event]], bool]) -> List[Event
     return got
 
 
-def seqs(events: List[Event]) -> List[int]:
+def seqs(events: list[Event]) -> list[int]:
     return [json.loads(event.data)["params"]["seq"] for event in events]
 
 
@@ -266,7 +267,7 @@ class CutProxy:
         self.port = self.listener.getsockname()[1]
         self.url = f"http://127.0.0.1:{self.port}/mcp"
         self._lock = threading.Lock()
-        self._pairs: List[Tuple[socket.socket, socket.socket]] = []
+        self._pairs: list[tuple[socket.socket, socket.socket]] = []
         self._stop = threading.Event()
         self._threads = [threading.Thread(target=self._accept, daemon=True)]
         self._threads[0].start()
@@ -275,7 +276,7 @@ class CutProxy:
         while not self._stop.is_set():
             try:
                 client, _ = self.listener.accept()
-            except socket.timeout:
+            except TimeoutError:
                 continue
             except OSError:
                 return
@@ -325,21 +326,21 @@ def test_b_the_official_client_resumes_a_cut_tool_call_by_itself() -> None:
     app = create_app(managers, keepalive=0.5, retry=RETRY)
     server = ThreadedServer(app)
     proxy = CutProxy(server.port)
-    progress: List[float] = []
-    cuts: List[int] = []
+    progress: list[float] = []
+    cuts: list[int] = []
 
-    async def on_progress(value: float, total: Optional[float], message: Optional[str]) -> None:
+    async def on_progress(value: float, total: float | None, message: str | None) -> None:
         progress.append(value)
         if value == 3 and not cuts:
             cuts.append(proxy.cut())  # mid-call: the POST stream and the GET stream both drop
 
     async def scenario() -> Any:
-        async with streamable_http_client(proxy.url) as (read_stream, write_stream):
-            async with ClientSession(read_stream, write_stream) as session:
-                await session.initialize()
-                return await session.call_tool(
-                    "slow_count", {"n": 10, "delay": 0.1}, progress_callback=on_progress
-                )
+        async with (
+            streamable_http_client(proxy.url) as (read_stream, write_stream),
+            ClientSession(read_stream, write_stream) as session,
+        ):
+            await session.initialize()
+            return await session.call_tool("slow_count", {"n": 10, "delay": 0.1}, progress_callback=on_progress)
 
     async def bounded() -> Any:
         with anyio.fail_after(30):
@@ -373,7 +374,7 @@ def slow_get(port: int, sid: str) -> socket.socket:
     return sock
 
 
-def drain_cut_client(sock: socket.socket) -> Tuple[Event, List[Event]]:
+def drain_cut_client(sock: socket.socket) -> tuple[Event, list[Event]]:
     """What a client that stopped reading still gets once the server shut its socket: the kernel's buffer, then the end.
 
     Returns the stream's priming event and its message events (complete ones only).
@@ -382,7 +383,7 @@ def drain_cut_client(sock: socket.socket) -> Tuple[Event, List[Event]]:
     while time.monotonic() < deadline:
         try:
             data = sock.recv(65536)
-        except (ConnectionResetError, socket.timeout):
+        except (TimeoutError, ConnectionResetError):
             break
         if not data:
             break
@@ -406,7 +407,7 @@ class CountingReader(threading.Thread):
         super().__init__(daemon=True)
         self.stream = stream
         self.count = count
-        self.seqs: List[int] = []
+        self.seqs: list[int] = []
 
     def run(self) -> None:
         for chunk in self.stream.chunks():
@@ -428,14 +429,14 @@ def test_c_a_client_that_stops_reading_is_cut_within_the_bound(serve, max_events
     good_reader.start()
     slow = slow_get(h.port, slow_sid)
     wait_until(lambda: h.managers.streams.has(good_sid) and h.managers.streams.has(slow_sid), what="both streams")
-    streams: Dict[str, Any] = h.managers.streams._streams  # test-only look at the controllers' queues
+    streams: dict[str, Any] = h.managers.streams._streams  # test-only look at the controllers' queues
     slow_controller = streams[slow_sid]
     peak = 0
     for seq in range(count):
         h.bp.send([good_sid, slow_sid], json.dumps({"jsonrpc": "2.0", "method": "notifications/test", "params": {"seq": seq, "pad": "x" * 1000}}))
         peak = max(peak, slow_controller._queue.qsize())
         if seq % 50 == 49:  # the good reader keeps up (never maxsize behind): only the slow one falls behind
-            wait_until(lambda: len(good_reader.seqs) >= seq - 100, what="the good reader")
+            wait_until(lambda seq=seq: len(good_reader.seqs) >= seq - 100, what="the good reader")
     # Memory bound: the slow stream never queued more than stream_maxsize frames...
     assert peak <= maxsize + 1
     assert slow_controller.overflowed and not h.managers.streams.has(slow_sid)
@@ -467,7 +468,7 @@ def test_c_a_client_that_stops_reading_is_cut_within_the_bound(serve, max_events
 # -- (d) answers to bad ids ----------------------------------------------------------------
 
 
-def assert_json_rpc_error(response: requests.Response, status: int, code: int) -> Dict[str, Any]:
+def assert_json_rpc_error(response: requests.Response, status: int, code: int) -> dict[str, Any]:
     assert response.status_code == status, response.text
     assert response.headers["Content-Type"] == "application/json"
     body = response.json()
@@ -535,7 +536,7 @@ def test_a_redis_get_stream_cut_mid_burst_resumes_on_another_worker(redis_server
 
     cluster = Gunicorn(redis_server.url)  # tests/gunicorn_app.py: the example, whose Redis managers store events
     sender_view = RedisStreamSessionManager(redis_server.url, event_store=RedisEventStore(redis_server.url))
-    streams: List[RawStream] = []
+    streams: list[RawStream] = []
     try:
         worker = Pinned(cluster.url)
         sid = worker.initialize()
@@ -586,7 +587,7 @@ def test_b_redis_post_stream_cut_is_polled_to_its_response_from_other_workers(re
     from .gunicorn_support import WORKER_HEADER, Gunicorn, Pinned
 
     cluster = Gunicorn(redis_server.url)
-    streams: List[RawStream] = []
+    streams: list[RawStream] = []
     try:
         worker = Pinned(cluster.url)
         sid = worker.initialize()

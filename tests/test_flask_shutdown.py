@@ -12,7 +12,7 @@ import signal
 import threading
 import time
 from pathlib import Path
-from typing import Any, Dict, List, Optional
+from typing import Any
 
 import requests
 from flask import Flask
@@ -87,7 +87,7 @@ def ends_with_retry(stream: RawStream) -> bytes:
     return tail
 
 
-def our_threads() -> List[str]:
+def our_threads() -> list[str]:
     return [thread.name for thread in threading.enumerate() if thread.name.startswith("mcp-") and thread.is_alive()]
 
 
@@ -121,7 +121,7 @@ def test_close_ends_every_stream_at_once_waits_for_handlers_and_leaves_nothing_r
         post = post_block(served.port, sid)
         read_until(post, lambda parser: parser.events)  # progress 1: the handler is running
         assert our_threads() == ["mcp-test/block"]
-        results: List[bool] = []
+        results: list[bool] = []
         closer = threading.Thread(target=lambda: results.append(served.bp.close(timeout=TIMEOUT)))
         started = time.monotonic()
         closer.start()
@@ -255,7 +255,7 @@ def test_sigterm_under_gevent_closes_everything_and_leaves_no_greenlet(tmp_path:
             stream.close()
         assert time.monotonic() - started < PROMPT
         assert child.process.wait(TIMEOUT) == 0, child.stderr()
-        result: Dict[str, Optional[Any]] = json.loads(report.read_text())
+        result: dict[str, Any | None] = json.loads(report.read_text())
         assert result == {"closed": True, "greenlets": [], "threads": []}, child.stderr()
     finally:
         child.close()

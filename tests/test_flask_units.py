@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import json
-from typing import Any, Dict
+from typing import Any
 
 import pytest
 from flask import Blueprint, Flask
@@ -11,9 +11,9 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from session_manager import SessionManagers
+from session_manager._jsonrpc import HttpError, check_message, parse_message
 from session_manager.flask import JsonRpcError, McpBlueprint, Notifier
 from session_manager.flask._checks import Allowlist, read_body
-from session_manager._jsonrpc import HttpError, check_message, parse_message
 from session_manager.flask._session import is_minted, mint_session_id, session_key
 
 from .flask_support import ACCEPT_BOTH, TestHandler, initialize_message
@@ -100,7 +100,7 @@ def _initialize(client: Any, path: str) -> Any:
     "prefix, mount, path",
     [("/mcp", {}, "/mcp"), (None, {}, "/"), ("/mcp", {"url_prefix": "/api/v1/mcp"}, "/api/v1/mcp")],
 )
-def test_mounting(prefix: Any, mount: Dict[str, Any], path: str) -> None:
+def test_mounting(prefix: Any, mount: dict[str, Any], path: str) -> None:
     app = Flask(__name__)
     app.register_blueprint(McpBlueprint(TestHandler(), url_prefix=prefix), **mount)
     client = app.test_client()

@@ -19,8 +19,8 @@ import sys
 import textwrap
 import threading
 import time
+from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Callable, Dict, Iterator, List
 
 import pytest
 import redis
@@ -32,12 +32,12 @@ from session_manager import (
     StreamConflictError,
     StreamController,
 )
-from session_manager.redis import RedisInfoSessionManager, RedisStreamSessionManager
+from session_manager.redis import RedisEventStore, RedisInfoSessionManager, RedisStreamSessionManager
 
 from .conftest import Reader
 from .conftest_redis import TEST_HEARTBEAT, TEST_LIVENESS_TTL
-from .resume_support import stream_readers
 from .redis_server import RedisServer
+from .resume_support import stream_readers
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -46,7 +46,7 @@ def msg(n: object) -> str:
     return json.dumps({"jsonrpc": "2.0", "method": "notifications/message", "params": {"n": n}})
 
 
-def ns(messages: List[str]) -> List[object]:
+def ns(messages: list[str]) -> list[object]:
     return [json.loads(m)["params"]["n"] for m in messages]
 
 
@@ -72,7 +72,7 @@ def admin(server: RedisServer) -> redis.Redis:
     return server.client()
 
 
-def keys(server: RedisServer, pattern: str) -> List[bytes]:
+def keys(server: RedisServer, pattern: str) -> list[bytes]:
     client = admin(server)
     try:
         return sorted(client.keys(pattern))
@@ -80,7 +80,7 @@ def keys(server: RedisServer, pattern: str) -> List[bytes]:
         client.close()
 
 
-def python_env() -> Dict[str, str]:
+def python_env() -> dict[str, str]:
     env = dict(os.environ)
     env["PYTHONPATH"] = str(ROOT) + os.pathsep + env.get("PYTHONPATH", "")
     return env
@@ -90,7 +90,7 @@ def run_python(code: str, *args: str, timeout: float = 60) -> subprocess.Complet
     """Run *code* in a fresh interpreter (the test venv) and return its result."""
     return subprocess.run(
         [sys.executable, "-c", textwrap.dedent(code), *args],
-        capture_output=True, text=True, timeout=timeout, env=python_env(), cwd=str(ROOT),
+        capture_output=True, text=True, timeout=timeout, env=python_env(), cwd=str(ROOT), check=False,
     )
 
 
@@ -99,7 +99,7 @@ def spawned(code: str, *args: str) -> Iterator[subprocess.Popen]:
     """Run *code* in a fresh interpreter with piped text output; killed (if still running) on exit."""
     process = subprocess.Popen(
         [sys.executable, "-c", textwrap.dedent(code), *args],
-        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=python_env(), cwd=str(ROOT),
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=python_env(), cwd=str(ROOT), check=False,
     )
     try:
         yield process
@@ -113,7 +113,7 @@ def spawned(code: str, *args: str) -> Iterator[subprocess.Popen]:
 
 def read_line(process: subprocess.Popen, timeout: float) -> str:
     """Next stdout line of *process*, failing the test if none comes in time."""
-    lines: "queue.Queue[str]" = queue.Queue()
+    lines: queue.Queue[str] = queue.Queue()
     threading.Thread(target=lambda: lines.put(process.stdout.readline()), daemon=True).start()
     try:
         return lines.get(timeout=timeout)
@@ -361,7 +361,7 @@ monkey.patch_all()
 import json, sys
 import gevent
 from session_manager import StreamController
-from session_manager.redis import RedisInfoSessionManager, RedisStreamSessionManager
+from session_manager.redis import RedisEventStore, RedisInfoSessionManager, RedisStreamSessionManager
 
 url, prefix, count = sys.argv[1], sys.argv[2], int(sys.argv[3])
 streams = RedisStreamSessionManager(url, prefix=prefix, liveness_ttl=2, heartbeat_interval=0.5)
@@ -428,7 +428,7 @@ def test_gevent_without_patched_socket_is_refused(redis_server):
 
 def test_redis_restart_mid_stream_keeps_streams_and_delivers_later_sends(private_redis, readers, new_id, redis_prefix, caplog):
     caplog.set_level(logging.INFO, logger="session_manager.redis")
-    kwargs = dict(prefix=redis_prefix, liveness_ttl=TEST_LIVENESS_TTL, heartbeat_interval=TEST_HEARTBEAT)
+    kwargs = {"prefix": redis_prefix, "liveness_ttl": TEST_LIVENESS_TTL, "heartbeat_interval": TEST_HEARTBEAT}
     holder = RedisStreamSessionManager(private_redis.url, **kwargs)
     sender = RedisStreamSessionManager(private_redis.url, **kwargs)
     try:
@@ -471,7 +471,7 @@ def test_redis_restart_mid_stream_keeps_streams_and_delivers_later_sends(private
 
 
 def test_redis_down_makes_calls_fail_fast_with_a_clear_error(private_redis, readers, new_id, redis_prefix):
-    kwargs = dict(prefix=redis_prefix, liveness_ttl=TEST_LIVENESS_TTL, heartbeat_interval=TEST_HEARTBEAT)
+    kwargs = {"prefix": redis_prefix, "liveness_ttl": TEST_LIVENESS_TTL, "heartbeat_interval": TEST_HEARTBEAT}
     streams = RedisStreamSessionManager(private_redis.url, **kwargs)
     info = RedisInfoSessionManager(private_redis.url, prefix=redis_prefix)
     try:
@@ -589,12 +589,12 @@ def test_a_client_passed_in_is_used_as_is_and_left_open(redis_server, readers, n
 @pytest.mark.parametrize(
     "kwargs, error",
     [
-        (dict(liveness_ttl=0), ValueError),
-        (dict(liveness_ttl=10, heartbeat_interval=6), ValueError),
-        (dict(heartbeat_interval=-1), ValueError),
-        (dict(prefix=""), ValueError),
-        (dict(prefix=3), TypeError),
-        (dict(max_connections=1), ValueError),
+        ({"liveness_ttl": 0}, ValueError),
+        ({"liveness_ttl": 10, "heartbeat_interval": 6}, ValueError),
+        ({"heartbeat_interval": -1}, ValueError),
+        ({"prefix": ""}, ValueError),
+        ({"prefix": 3}, TypeError),
+        ({"max_connections": 1}, ValueError),
     ],
 )
 def test_stream_manager_rejects_bad_settings(redis_server, kwargs, error):
@@ -609,6 +609,28 @@ def test_bad_url_or_client_is_a_type_error():
             cls(42)
     with pytest.raises(ValueError, match="session_ttl"):
         RedisInfoSessionManager("redis://127.0.0.1:1/0", session_ttl=0)
+
+
+@pytest.mark.parametrize(
+    "url, problem",
+    [
+        ("localhost:6379", "scheme must be redis, rediss or unix"),
+        ("http://127.0.0.1:6379/0", "scheme must be redis, rediss or unix, not 'http'"),
+        ("", "scheme"),
+        ("redis://127.0.0.1:port/0", "Port"),
+        ("redis://127.0.0.1:70000/0", "Port"),
+        ("redis://127.0.0.1:6379/abc", "the database must be a number, not 'abc'"),
+        ("redis://:s3cret@/0", "no host"),
+        ("unix://", "needs the socket's path"),
+    ],
+)
+def test_a_malformed_redis_url_gets_one_error_that_shows_the_accepted_forms(url, problem):
+    for cls in (RedisStreamSessionManager, RedisInfoSessionManager, RedisEventStore):
+        with pytest.raises(ValueError, match="invalid Redis URL") as excinfo:
+            cls(url)
+        message = str(excinfo.value)
+        assert problem in message and "redis://[[user]:password@]host[:port][/db]" in message
+        assert "s3cret" not in message  # a password is never shown
 
 
 # -- info -----------------------------------------------------------------------
@@ -696,7 +718,7 @@ def test_a_setter_racing_delete_never_resurrects_the_session(redis_server, redis
             info.create(sid)
             start = threading.Barrier(3)
 
-            def setter(call: Callable[[], None]) -> None:
+            def setter(call: Callable[[], None], start: threading.Barrier = start) -> None:
                 start.wait(5)
                 for _ in range(20):
                     try:
@@ -705,8 +727,8 @@ def test_a_setter_racing_delete_never_resurrects_the_session(redis_server, redis
                         return
 
             workers = [
-                threading.Thread(target=setter, args=(lambda: info.set_client_info(sid, {"x": 1}),)),
-                threading.Thread(target=setter, args=(lambda: info.add_subscription(sid, "res://race"),)),
+                threading.Thread(target=setter, args=(lambda sid=sid: info.set_client_info(sid, {"x": 1}),)),
+                threading.Thread(target=setter, args=(lambda sid=sid: info.add_subscription(sid, "res://race"),)),
             ]
             for worker in workers:
                 worker.start()

@@ -16,7 +16,8 @@ import os
 import signal
 import subprocess
 import time
-from typing import Any, Dict, Iterator, List, Optional, Tuple
+from collections.abc import Iterator
+from typing import Any
 
 import anyio
 import pytest
@@ -59,7 +60,7 @@ def cluster(redis_server: RedisServer) -> Iterator[Gunicorn]:
 
 
 @pytest.fixture
-def private_cluster(private_redis: RedisServer) -> Iterator[Tuple[Gunicorn, RedisServer]]:
+def private_cluster(private_redis: RedisServer) -> Iterator[tuple[Gunicorn, RedisServer]]:
     """Three workers on a Redis of this test only (free to kill, restart or stop)."""
     server = Gunicorn(private_redis.url)
     yield server, private_redis
@@ -67,15 +68,15 @@ def private_cluster(private_redis: RedisServer) -> Iterator[Tuple[Gunicorn, Redi
 
 
 @pytest.fixture
-def closing() -> Iterator[List[Any]]:
+def closing() -> Iterator[list[Any]]:
     """Things with ``close()`` (streams, pinned connections) closed after the test."""
-    things: List[Any] = []
+    things: list[Any] = []
     yield things
     for thing in things:
         thing.close()
 
 
-def methods_of(response: Any) -> List[Tuple[Optional[str], Any]]:
+def methods_of(response: Any) -> list[tuple[str | None, Any]]:
     """(method, level) of every message in a POST's SSE answer; method None for the reply."""
     out = []
     for event in events_of(response):
@@ -84,7 +85,7 @@ def methods_of(response: Any) -> List[Tuple[Optional[str], Any]]:
     return out
 
 
-def ping_status(worker: Pinned, sid: str) -> Tuple[int, Dict[str, Any]]:
+def ping_status(worker: Pinned, sid: str) -> tuple[int, dict[str, Any]]:
     response = worker.request(sid, "ping")
     return response.status_code, response.json() if response.status_code != 200 else {}
 
@@ -94,15 +95,15 @@ def ping_status(worker: Pinned, sid: str) -> Tuple[int, Dict[str, Any]]:
 
 def test_official_client_across_workers(cluster: Gunicorn) -> None:
     """initialize, GET and POSTs spread over the workers; everything of the Flask issue still holds."""
-    sids: List[str] = []
+    sids: list[str] = []
 
     async def test() -> None:
         async with connect_spread(cluster.url) as (peer, served):
             sids.append(peer.sid)
             # Progress and logs ride the POST's own answer, whichever worker serves it.
-            progress: List[float] = []
+            progress: list[float] = []
 
-            async def on_progress(value: float, total: Optional[float], message: Optional[str]) -> None:
+            async def on_progress(value: float, total: float | None, message: str | None) -> None:
                 progress.append(value)
 
             result = await peer.session.call_tool("slow_count", {"n": 3, "delay": 0}, progress_callback=on_progress)
@@ -152,7 +153,7 @@ def test_official_client_across_workers(cluster: Gunicorn) -> None:
 
 
 def test_sessions_and_streams_are_shared_by_every_worker(
-    cluster: Gunicorn, redis_server: RedisServer, closing: List[Any]
+    cluster: Gunicorn, redis_server: RedisServer, closing: list[Any]
 ) -> None:
     workers = cluster.pinned()
     closing.extend(workers)
@@ -190,7 +191,7 @@ def test_sessions_and_streams_are_shared_by_every_worker(
         assert not streams.has(sid)
 
 
-def test_notify_script_reaches_streams_of_the_example_on_gunicorn(private_redis: RedisServer, closing: List[Any]) -> None:
+def test_notify_script_reaches_streams_of_the_example_on_gunicorn(private_redis: RedisServer, closing: list[Any]) -> None:
     """The example as documented: examples/gunicorn.conf.py, the factory, MCP_REDIS_URL; notify.py as a process."""
     server = Gunicorn(private_redis.url, app=EXAMPLE_APP, config=EXAMPLE_CONFIG)  # -w 3 overrides the file's 4
     closing.append(server)
@@ -253,7 +254,7 @@ def test_example_config_refuses_several_workers_without_redis() -> None:
 
 
 def test_sigkilled_worker_stops_holding_its_stream_within_the_liveness_bound(
-    private_cluster: Tuple[Gunicorn, RedisServer], closing: List[Any]
+    private_cluster: tuple[Gunicorn, RedisServer], closing: list[Any]
 ) -> None:
     server, redis = private_cluster
     workers = server.pinned()
@@ -282,7 +283,7 @@ def test_sigkilled_worker_stops_holding_its_stream_within_the_liveness_bound(
     assert stream.take(1)[0]["method"] == "notifications/resources/updated"
 
 
-def test_redis_restart_mid_stream_keeps_streams_open(private_cluster: Tuple[Gunicorn, RedisServer], closing: List[Any]) -> None:
+def test_redis_restart_mid_stream_keeps_streams_open(private_cluster: tuple[Gunicorn, RedisServer], closing: list[Any]) -> None:
     server, redis = private_cluster
     worker = Pinned(server.url)
     closing.append(worker)
@@ -318,7 +319,7 @@ def test_redis_restart_mid_stream_keeps_streams_open(private_cluster: Tuple[Guni
 
 
 def test_redis_down_is_503_with_a_json_rpc_error_then_service_resumes(
-    private_cluster: Tuple[Gunicorn, RedisServer], closing: List[Any]
+    private_cluster: tuple[Gunicorn, RedisServer], closing: list[Any]
 ) -> None:
     server, redis = private_cluster
     workers = server.pinned()
@@ -355,7 +356,7 @@ def test_redis_down_is_503_with_a_json_rpc_error_then_service_resumes(
             opened.append(open_stream(server.port, new_sid))
         return bool(opened)
 
-    opened: List[Tuple[RawStream, int]] = []
+    opened: list[tuple[RawStream, int]] = []
     wait_until(stream_opens, timeout=20, what="a GET stream to open after Redis came back")
     stream, holder = opened[0]
     closing.append(stream)

@@ -11,7 +11,7 @@ from __future__ import annotations
 import json
 import threading
 import time
-from typing import Callable, Iterator, List
+from collections.abc import Callable, Iterator
 
 import pytest
 
@@ -219,7 +219,7 @@ def get_log(prefix: str, sid: str) -> str:
     return f"{prefix}event-log:{get_stream_id(sid)}:{sid}"
 
 
-def replayed(node: RedisStreamSessionManager, sid: str, event_id: str) -> List[str]:
+def replayed(node: RedisStreamSessionManager, sid: str, event_id: str) -> list[str]:
     return [m for _, m in node.event_store.replay(sid, event_id).events]
 
 
@@ -261,7 +261,7 @@ def test_a_broadcast_is_one_xadd_whatever_the_number_of_sessions(nodes, connect,
         client.wait_primed()
     admin = redis_server.client()
     try:
-        lengths = lambda: [admin.xlen(get_log(redis_prefix, sid)) for sid in sids]  # noqa: E731
+        lengths = lambda: [admin.xlen(get_log(redis_prefix, sid)) for sid in sids]
         before, shared = lengths(), admin.xlen(broadcast_log(redis_prefix))
         xadds = admin.info("commandstats")["cmdstat_xadd"]["calls"]
         a.send(None, msg("all"))
@@ -430,7 +430,7 @@ def test_close_leaves_no_thread_connection_or_stream_key(redis_server, redis_pre
     second.wait_for(1)
     admin = redis_server.client()
     try:
-        ours = lambda: [c for c in admin.client_list() if redis_prefix in c.get("name", "")]  # noqa: E731
+        ours = lambda: [c for c in admin.client_list() if redis_prefix in c.get("name", "")]
         assert ours()
         for manager in managers:
             manager.close()

@@ -12,7 +12,6 @@ from __future__ import annotations
 import functools
 import threading
 import time
-from typing import List
 
 import pytest
 
@@ -201,7 +200,7 @@ def test_concurrent_senders_and_resumes_deliver_each_message_once(resumable, con
     for thread in threads:
         thread.start()
     go.wait()
-    received: List[object] = []
+    received: list[object] = []
     for _ in range(5):
         time.sleep(0.01)
         last = client.drop()

@@ -113,7 +113,7 @@ def test_reopen_after_close_gets_new_stream(streams, open_stream):
 
 
 def test_closed_stream_does_not_stop_delivery_to_others(streams, open_stream):
-    a, ca, ra = open_stream()
+    a, ca, _ra = open_stream()
     b, _, rb = open_stream()
     ca.close()
     streams.send([a, b], msg(1))
@@ -125,7 +125,7 @@ def test_slow_consumer_is_dropped_others_unaffected(streams, open_stream, new_id
     slow_id = new_id()
     slow = StreamController(maxsize=5, keepalive=0.2)
     streams.create(slow_id, slow)  # registered but never read: a stuck client
-    fast_id, _, fast = open_stream()
+    _fast_id, _, fast = open_stream()
     for i in range(20):
         streams.send(None, msg(i))
     assert ns(fast.take(20)) == list(range(20))

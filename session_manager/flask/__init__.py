@@ -24,6 +24,23 @@ they share sessions, the handler and fan-out.
     mcp.broadcast("notifications/tools/list_changed")   # reaches clients of both
 """
 
+try:
+    import flask  # noqa: F401 - imported first, so that a missing extra is named
+    import werkzeug  # noqa: F401
+except ImportError as exc:
+    from .._extras import missing_extra
+
+    raise missing_extra("session_manager.flask", "flask", exc) from exc
+
+from .._jsonrpc import (
+    INTERNAL_ERROR,
+    INVALID_PARAMS,
+    INVALID_REQUEST,
+    METHOD_NOT_FOUND,
+    PARSE_ERROR,
+    JsonRpcError,
+)
+from ..notifier import Notifier
 from ._blueprint import McpBlueprint
 from ._checks import (
     DEFAULT_ALLOWED_HOSTS,
@@ -35,33 +52,24 @@ from ._checks import (
     SUPPORTED_PROTOCOL_VERSIONS,
 )
 from ._context import RequestContext
-from .._jsonrpc import (
-    INTERNAL_ERROR,
-    INVALID_PARAMS,
-    INVALID_REQUEST,
-    METHOD_NOT_FOUND,
-    PARSE_ERROR,
-    JsonRpcError,
-)
 from ._legacy_blueprint import LegacySseBlueprint
-from ..notifier import Notifier
 
 __all__ = [
-    "McpBlueprint",
-    "LegacySseBlueprint",
-    "RequestContext",
-    "Notifier",
-    "JsonRpcError",
-    "PARSE_ERROR",
-    "INVALID_REQUEST",
-    "METHOD_NOT_FOUND",
-    "INVALID_PARAMS",
-    "INTERNAL_ERROR",
-    "LATEST_PROTOCOL_VERSION",
-    "SUPPORTED_PROTOCOL_VERSIONS",
-    "DEFAULT_PROTOCOL_VERSION",
-    "LEGACY_PROTOCOL_VERSION",
     "DEFAULT_ALLOWED_HOSTS",
     "DEFAULT_ALLOWED_ORIGINS",
     "DEFAULT_MAX_BODY_SIZE",
+    "DEFAULT_PROTOCOL_VERSION",
+    "INTERNAL_ERROR",
+    "INVALID_PARAMS",
+    "INVALID_REQUEST",
+    "LATEST_PROTOCOL_VERSION",
+    "LEGACY_PROTOCOL_VERSION",
+    "METHOD_NOT_FOUND",
+    "PARSE_ERROR",
+    "SUPPORTED_PROTOCOL_VERSIONS",
+    "JsonRpcError",
+    "LegacySseBlueprint",
+    "McpBlueprint",
+    "Notifier",
+    "RequestContext",
 ]

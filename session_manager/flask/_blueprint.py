@@ -3,22 +3,23 @@
 from __future__ import annotations
 
 import logging
-from typing import Any, Dict, Iterable, List, Optional
+from collections.abc import Iterable
+from typing import Any
 
 from flask import Blueprint
 from flask.sansio.blueprints import BlueprintSetupState
 
 from ..base import SessionManagers
+from ..notifier import Notifier
 from ..stream import DEFAULT_KEEPALIVE, DEFAULT_MAXSIZE
 from ._checks import DEFAULT_ALLOWED_HOSTS, DEFAULT_ALLOWED_ORIGINS, DEFAULT_MAX_BODY_SIZE
 from ._core import DEFAULT_RETRY, Principal, TransportCore, close_transports
 from ._endpoint import Endpoint
 from ._handler import Handler
 from ._legacy_blueprint import LegacySseBlueprint
-from ..notifier import Notifier
 from ._routing import add_mcp_route, install_method_fallback
 
-__all__ = ["McpBlueprint", "DEFAULT_CLOSE_TIMEOUT"]
+__all__ = ["DEFAULT_CLOSE_TIMEOUT", "McpBlueprint"]
 
 logger = logging.getLogger(__name__)
 
@@ -78,41 +79,41 @@ class McpBlueprint(Blueprint, Notifier):
         self,
         handler: Handler,
         *,
-        managers: Optional[SessionManagers] = None,
-        url_prefix: Optional[str] = "/mcp",
+        managers: SessionManagers | None = None,
+        url_prefix: str | None = "/mcp",
         name: str = "mcp",
         import_name: str = __name__,
-        server_info: Optional[Dict[str, Any]] = None,
-        capabilities: Optional[Dict[str, Any]] = None,
-        instructions: Optional[str] = None,
+        server_info: dict[str, Any] | None = None,
+        capabilities: dict[str, Any] | None = None,
+        instructions: str | None = None,
         json_response: bool = False,
-        allowed_hosts: Optional[Iterable[str]] = DEFAULT_ALLOWED_HOSTS,
-        allowed_origins: Optional[Iterable[str]] = DEFAULT_ALLOWED_ORIGINS,
+        allowed_hosts: Iterable[str] | None = DEFAULT_ALLOWED_HOSTS,
+        allowed_origins: Iterable[str] | None = DEFAULT_ALLOWED_ORIGINS,
         max_body_size: int = DEFAULT_MAX_BODY_SIZE,
         keepalive: float = DEFAULT_KEEPALIVE,
         stream_maxsize: int = DEFAULT_MAXSIZE,
-        principal: Optional[Principal] = None,
-        retry: Optional[int] = DEFAULT_RETRY,
+        principal: Principal | None = None,
+        retry: int | None = DEFAULT_RETRY,
     ) -> None:
         Blueprint.__init__(self, name, import_name, url_prefix=url_prefix or None)
         Notifier.__init__(self, SessionManagers() if managers is None else managers)
         #: The transport options, kept for :meth:`legacy_sse_blueprint`.
-        self._options: Dict[str, Any] = dict(
-            server_info=server_info,
-            capabilities=capabilities,
-            instructions=instructions,
-            allowed_hosts=allowed_hosts,
-            allowed_origins=allowed_origins,
-            max_body_size=max_body_size,
-            keepalive=keepalive,
-            stream_maxsize=stream_maxsize,
-            principal=principal,
-            retry=retry,
-        )
+        self._options: dict[str, Any] = {
+            "server_info": server_info,
+            "capabilities": capabilities,
+            "instructions": instructions,
+            "allowed_hosts": allowed_hosts,
+            "allowed_origins": allowed_origins,
+            "max_body_size": max_body_size,
+            "keepalive": keepalive,
+            "stream_maxsize": stream_maxsize,
+            "principal": principal,
+            "retry": retry,
+        }
         self._handler = handler
         core = TransportCore(handler, self.managers, **self._options)
         #: Every transport on these managers made here (this one, then its legacy blueprints), for close().
-        self._cores: List[TransportCore] = [core]
+        self._cores: list[TransportCore] = [core]
         self._mcp_endpoint = Endpoint(core, json_response=json_response)
         add_mcp_route(self, "" if url_prefix else "/", _ENDPOINT, self._mcp_endpoint.view)
         self.record_once(self._install_method_fallback)
@@ -120,10 +121,10 @@ class McpBlueprint(Blueprint, Notifier):
     def legacy_sse_blueprint(
         self,
         *,
-        url_prefix: Optional[str] = None,
+        url_prefix: str | None = None,
         sse_path: str = "/sse",
         messages_path: str = "/messages",
-        name: Optional[str] = None,
+        name: str | None = None,
     ) -> LegacySseBlueprint:
         """A :class:`~session_manager.flask.LegacySseBlueprint` for clients of the 2024-11-05 transport.
 

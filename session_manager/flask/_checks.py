@@ -8,29 +8,30 @@ types, body size, protocol version) before any JSON is decoded.
 from __future__ import annotations
 
 import re
-from typing import IO, Iterable, List, Optional, Sequence, Tuple
+from collections.abc import Iterable, Sequence
+from typing import IO
 
 from werkzeug.datastructures import MIMEAccept
 
 from .._jsonrpc import INVALID_REQUEST, SERVER_ERROR, HttpError
 
 __all__ = [
-    "LATEST_PROTOCOL_VERSION",
-    "SUPPORTED_PROTOCOL_VERSIONS",
-    "DEFAULT_PROTOCOL_VERSION",
-    "LEGACY_PROTOCOL_VERSION",
-    "LEGACY_SUPPORTED_PROTOCOL_VERSIONS",
     "DEFAULT_ALLOWED_HOSTS",
     "DEFAULT_ALLOWED_ORIGINS",
     "DEFAULT_MAX_BODY_SIZE",
+    "DEFAULT_PROTOCOL_VERSION",
+    "LATEST_PROTOCOL_VERSION",
+    "LEGACY_PROTOCOL_VERSION",
+    "LEGACY_SUPPORTED_PROTOCOL_VERSIONS",
+    "SUPPORTED_PROTOCOL_VERSIONS",
     "Allowlist",
+    "accepts",
+    "check_content_type",
     "check_host",
     "check_origin",
-    "check_content_type",
-    "accepts",
-    "read_body",
     "check_protocol_version",
     "method_not_allowed",
+    "read_body",
 ]
 
 #: The revision this transport implements.
@@ -47,19 +48,19 @@ LEGACY_SUPPORTED_PROTOCOL_VERSIONS = (*SUPPORTED_PROTOCOL_VERSIONS, LEGACY_PROTO
 
 _LOCAL_NAMES = ("localhost", "127.0.0.1", "[::1]")
 #: Hosts accepted by default (any port): the loopback names of a local server.
-DEFAULT_ALLOWED_HOSTS: Tuple[str, ...] = _LOCAL_NAMES
+DEFAULT_ALLOWED_HOSTS: tuple[str, ...] = _LOCAL_NAMES
 #: Origins accepted by default (any port): pages served from the local machine.
-DEFAULT_ALLOWED_ORIGINS: Tuple[str, ...] = tuple(f"{s}://{h}" for s in ("http", "https") for h in _LOCAL_NAMES)
+DEFAULT_ALLOWED_ORIGINS: tuple[str, ...] = tuple(f"{s}://{h}" for s in ("http", "https") for h in _LOCAL_NAMES)
 #: Largest request body accepted (bytes).
 DEFAULT_MAX_BODY_SIZE = 4 * 1024 * 1024
 
 _HOST_PORT = re.compile(r"(\[[0-9a-f:.]+\]|[^\[\]:/@\s]+)(?::([0-9]{1,5}|\*))?")
 _ORIGIN = re.compile(r"([a-z][a-z0-9+.-]*)://(.+)")
 
-_Address = Tuple[str, str, Optional[str]]  # scheme ("" for a Host), host, port (None: any)
+_Address = tuple[str, str, str | None]  # scheme ("" for a Host), host, port (None: any)
 
 
-def _parse(value: str, with_scheme: bool) -> Optional[_Address]:
+def _parse(value: str, with_scheme: bool) -> _Address | None:
     """Split ``[scheme://]host[:port]`` (lower-cased); None if it is not one."""
     value = value.strip().lower()
     scheme = ""
@@ -87,7 +88,7 @@ class Allowlist:
         if isinstance(entries, str):
             raise TypeError("expected an iterable of strings, not a single str; wrap it in a list")
         self._with_scheme = origins
-        parsed: List[_Address] = []
+        parsed: list[_Address] = []
         for entry in entries:
             address = _parse(entry, origins) if isinstance(entry, str) else None
             if address is None:
@@ -96,7 +97,7 @@ class Allowlist:
             parsed.append(address)
         self._entries = tuple(parsed)
 
-    def allows(self, value: Optional[str]) -> bool:
+    def allows(self, value: str | None) -> bool:
         """Whether the header *value* names an allowed host (or origin)."""
         address = _parse(value, self._with_scheme) if value else None
         if address is None or address[2] == "*":
@@ -111,13 +112,13 @@ def _forbidden(message: str) -> HttpError:
     return HttpError(403, SERVER_ERROR, f"Forbidden: {message}")
 
 
-def check_host(allowlist: Optional[Allowlist], host: Optional[str]) -> None:
+def check_host(allowlist: Allowlist | None, host: str | None) -> None:
     """403 unless the ``Host`` header is allowed (no check without an allowlist)."""
     if allowlist is not None and not allowlist.allows(host):
         raise _forbidden("Host header not allowed")
 
 
-def check_origin(allowlist: Optional[Allowlist], origin: Optional[str]) -> None:
+def check_origin(allowlist: Allowlist | None, origin: str | None) -> None:
     """403 if an ``Origin`` header is present and not allowed (no check without an allowlist)."""
     if allowlist is not None and origin is not None and not allowlist.allows(origin):
         raise _forbidden("Origin not allowed")
@@ -140,7 +141,7 @@ def accepts(accept: MIMEAccept, mimetype: str) -> bool:
     return accept.quality(mimetype) > 0
 
 
-def read_body(stream: IO[bytes], content_length: Optional[int], limit: int) -> bytes:
+def read_body(stream: IO[bytes], content_length: int | None, limit: int) -> bytes:
     """Read the whole body, 413 as soon as it is known to exceed *limit* bytes.
 
     ``Content-Length`` is checked first; the bytes actually read are counted
@@ -150,7 +151,7 @@ def read_body(stream: IO[bytes], content_length: Optional[int], limit: int) -> b
     too_large = HttpError(413, SERVER_ERROR, f"Payload Too Large: the body exceeds {limit} bytes")
     if content_length is not None and content_length > limit:
         raise too_large
-    chunks: List[bytes] = []
+    chunks: list[bytes] = []
     size = 0
     while True:
         chunk = stream.read(min(65536, limit + 1 - size))
@@ -162,7 +163,7 @@ def read_body(stream: IO[bytes], content_length: Optional[int], limit: int) -> b
         chunks.append(chunk)
 
 
-def check_protocol_version(header: Optional[str]) -> str:
+def check_protocol_version(header: str | None) -> str:
     """Return the request's protocol version; 400 if the header names an unsupported one."""
     if header is None:
         return DEFAULT_PROTOCOL_VERSION

@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 import logging
-from typing import Any, Callable, Dict, Optional, Union
+from collections.abc import Callable
+from typing import Any
 
-from ..errors import BackendUnavailableError
 from .._jsonrpc import notification
 from .._mcp import log_enabled, log_notification, progress_notification
+from ..errors import BackendUnavailableError
 
 __all__ = ["RequestContext"]
 
@@ -37,28 +38,28 @@ class RequestContext:
     """
 
     __slots__ = (
-        "session_id",
-        "protocol_version",
-        "client_info",
+        "_emit",
         "client_capabilities",
+        "client_info",
         "log_level",
-        "request_id",
         "method",
         "progress_token",
-        "_emit",
+        "protocol_version",
+        "request_id",
+        "session_id",
     )
 
     def __init__(
         self,
         *,
         session_id: str,
-        protocol_version: Optional[str],
-        client_info: Optional[Dict[str, Any]],
-        client_capabilities: Optional[Dict[str, Any]],
-        log_level: Optional[str],
-        request_id: Optional[Union[str, int]],
-        method: Optional[str],
-        progress_token: Optional[Union[str, int]],
+        protocol_version: str | None,
+        client_info: dict[str, Any] | None,
+        client_capabilities: dict[str, Any] | None,
+        log_level: str | None,
+        request_id: str | int | None,
+        method: str | None,
+        progress_token: str | int | None,
         emit: Emit,
     ) -> None:
         self.session_id = session_id
@@ -79,17 +80,17 @@ class RequestContext:
             logger.warning("session backend unavailable: message to session dropped")
             return False
 
-    def notify(self, method: str, params: Optional[Dict[str, Any]] = None) -> bool:
+    def notify(self, method: str, params: dict[str, Any] | None = None) -> bool:
         """Emit a notification related to the current request."""
         return self.send(notification(method, params))
 
-    def progress(self, progress: float, total: Optional[float] = None, message: Optional[str] = None) -> bool:
+    def progress(self, progress: float, total: float | None = None, message: str | None = None) -> bool:
         """Report progress on the request's ``_meta.progressToken``; a no-op without one."""
         if self.progress_token is None:
             return False
         return self.send(progress_notification(self.progress_token, progress, total, message))
 
-    def log(self, level: str, data: Any, logger: Optional[str] = None) -> bool:
+    def log(self, level: str, data: Any, logger: str | None = None) -> bool:
         """Emit a ``notifications/message``, dropped below the session's log level."""
         if not log_enabled(level, self.log_level):
             return False

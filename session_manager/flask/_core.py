@@ -18,21 +18,13 @@ import functools
 import logging
 import threading
 import time
-from typing import Any, Callable, Dict, Iterable, List, Optional, Sequence, Set, Tuple, Type, Union
+from collections.abc import Callable, Iterable, Sequence
+from typing import Any
 
 from flask import Response, request
 from werkzeug.exceptions import HTTPException
 
 from .. import __version__
-from .._validate import LOG_LEVELS
-from ..base import SessionInfo, SessionManagers
-from ..errors import BackendUnavailableError, EventGoneError, InvalidEventIdError
-from ..sse import encode_comment
-from ..stream import StreamController
-from ._checks import LATEST_PROTOCOL_VERSION, Allowlist, check_host, check_origin, read_body
-from ._context import Emit, RequestContext
-from ._handler import Handler, OnSuccess, run_in_background
-from ._streams import PostStream, replay_only, socket_closer
 from .._jsonrpc import (
     INTERNAL_ERROR,
     INVALID_PARAMS,
@@ -45,18 +37,27 @@ from .._jsonrpc import (
     Message,
     parse_message,
 )
+from .._validate import LOG_LEVELS
+from ..base import SessionInfo, SessionManagers
+from ..errors import BackendUnavailableError, EventGoneError, InvalidEventIdError
+from ..sse import encode_comment
+from ..stream import StreamController
+from ._checks import LATEST_PROTOCOL_VERSION, Allowlist, check_host, check_origin, read_body
+from ._context import Emit, RequestContext
+from ._handler import Handler, OnSuccess, run_in_background
 from ._session import is_minted, mint_session_id, session_key
+from ._streams import PostStream, replay_only, socket_closer
 
 __all__ = [
-    "TransportCore",
-    "Principal",
+    "DEFAULT_RETRY",
     "JSON",
     "SSE",
-    "DEFAULT_RETRY",
+    "Principal",
+    "TransportCore",
+    "close_transports",
+    "empty_response",
     "json_response",
     "sse_response",
-    "empty_response",
-    "close_transports",
 ]
 
 logger = logging.getLogger(__name__)
@@ -70,14 +71,14 @@ OPENED = encode_comment("open")
 DEFAULT_RETRY = 1000
 
 #: ``principal() -> str | None``: the authenticated principal of the current request.
-Principal = Callable[[], Optional[str]]
+Principal = Callable[[], str | None]
 
 
 def json_response(body: str, status: int = 200) -> Response:
     return Response(body, status, content_type=JSON)
 
 
-def sse_response(body: Union[StreamController, Iterable[bytes]]) -> Response:
+def sse_response(body: StreamController | Iterable[bytes]) -> Response:
     """An SSE response; a controller body is closed when the server is done with the response."""
     response = Response(body, 200, content_type=SSE, headers=_SSE_HEADERS)
     if isinstance(body, StreamController):
@@ -98,14 +99,14 @@ def not_found() -> HttpError:
 def _after(action: Callable[[], object]) -> OnSuccess:
     """An :data:`OnSuccess` hook that runs *action* and keeps the result."""
 
-    def on_success(result: Dict[str, Any]) -> Dict[str, Any]:
+    def on_success(result: dict[str, Any]) -> dict[str, Any]:
         action()
         return result
 
     return on_success
 
 
-def _progress_token(message: Message) -> Optional[Union[str, int]]:
+def _progress_token(message: Message) -> str | int | None:
     meta = message.params.get("_meta")
     token = meta.get("progressToken") if isinstance(meta, dict) else None
     return token if type(token) in (str, int) else None
@@ -122,16 +123,16 @@ class TransportCore:
         handler: Handler,
         managers: SessionManagers,
         *,
-        server_info: Optional[Dict[str, Any]],
-        capabilities: Optional[Dict[str, Any]],
-        instructions: Optional[str],
-        allowed_hosts: Optional[Iterable[str]],
-        allowed_origins: Optional[Iterable[str]],
+        server_info: dict[str, Any] | None,
+        capabilities: dict[str, Any] | None,
+        instructions: str | None,
+        allowed_hosts: Iterable[str] | None,
+        allowed_origins: Iterable[str] | None,
         max_body_size: int,
         keepalive: float,
         stream_maxsize: int,
-        principal: Optional[Principal],
-        retry: Optional[int] = DEFAULT_RETRY,
+        principal: Principal | None,
+        retry: int | None = DEFAULT_RETRY,
     ) -> None:
         if not callable(handler):
             raise TypeError(f"handler must be callable, not {type(handler).__name__}")
@@ -155,10 +156,10 @@ class TransportCore:
         # What runs in this process, for close_transports() (and resumes, for _posts).
         self._lock = threading.Lock()
         self._closing = False
-        self._controllers: Set[StreamController] = set()
-        self._workers: Set[threading.Thread] = set()
-        self._posts: Dict[Tuple[str, str], PostStream] = {}
-        self._running: Dict[str, int] = {}  # session key -> handlers running on their own thread
+        self._controllers: set[StreamController] = set()
+        self._workers: set[threading.Thread] = set()
+        self._posts: dict[tuple[str, str], PostStream] = {}
+        self._running: dict[str, int] = {}  # session key -> handlers running on their own thread
         managers.info.keep_alive_while(self.is_running)
 
     # -- answering -------------------------------------------------------------
@@ -215,13 +216,13 @@ class TransportCore:
 
     # -- sessions ------------------------------------------------------------------
 
-    def _principal(self) -> Optional[str]:
+    def _principal(self) -> str | None:
         if self.principal is None:
             return None
         value = self.principal()
         return None if value is None else str(value)
 
-    def new_session(self, **fields: Any) -> Tuple[str, str]:
+    def new_session(self, **fields: Any) -> tuple[str, str]:
         """Mint a session id and create its session with *fields*; returns ``(id, managers' key)``."""
         session_id = mint_session_id()
         key = session_key(self._principal(), session_id)
@@ -250,7 +251,7 @@ class TransportCore:
         """An emitter to the session's stream, wherever (with a shared backend) it is held."""
         return functools.partial(self.managers.streams.send, [key])
 
-    def new_stream(self, kind: Type[StreamController] = StreamController) -> StreamController:
+    def new_stream(self, kind: type[StreamController] = StreamController) -> StreamController:
         """A stream controller for the current request, with this transport's keepalive, bound and retry.
 
         A client that falls *stream_maxsize* frames behind has its socket
@@ -270,7 +271,7 @@ class TransportCore:
         controller.add_close_callback(functools.partial(self._untrack, self._controllers, controller))
         return controller
 
-    def _untrack(self, tracked: Set[Any], item: Any) -> None:
+    def _untrack(self, tracked: set[Any], item: Any) -> None:
         with self._lock:
             tracked.discard(item)
 
@@ -279,11 +280,11 @@ class TransportCore:
         message: Message,
         ctx: RequestContext,
         deliver: Callable[[str], object],
-        on_success: Optional[OnSuccess] = None,
-        done: Optional[Callable[[], object]] = None,
+        on_success: OnSuccess | None = None,
+        done: Callable[[], object] | None = None,
     ) -> None:
         """Run the request's handler on its own thread (greenlet), tracked until it ends."""
-        started: List[threading.Thread] = []
+        started: list[threading.Thread] = []
 
         key = ctx.session_id
 
@@ -315,7 +316,7 @@ class TransportCore:
 
     # -- POST streams and resumption ---------------------------------------------
 
-    def stream_post(self, key: str, info: SessionInfo, message: Message, on_success: Optional[OnSuccess]) -> StreamController:
+    def stream_post(self, key: str, info: SessionInfo, message: Message, on_success: OnSuccess | None) -> StreamController:
         """Answer a POST with an SSE stream fed by its handler; return the stream.
 
         With an event store the stream is resumable: while the handler runs,
@@ -349,7 +350,7 @@ class TransportCore:
             raise
         return controller
 
-    def _untrack_post(self, handle: Tuple[str, str]) -> None:
+    def _untrack_post(self, handle: tuple[str, str]) -> None:
         with self._lock:
             self._posts.pop(handle, None)
 
@@ -433,7 +434,7 @@ class TransportCore:
     def complete_initialize(self, version: str) -> OnSuccess:
         """Fill the InitializeResult from the options; the negotiated version always wins."""
 
-        def complete(result: Dict[str, Any]) -> Dict[str, Any]:
+        def complete(result: dict[str, Any]) -> dict[str, Any]:
             result = dict(result)
             result["protocolVersion"] = version
             result.setdefault("capabilities", self.capabilities)
@@ -444,7 +445,7 @@ class TransportCore:
 
         return complete
 
-    def bookkeeping(self, key: str, message: Message) -> Optional[OnSuccess]:
+    def bookkeeping(self, key: str, message: Message) -> OnSuccess | None:
         """What the info manager records once the handler accepted the request.
 
         :class:`JsonRpcError` (invalid params) if the request cannot be recorded.
@@ -468,7 +469,7 @@ class TransportCore:
         complete = self.complete_initialize(declared.protocol_version or LATEST_PROTOCOL_VERSION)
         info = self.managers.info
 
-        def record(result: Dict[str, Any]) -> Dict[str, Any]:
+        def record(result: dict[str, Any]) -> dict[str, Any]:
             result = complete(result)
             info.set_protocol_version(key, result["protocolVersion"])
             if declared.client_info is not None:

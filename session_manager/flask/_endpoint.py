@@ -9,10 +9,10 @@ sessions, bookkeeping, the handler's context, error mapping) is in
 from __future__ import annotations
 
 import logging
-from typing import Optional
 
 from flask import Response, request
 
+from .._jsonrpc import INVALID_REQUEST, REQUEST, SERVER_ERROR, HttpError, JsonRpcError, Message, error_response
 from ..errors import StreamConflictError
 from ..events import is_get_stream, parse_event_id
 from ..sse import encode_event
@@ -26,9 +26,8 @@ from ._checks import (
 from ._core import JSON, OPENED, SSE, TransportCore, empty_response, json_response, sse_response
 from ._handler import invoke, notify_handler
 from ._streams import stored_reply
-from .._jsonrpc import INVALID_REQUEST, REQUEST, SERVER_ERROR, HttpError, JsonRpcError, Message, error_response
 
-__all__ = ["Endpoint", "ALLOWED_METHODS"]
+__all__ = ["ALLOWED_METHODS", "Endpoint"]
 
 logger = logging.getLogger(__name__)
 
@@ -123,7 +122,7 @@ class Endpoint:
         response.headers[SESSION_HEADER] = session_id
         return response
 
-    def _reply(self, reply: str, use_sse: bool, key: Optional[str] = None) -> Response:
+    def _reply(self, reply: str, use_sse: bool, key: str | None = None) -> Response:
         """A reply sent at once; over SSE, with an event store and a session, primed and stored like any POST stream."""
         if not use_sse:
             return json_response(reply)

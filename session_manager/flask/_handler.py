@@ -12,27 +12,28 @@ from __future__ import annotations
 
 import logging
 import threading
-from typing import Any, Callable, Dict, Optional, Tuple
+from collections.abc import Callable
+from typing import Any
 
 from flask import copy_current_request_context
 
+from .._jsonrpc import INTERNAL_ERROR, JsonRpcError, Message, error_response, result_response
 from ..errors import SessionManagerError
 from ._context import RequestContext
-from .._jsonrpc import INTERNAL_ERROR, JsonRpcError, Message, error_response, result_response
 
 __all__ = ["Handler", "OnSuccess", "invoke", "notify_handler", "run_in_background"]
 
 logger = logging.getLogger(__name__)
 
 #: ``handler(message, ctx) -> result``: the application's entry point.
-Handler = Callable[[Dict[str, Any], RequestContext], Optional[Dict[str, Any]]]
+Handler = Callable[[dict[str, Any], RequestContext], dict[str, Any] | None]
 #: Runs after the handler succeeded, before the reply is sent; may adjust the result.
-OnSuccess = Callable[[Dict[str, Any]], Dict[str, Any]]
+OnSuccess = Callable[[dict[str, Any]], dict[str, Any]]
 
 _INTERNAL = JsonRpcError(INTERNAL_ERROR, "Internal error")
 
 
-def invoke(handler: Handler, message: Message, ctx: RequestContext, on_success: Optional[OnSuccess] = None) -> Tuple[str, bool]:
+def invoke(handler: Handler, message: Message, ctx: RequestContext, on_success: OnSuccess | None = None) -> tuple[str, bool]:
     """Run *handler* on a request; return ``(serialized reply, succeeded)``. Never raises.
 
     A :class:`JsonRpcError` becomes its error response; any other exception
@@ -71,9 +72,9 @@ def run_in_background(
     message: Message,
     ctx: RequestContext,
     deliver: Callable[[str], object],
-    on_success: Optional[OnSuccess] = None,
-    done: Optional[Callable[[], object]] = None,
-    track: Optional[Callable[[threading.Thread], object]] = None,
+    on_success: OnSuccess | None = None,
+    done: Callable[[], object] | None = None,
+    track: Callable[[threading.Thread], object] | None = None,
 ) -> None:
     """Run the request on a new thread (greenlet under gevent); hand its reply to *deliver*.
 
@@ -97,7 +98,7 @@ def run_in_background(
             if done is not None:
                 done()
 
-    thread = threading.Thread(target=run, name=f"mcp-{message.method[:40]}", daemon=True)
+    thread = threading.Thread(target=run, name=f"mcp-{(message.method or 'request')[:40]}", daemon=True)
     if track is not None:
         track(thread)
     thread.start()

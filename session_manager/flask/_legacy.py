@@ -14,10 +14,11 @@ from __future__ import annotations
 import functools
 import logging
 from dataclasses import replace
-from typing import List, Optional, Tuple
+from typing import Any
 
 from flask import Response, request, url_for
 
+from .._jsonrpc import INVALID_REQUEST, REQUEST, SERVER_ERROR, HttpError, JsonRpcError, Message, error_response
 from ..base import SessionInfo
 from ..errors import SessionManagerError
 from ..sse import encode_event
@@ -25,9 +26,8 @@ from ..stream import StreamController
 from ._checks import LEGACY_SUPPORTED_PROTOCOL_VERSIONS, accepts, check_content_type, method_not_allowed
 from ._core import SSE, TransportCore, sse_response
 from ._handler import OnSuccess, notify_handler
-from .._jsonrpc import INVALID_REQUEST, REQUEST, SERVER_ERROR, HttpError, JsonRpcError, Message, error_response
 
-__all__ = ["LegacyEndpoint", "SESSION_PARAM", "STREAM_ENDPOINT", "MESSAGES_ENDPOINT"]
+__all__ = ["MESSAGES_ENDPOINT", "SESSION_PARAM", "STREAM_ENDPOINT", "LegacyEndpoint"]
 
 logger = logging.getLogger(__name__)
 
@@ -64,7 +64,7 @@ class _MessageEvents(StreamController):
             frame = _MESSAGE_EVENT + frame
         return super().enqueue_frame(frame)
 
-    def prime(self, frames: List[bytes]) -> None:
+    def prime(self, frames: list[bytes]) -> None:
         super().prime([frame[: -len(_EMPTY_DATA)] + b"\n" if frame.endswith(_EMPTY_DATA) else frame for frame in frames])
 
 
@@ -107,7 +107,8 @@ class LegacyEndpoint:
         controller = core.new_stream(_MessageEvents)
         controller.add_close_callback(functools.partial(self._end, key))
         try:
-            endpoint = url_for(f".{MESSAGES_ENDPOINT}", **{SESSION_PARAM: session_id})
+            query: dict[str, Any] = {SESSION_PARAM: session_id}
+            endpoint = url_for(f".{MESSAGES_ENDPOINT}", **query)
             controller.enqueue_frame(encode_event(endpoint, event="endpoint"))
             core.managers.streams.create(key, controller)
         except BaseException:
@@ -166,7 +167,7 @@ class LegacyEndpoint:
                 logger.warning("could not close the stream of a gone legacy session: %s", exc)
             raise
 
-    def _prepare(self, key: str, info: SessionInfo, message: Message) -> Optional[Tuple[SessionInfo, Optional[OnSuccess]]]:
+    def _prepare(self, key: str, info: SessionInfo, message: Message) -> tuple[SessionInfo, OnSuccess | None] | None:
         """For a request: the session as its handler sees it, and the bookkeeping once it succeeds.
 
         ``None`` for notifications and client responses. An ``initialize``

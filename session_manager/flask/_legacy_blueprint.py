@@ -2,18 +2,19 @@
 
 from __future__ import annotations
 
-from typing import Any, Dict, Iterable, Optional
+from collections.abc import Iterable
+from typing import Any
 
 from flask import Blueprint
 from flask.sansio.blueprints import BlueprintSetupState
 
 from ..base import SessionManagers
+from ..notifier import Notifier
 from ..stream import DEFAULT_KEEPALIVE, DEFAULT_MAXSIZE
 from ._checks import DEFAULT_ALLOWED_HOSTS, DEFAULT_ALLOWED_ORIGINS, DEFAULT_MAX_BODY_SIZE
 from ._core import DEFAULT_RETRY, Principal, TransportCore, close_transports
 from ._handler import Handler
 from ._legacy import MESSAGES_ENDPOINT, STREAM_ENDPOINT, LegacyEndpoint
-from ..notifier import Notifier
 from ._routing import add_mcp_route, install_method_fallback
 
 __all__ = ["LegacySseBlueprint"]
@@ -64,22 +65,22 @@ class LegacySseBlueprint(Blueprint, Notifier):
         self,
         handler: Handler,
         *,
-        managers: Optional[SessionManagers] = None,
-        url_prefix: Optional[str] = None,
+        managers: SessionManagers | None = None,
+        url_prefix: str | None = None,
         sse_path: str = "/sse",
         messages_path: str = "/messages",
         name: str = "mcp_legacy",
         import_name: str = __name__,
-        server_info: Optional[Dict[str, Any]] = None,
-        capabilities: Optional[Dict[str, Any]] = None,
-        instructions: Optional[str] = None,
-        allowed_hosts: Optional[Iterable[str]] = DEFAULT_ALLOWED_HOSTS,
-        allowed_origins: Optional[Iterable[str]] = DEFAULT_ALLOWED_ORIGINS,
+        server_info: dict[str, Any] | None = None,
+        capabilities: dict[str, Any] | None = None,
+        instructions: str | None = None,
+        allowed_hosts: Iterable[str] | None = DEFAULT_ALLOWED_HOSTS,
+        allowed_origins: Iterable[str] | None = DEFAULT_ALLOWED_ORIGINS,
         max_body_size: int = DEFAULT_MAX_BODY_SIZE,
         keepalive: float = DEFAULT_KEEPALIVE,
         stream_maxsize: int = DEFAULT_MAXSIZE,
-        principal: Optional[Principal] = None,
-        retry: Optional[int] = DEFAULT_RETRY,
+        principal: Principal | None = None,
+        retry: int | None = DEFAULT_RETRY,
     ) -> None:
         if _path(sse_path, "sse_path") == _path(messages_path, "messages_path"):
             raise ValueError(f"sse_path and messages_path must differ, both are {sse_path!r}")

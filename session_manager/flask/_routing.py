@@ -10,12 +10,13 @@ blueprint's URLs only, with a JSON-RPC error body.
 
 from __future__ import annotations
 
-from typing import Any, Callable, Dict
+from collections.abc import Callable
+from typing import Any
 
-from flask import Blueprint, Flask, current_app, request
+from flask import Blueprint, current_app, request
 from flask.sansio.blueprints import BlueprintSetupState
 from werkzeug.exceptions import BadRequest, HTTPException, MethodNotAllowed
-from werkzeug.routing import RequestRedirect
+from werkzeug.routing import MapAdapter, RequestRedirect
 from werkzeug.wrappers import Response
 
 from .._jsonrpc import INVALID_REQUEST, HttpError
@@ -34,19 +35,19 @@ def add_mcp_route(blueprint: Blueprint, rule: str, endpoint: str, view: View) ->
     blueprint.add_url_rule(rule, endpoint, view, methods=ROUTED_METHODS, provide_automatic_options=False)
 
 
-def install_method_fallback(state: BlueprintSetupState, refusals: Dict[View, View]) -> None:
+def install_method_fallback(state: BlueprintSetupState, refusals: dict[View, View]) -> None:
     """Answer what fails before routing on the URLs of the views in *refusals* with JSON-RPC errors.
 
     Unrouted methods get the view's 405 response (*refusals* maps a view to
     the function building it); a malformed ``Host`` header gets a 400. For
     other URLs each handler defers to the one registered before it, if any.
     """
-    app: Flask = state.app
+    app = state.app
     previous_405 = app.error_handler_spec[None][405].get(MethodNotAllowed)
     previous_400 = app.error_handler_spec[None][400].get(BadRequest)
 
     def handle_405(exc: MethodNotAllowed) -> Any:
-        refuse = refusals.get(_view_of_url())  # type: ignore[arg-type]
+        refuse = refusals.get(_view_of_url())
         if refuse is not None:
             return _with_vary(refuse())
         return previous_405(exc) if previous_405 is not None else exc
@@ -72,11 +73,14 @@ def _view_of_url(*, neutral_host: bool = False) -> Any:
     ``localhost``: for a request whose own Host could not be parsed.
     """
     try:
+        adapter: MapAdapter | None
         if neutral_host:
             adapter = current_app.url_map.bind("localhost", script_name=request.script_root or "/")
         else:
-            adapter = current_app.create_url_adapter(request)  # type: ignore[assignment]
-        endpoint, _ = adapter.match(request.path, method="POST")  # type: ignore[union-attr]
+            adapter = current_app.create_url_adapter(request)
+        if adapter is None:  # no URL map for this request: nothing is routed
+            return None
+        endpoint, _ = adapter.match(request.path, method="POST")
     except (HTTPException, RequestRedirect):
         return None
     return current_app.view_functions.get(endpoint)

@@ -11,9 +11,8 @@ from __future__ import annotations
 import hashlib
 import re
 import secrets
-from typing import Optional
 
-__all__ = ["mint_session_id", "is_minted", "session_key"]
+__all__ = ["is_minted", "mint_session_id", "session_key"]
 
 #: Bytes of randomness in a minted id (43 URL-safe characters).
 _ID_BYTES = 32
@@ -32,7 +31,7 @@ def is_minted(value: str) -> bool:
     return _MINTED.fullmatch(value) is not None
 
 
-def session_key(principal: Optional[str], session_id: str) -> str:
+def session_key(principal: str | None, session_id: str) -> str:
     """The managers' key of *session_id* for *principal* (the id itself without one).
 
     Distinct (principal, id) pairs always give distinct keys: minted ids

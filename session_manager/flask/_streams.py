@@ -17,14 +17,15 @@ import contextlib
 import logging
 import socket
 import threading
-from typing import Any, Callable, List, Mapping, Optional
+from collections.abc import Callable, Mapping
+from typing import Any
 
 from ..errors import SessionManagerError
 from ..events import EventStore, new_post_stream_id, replay_frames
 from ..sse import encode_event, encode_id, encode_message
 from ..stream import StreamController
 
-__all__ = ["PostStream", "client_socket", "socket_closer", "replay_only", "stored_reply"]
+__all__ = ["PostStream", "client_socket", "replay_only", "socket_closer", "stored_reply"]
 
 logger = logging.getLogger(__name__)
 
@@ -33,7 +34,7 @@ logger = logging.getLogger(__name__)
 _SOCKET_KEYS = ("werkzeug.socket", "gunicorn.socket", "gunicorn.sock")
 
 
-def client_socket(environ: Mapping[str, Any]) -> Optional[socket.socket]:
+def client_socket(environ: Mapping[str, Any]) -> socket.socket | None:
     """The socket of the request's client, if the WSGI server lets us reach it.
 
     werkzeug and gunicorn put it in the environ. gevent.pywsgi does not; its
@@ -50,7 +51,7 @@ def client_socket(environ: Mapping[str, Any]) -> Optional[socket.socket]:
     return sock if isinstance(sock, socket.socket) else None
 
 
-def socket_closer(environ: Mapping[str, Any]) -> Optional[Callable[[], None]]:
+def socket_closer(environ: Mapping[str, Any]) -> Callable[[], None] | None:
     """A callback that shuts the client's socket down (both ways), or ``None`` if it cannot be found.
 
     Only ``shutdown``: the server owns the descriptor and closes it itself
@@ -68,7 +69,7 @@ def socket_closer(environ: Mapping[str, Any]) -> Optional[Callable[[], None]]:
     return shut
 
 
-def replay_only(store: EventStore, key: str, stream_id: str, last_event_id: str, retry: Optional[int]) -> List[bytes]:
+def replay_only(store: EventStore, key: str, stream_id: str, last_event_id: str, retry: int | None) -> list[bytes]:
     """The whole body of a resume of a stream this process no longer feeds: the replay, then ``retry``.
 
     The client polls again after *retry* if the response was not in it
@@ -80,7 +81,7 @@ def replay_only(store: EventStore, key: str, stream_id: str, last_event_id: str,
     return frames
 
 
-def stored_reply(store: EventStore, key: str, reply: str, retry: Optional[int]) -> StreamController:
+def stored_reply(store: EventStore, key: str, reply: str, retry: int | None) -> StreamController:
     """A POST answered at once over SSE: a POST stream whose only message is the reply (primed, stored)."""
     controller = StreamController(retry=retry)
     PostStream(key, controller, store).finish(reply)
@@ -98,15 +99,15 @@ class PostStream:
     now, then live, with no gap and no duplicate.
     """
 
-    __slots__ = ("key", "stream_id", "_store", "_controller", "_lock", "_done")
+    __slots__ = ("_controller", "_done", "_lock", "_store", "key", "stream_id")
 
-    def __init__(self, key: str, controller: StreamController, store: Optional[EventStore]) -> None:
+    def __init__(self, key: str, controller: StreamController, store: EventStore | None) -> None:
         self.key = key
         self._store = store
         self._controller = controller
         self._lock = threading.Lock()
         self._done = False
-        self.stream_id: Optional[str] = None
+        self.stream_id: str | None = None
         if store is not None:
             self.stream_id = new_post_stream_id()
             controller.prime([encode_event("", id=store.open(key, self.stream_id), retry=controller.retry)])
