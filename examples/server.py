@@ -217,7 +217,7 @@ class NoteServer:
             time.sleep(delay)  # cooperative under gevent
             ctx.progress(i, n, f"counted {i} of {n}")
             ctx.log("info", {"count": i}, logger="slow_count")
-            ctx.log("debug", f"step {i} done", logger="slow_count")  # dropped unless level is debug
+            ctx.log("debug", f"step {i} done", logger="slow_count")  # sent unless setLevel asked for less
         return _text(f"counted to {n}")
 
     def set_note(self, text: str) -> Result:
