@@ -30,7 +30,8 @@ worker_connections = 2000
 timeout = 30
 # How long a graceful stop or reload (SIGTERM, SIGHUP) waits for requests in
 # flight. Streams never finish by themselves: post_worker_init below ends them
-# at once, so this only bounds ordinary requests (a slow tool call).
+# at once, so this only bounds ordinary requests (a slow tool call). Idle
+# keep-alive connections also hold a gevent worker, for up to `keepalive`.
 graceful_timeout = 10
 # Idle keep-alive connections between requests (raise it behind a load balancer).
 keepalive = 5
@@ -65,9 +66,18 @@ def post_worker_init(worker):  # type: ignore[no-untyped-def]
 
     blueprint = worker.wsgi.blueprints["mcp"]
 
+    def close() -> None:
+        # The effective setting (--graceful-timeout on the command line wins over
+        # this file), less 2 s for closing the managers and exiting before the
+        # arbiter's SIGKILL.
+        timeout = max(0.0, worker.cfg.graceful_timeout - 2)
+        worker.log.info("Graceful stop: MCP streams end now, tool calls get up to %g s", timeout)
+        if not blueprint.close(timeout):
+            worker.log.warning("Graceful stop: tool calls still running after %g s", timeout)
+
     def on_sigterm(signum, frame):  # type: ignore[no-untyped-def]
         worker.alive = False  # what gunicorn's own handler does: stop accepting, drain
-        gevent.spawn(blueprint.close, max(0.0, graceful_timeout - 2))  # Redis I/O: not inside the signal handler
+        gevent.spawn(close)  # logging and Redis I/O: not inside the signal handler
 
     signal.signal(signal.SIGTERM, on_sigterm)
 

@@ -12,6 +12,10 @@ the worker holding each stream delivers it::
     python examples/notify.py --resource-updated note://current   # its subscribers only
 
 Delivery is at most once: a session without an open GET stream misses it.
+A value may start with ``-`` (``--session -x...``: ids minted by older
+versions can): the word after ``--session`` (or any option taking a value)
+is its value unless it is one of this script's options. ``--session=ID``
+always works.
 """
 
 import argparse
@@ -30,6 +34,31 @@ from session_manager.redis import RedisInfoSessionManager, RedisStreamSessionMan
 REDIS_URL_ENV = "MCP_REDIS_URL"  # as in examples/server.py
 
 
+#: The options that take a value, and the words never taken for one.
+VALUE_OPTIONS = ("--redis", "--session", "--resource-updated", "--method", "--params")
+NOT_VALUES = (*VALUE_OPTIONS, "--broadcast", "-h", "--help", "--")
+
+
+def glue_values(argv: list[str]) -> list[str]:
+    """``--session -x...`` as ``--session=-x...``, which argparse reads as intended.
+
+    argparse takes a separate value starting with ``-`` for an option and
+    stops ("expected one argument"). Here the word after an option that
+    takes a value is its value, unless it is one of our options (a forgotten
+    value, which argparse then reports).
+    """
+    glued: list[str] = []
+    i = 0
+    while i < len(argv):
+        if argv[i] in VALUE_OPTIONS and i + 1 < len(argv) and argv[i + 1] not in NOT_VALUES:
+            glued.append(f"{argv[i]}={argv[i + 1]}")
+            i += 2
+        else:
+            glued.append(argv[i])
+            i += 1
+    return glued
+
+
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description="Send an MCP notification to live sessions through Redis.")
     parser.add_argument(
@@ -46,7 +75,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     )
     parser.add_argument("--method", help="notification method, e.g. notifications/message")
     parser.add_argument("--params", default=None, metavar="JSON", help="notification params, a JSON object")
-    args = parser.parse_args(argv)
+    args = parser.parse_args(glue_values(sys.argv[1:] if argv is None else argv))
     if not args.redis:
         parser.error(f"give the Redis URL with --redis or ${REDIS_URL_ENV}")
     if args.resource_updated is None and not args.method:

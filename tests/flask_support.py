@@ -12,7 +12,6 @@ import contextlib
 import json
 import os
 import queue
-import secrets
 import socket
 import subprocess
 import sys
@@ -29,6 +28,7 @@ from werkzeug.serving import make_server
 
 from session_manager import BackendUnavailableError, InMemoryInfoSessionManager, SessionManagers
 from session_manager.flask import METHOD_NOT_FOUND, JsonRpcError, McpBlueprint, RequestContext
+from session_manager.flask._session import mint_session_id
 
 from .sse_parser import Event, SSEParser
 
@@ -502,4 +502,4 @@ class ServerProcess:
 
 def new_token() -> str:
     """A random id of the minted shape that no server minted."""
-    return secrets.token_urlsafe(32)
+    return mint_session_id()

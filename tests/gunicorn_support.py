@@ -11,6 +11,8 @@
 - :func:`connect_spread`: the official MCP client with one connection per
   request, recording which worker served each.
 - :func:`run_notify`: examples/notify.py in a subprocess.
+- :meth:`Gunicorn.stop` and :meth:`Gunicorn.full_stderr`: a graceful stop (SIGTERM)
+  the test can act during, and gunicorn's whole log once it has exited.
 """
 
 from __future__ import annotations
@@ -43,6 +45,7 @@ from .flask_support import (
     free_port,
     initialize_message,
     reply_of,
+    wait_until,
 )
 from .gunicorn_app import WORKER_HEADER
 from .test_flask_client import Peer
@@ -54,6 +57,8 @@ EXAMPLE_CONFIG = "examples/gunicorn.conf.py"
 REDIS_URL_ENV = "MCP_REDIS_URL"
 #: Seconds for any one HTTP request or script run.
 TIMEOUT = 10
+#: The arbiter's last line on exit: gunicorn's log is complete once it is read.
+LAST_LOG_LINE = "Shutting down: Master"
 
 
 def pid_alive(pid: int) -> bool:
@@ -67,7 +72,15 @@ def pid_alive(pid: int) -> bool:
 class Gunicorn(ServerProcess):
     """``gunicorn -k gevent -w N`` serving *app* with ``MCP_REDIS_URL=redis_url``, ready to connect."""
 
-    def __init__(self, redis_url: str, *, workers: int = 3, app: str = TEST_APP, config: str | None = None) -> None:
+    def __init__(
+        self,
+        redis_url: str,
+        *,
+        workers: int = 3,
+        app: str = TEST_APP,
+        config: str | None = None,
+        graceful_timeout: int = 2,
+    ) -> None:
         port = free_port()
         args = [PYTHON, "-m", "gunicorn"] + (["-c", config] if config else [])
         args += [
@@ -75,12 +88,13 @@ class Gunicorn(ServerProcess):
             "-w", str(workers),
             "-b", f"127.0.0.1:{port}",
             "--keep-alive", "120",  # Pinned connections must outlive the test's pauses
-            "--graceful-timeout", "2",  # open streams would hold a stop for the whole default 30 s
+            "--graceful-timeout", str(graceful_timeout),  # open streams would hold a stop for the whole default 30 s
             "-e", f"{REDIS_URL_ENV}={redis_url}",
             app,
         ]
         self.workers = workers
         self._seen_workers: set[int] = set()
+        self._stopping = False
         super().__init__(args, port)  # ready when the arbiter listens: workers may still be loading the app
         if app == TEST_APP:  # it names its workers: wait until every one has served a request
             for worker in self.pinned():
@@ -119,9 +133,27 @@ class Gunicorn(ServerProcess):
             worker.close()
         pytest.fail(f"in {timeout} s, new connections reached only workers {sorted(found)} of {self.workers}")
 
+    def stop(self) -> None:
+        """Begin a graceful stop (SIGTERM to the arbiter) and return at once; :meth:`close` waits for its end."""
+        self.worker_pids()  # remembered, for close()
+        self._stopping = True
+        self.process.terminate()
+
+    def full_stderr(self) -> str:
+        """gunicorn's whole stderr once it has exited (:meth:`stderr` is its tail, maybe not read to the end yet)."""
+        assert self.process.poll() is not None, "gunicorn is still running: close() it first"
+        wait_until(lambda: LAST_LOG_LINE in self._whole_stderr(), timeout=5, what=f"gunicorn's {LAST_LOG_LINE!r}")
+        return self._whole_stderr()
+
+    def _whole_stderr(self) -> str:
+        return b"".join(self._stderr).decode("utf-8", "replace")
+
     def close(self) -> None:
-        """Stop the arbiter, then SIGKILL any worker that outlived it."""
+        """Stop the arbiter (or wait for the stop begun by :meth:`stop`), then SIGKILL any worker that outlived it."""
         workers = self.worker_pids() if self.process.poll() is None else set()
+        if self._stopping:
+            with contextlib.suppress(subprocess.TimeoutExpired):
+                self.process.wait(10)
         super().close()
         for pid in workers | self._seen_workers:
             with contextlib.suppress(ProcessLookupError):
@@ -149,7 +181,7 @@ class Pinned:
         # stream=True: a GET that opens a stream must not be read to its (never coming) end.
         response = self.http.request(verb, self.url, data=body, headers=merged, timeout=TIMEOUT, stream=verb == "GET")
         if response.status_code != 200:
-            response.content  # read it all, so the connection goes back to the pool (and stays with the worker)
+            _ = response.content  # read it all, so the connection goes back to the pool (and stays with the worker)
         pid = response.headers.get(WORKER_HEADER)
         if pid is not None:
             if self.pid is None:
@@ -210,7 +242,7 @@ def run_notify(redis_url: str, *args: str) -> subprocess.CompletedProcess[str]:
     env.pop(REDIS_URL_ENV, None)
     return subprocess.run(
         [PYTHON, "examples/notify.py", "--redis", redis_url, *args],
-        cwd=REPO, env=env, capture_output=True, text=True, timeout=60,
+        cwd=REPO, env=env, capture_output=True, text=True, timeout=60, check=False,
     )
 
 
@@ -267,8 +299,11 @@ async def connect_spread(url: str) -> AsyncIterator[tuple[Peer, Served]]:
         limits=httpx2.Limits(max_keepalive_connections=0),
         event_hooks={"response": [capture]},
     )
-    async with http, streamable_http_client(url, http_client=http) as (read, write):
-        async with ClientSession(read, write, message_handler=on_message, logging_callback=on_log) as session:
-            await session.initialize()
-            yield Peer(session, pushed, logs, sid), served
+    async with (
+        http,
+        streamable_http_client(url, http_client=http) as (read, write),
+        ClientSession(read, write, message_handler=on_message, logging_callback=on_log) as session,
+    ):
+        await session.initialize()
+        yield Peer(session, pushed, logs, sid), served
 

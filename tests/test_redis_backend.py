@@ -99,7 +99,7 @@ def spawned(code: str, *args: str) -> Iterator[subprocess.Popen]:
     """Run *code* in a fresh interpreter with piped text output; killed (if still running) on exit."""
     process = subprocess.Popen(
         [sys.executable, "-c", textwrap.dedent(code), *args],
-        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=python_env(), cwd=str(ROOT), check=False,
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=python_env(), cwd=str(ROOT),
     )
     try:
         yield process

@@ -23,7 +23,10 @@ import anyio
 import pytest
 
 from examples.server import NOTE_URI
+from session_manager.flask._session import mint_session_id
+from session_manager.redis import RedisStreamSessionManager
 
+from .conftest import Reader
 from .conftest_redis import TEST_LIVENESS_TTL
 from .flask_support import PYTHON, REPO, RawStream, events_of, free_port, wait_until
 from .gunicorn_support import (
@@ -39,6 +42,7 @@ from .gunicorn_support import (
     stream_view,
 )
 from .redis_server import RedisServer
+from .resume_support import stream_readers
 from .test_flask_client import run
 
 # The 2025-era methods this transport serves are deprecated for 2026-07-28 clients only.
@@ -193,7 +197,9 @@ def test_sessions_and_streams_are_shared_by_every_worker(
 
 def test_notify_script_reaches_streams_of_the_example_on_gunicorn(private_redis: RedisServer, closing: list[Any]) -> None:
     """The example as documented: examples/gunicorn.conf.py, the factory, MCP_REDIS_URL; notify.py as a process."""
-    server = Gunicorn(private_redis.url, app=EXAMPLE_APP, config=EXAMPLE_CONFIG)  # -w 3 overrides the file's 4
+    # -w 3 overrides the file's 4. A graceful timeout well above the ~1 s the stop takes: a worker still there at its
+    # end is SIGKILLed (no "Worker exiting"), so the check below does not race gunicorn's 1 s polling.
+    server = Gunicorn(private_redis.url, app=EXAMPLE_APP, config=EXAMPLE_CONFIG, graceful_timeout=5)
     closing.append(server)
     worker = Pinned(server.url)
     closing.append(worker)
@@ -230,13 +236,56 @@ def test_notify_script_reaches_streams_of_the_example_on_gunicorn(private_redis:
     done = run_notify(private_redis.url, "--broadcast")
     assert done.returncode == 2 and "--method is required" in done.stderr
 
-    # A graceful stop: the config's SIGTERM handler ends the streams at once (no graceful timeout) and
-    # their keys go with them (else they would count as open for the 30 s default liveness TTL).
+    # A graceful stop: the config's SIGTERM handler ends the streams at once, so every worker exits by itself,
+    # before the graceful timeout (else gunicorn SIGKILLs it: no "Worker exiting" line), and the streams' keys
+    # go with them (else they would count as open for the 30 s default liveness TTL). An idle keep-alive
+    # connection holds a gevent worker until the client closes it (or `keepalive` passes), as any client's
+    # would: the test closes its own, as soon as each is idle.
+    workers = server.worker_pids()
+    worker.close()
+    server.stop()
+    for stream in streams.values():
+        assert stream.ended.wait(10), "SIGTERM did not end the stream"
+        stream.close()
     server.close()
-    assert all(stream.ended.is_set() for stream in streams.values())
-    assert "Traceback" not in server.stderr() and "graceful timeout" not in server.stderr(), server.stderr()
+    log = server.full_stderr()
+    assert [pid for pid in workers if f"Worker exiting (pid: {pid})" not in log] == [], log
+    assert "Traceback" not in log and "graceful timeout" not in log, log
     with stream_view(private_redis.url) as view:
         assert not view.has(sid) and not view.has(other)
+
+
+def message_args(params: dict[str, Any]) -> list[str]:
+    return ["--method", "notifications/message", "--params", json.dumps(params)]
+
+
+def test_notify_script_sends_to_a_session_id_starting_with_a_dash(private_redis: RedisServer) -> None:
+    """Ids minted before issue 14 could start with "-": notify.py takes them, as a separate word or after "="."""
+    sid = "-" + mint_session_id()[1:]
+    # A stream of that id, held here, on the default prefix (the example's and the script's).
+    with RedisStreamSessionManager(private_redis.url) as streams, stream_readers(Reader) as open_on:
+        reader = open_on(streams, sid)
+        for words in (["--session", sid], [f"--session={sid}"]):
+            params = {"level": "info", "data": words[0]}
+            done = run_notify(private_redis.url, *words, *message_args(params))
+            # No "no open stream" warning: the script checked the id it was given.
+            assert done.returncode == 0 and "sent to 1 session" in done.stdout and done.stderr == "", done.stderr
+            assert reader.take_json(1) == [{"jsonrpc": "2.0", "method": "notifications/message", "params": params}]
+
+
+def test_example_config_takes_the_graceful_timeout_of_the_command_line(private_redis: RedisServer) -> None:
+    """--graceful-timeout 5 (not the file's 10) bounds the wait for tool calls on SIGTERM: 5 - 2 s, not 8 s."""
+    server = Gunicorn(private_redis.url, workers=1, app=EXAMPLE_APP, config=EXAMPLE_CONFIG, graceful_timeout=5)
+    try:
+        probe = Pinned(server.url)
+        probe.probe()  # served: the worker has loaded the app, so post_worker_init has set its SIGTERM handler
+        probe.close()
+        server.stop()
+    finally:
+        server.close()
+    log = server.full_stderr()
+    assert "Graceful stop: MCP streams end now, tool calls get up to 3 s" in log, log
+    assert "Traceback" not in log and "graceful timeout" not in log and "still running" not in log, log
 
 
 def test_example_config_refuses_several_workers_without_redis() -> None:
@@ -244,7 +293,7 @@ def test_example_config_refuses_several_workers_without_redis() -> None:
     env.pop(REDIS_URL_ENV, None)
     done = subprocess.run(
         [PYTHON, "-m", "gunicorn", "-c", EXAMPLE_CONFIG, "-b", f"127.0.0.1:{free_port()}", EXAMPLE_APP],
-        cwd=REPO, env=env, capture_output=True, text=True, timeout=60,
+        cwd=REPO, env=env, capture_output=True, text=True, timeout=60, check=False,
     )
     assert done.returncode == 1, done.stderr
     assert f"set {REDIS_URL_ENV}=redis://" in done.stderr and "notifications are lost" in done.stderr

@@ -8,22 +8,35 @@ and another principal presenting the same id finds nothing (404).
 
 from __future__ import annotations
 
+import base64
 import hashlib
 import re
 import secrets
 
 __all__ = ["is_minted", "mint_session_id", "session_key"]
 
-#: Bytes of randomness in a minted id (43 URL-safe characters).
+#: Bytes in a minted id: its 43 URL-safe base64 characters, no padding.
 _ID_BYTES = 32
-_MINTED = re.compile(r"[A-Za-z0-9_-]{43}")
+#: First bytes whose top 6 bits encode ``-`` (62) or ``_`` (63) are never drawn.
+_FIRST_BYTE_BOUND = 62 << 2
+#: Exactly the minted ids: an alphanumeric first character (never read as a
+#: command-line option), and a last one carrying 4 bits (2 zero padding bits).
+_MINTED = re.compile(r"[A-Za-z0-9][A-Za-z0-9_-]{41}[AEIMQUYcgkosw048]")
 #: Principals used verbatim in keys; anything else is hashed.
 _PLAIN_PRINCIPAL = re.compile(r"[\x21-\x7e]{1,100}")
 
 
 def mint_session_id() -> str:
-    """A new unguessable session id: 256 random bits, URL-safe visible ASCII."""
-    return secrets.token_urlsafe(_ID_BYTES)
+    """A new unguessable session id: 255.95 random bits, URL-safe visible ASCII.
+
+    Like ``secrets.token_urlsafe(32)``, except that the first character is
+    alphanumeric: an id starting with ``-`` would be taken for an option on
+    a command line (``notify.py --session -x...``). The first byte is drawn
+    uniformly below the bytes that encode ``-`` or ``_`` first, which is the
+    same as redrawing such tokens, with no loop.
+    """
+    raw = bytes([secrets.randbelow(_FIRST_BYTE_BOUND)]) + secrets.token_bytes(_ID_BYTES - 1)
+    return base64.urlsafe_b64encode(raw).rstrip(b"=").decode("ascii")
 
 
 def is_minted(value: str) -> bool:
