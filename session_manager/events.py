@@ -33,6 +33,7 @@ import itertools
 import re
 import secrets
 import threading
+from collections.abc import Iterable
 from typing import NamedTuple
 
 from . import _validate
@@ -111,6 +112,12 @@ class EventStore(abc.ABC):
     safe to call from any thread or greenlet. Callers that need an order
     across threads (appending and delivering as one step) serialize the
     appends of one stream themselves.
+
+    Stream managers store what they send through :meth:`append_many` and
+    :meth:`append_broadcast`. Both are built here from :meth:`append`; a
+    store overrides them only to be faster (as ``cachelib`` builds bulk
+    operations from single ones), e.g. one stored entry and one event id
+    for many sessions.
     """
 
     @abc.abstractmethod
@@ -143,6 +150,30 @@ class EventStore(abc.ABC):
     @abc.abstractmethod
     def delete(self, session_id: str) -> None:
         """Forget every log of the session; idempotent."""
+
+    def append_many(self, session_ids: Iterable[str], message: str) -> list[tuple[str, str]]:
+        """Store *message* on the GET stream log of each session; return ``(session id, event id)`` pairs.
+
+        Sessions without a GET stream log are left out. Consecutive pairs
+        may share one event id string (a store that stores the message once
+        for all of them): callers can then frame it once.
+        """
+        stored = []
+        for session_id in session_ids:
+            event_id = self.append(session_id, GET_STREAM, message)
+            if event_id is not None:
+                stored.append((session_id, event_id))
+        return stored
+
+    def append_broadcast(self, message: str) -> str | None:
+        """Store a message sent to every session once, if this store can; return its event id.
+
+        A store that keeps broadcasts in one log that every GET stream
+        replays from returns the id the message has on every stream. This
+        default stores nothing and returns ``None``: the caller then stores
+        the message per session with :meth:`append_many`.
+        """
+        return None
 
     def close(self) -> None:
         """Release connections; the in-memory store has none."""
@@ -201,14 +232,13 @@ class InMemoryEventStore(EventStore):
         self._positions = itertools.count(1)
         # session id -> stream id -> log, in the order the logs were opened
         self._sessions: dict[str, dict[str, _Log]] = {}
-        #: Messages sent to every session (InMemoryStreamSessionManager appends here directly).
+        #: Messages sent to every session (append_broadcast), replayed by every GET stream.
         self._broadcasts = _Log(max_events, 0)
 
     def _next_position(self) -> int:
         return next(self._positions)  # atomic: itertools.count is implemented in C
 
-    def _open_log(self, session_id: str, stream_id: str) -> _Log:
-        """The stream's log, created if needed (the in-memory stream manager appends to it directly)."""
+    def open(self, session_id: str, stream_id: str) -> str:
         _validate.session_id(session_id)
         _check_stream_id(stream_id)
         with self._lock:
@@ -217,10 +247,6 @@ class InMemoryEventStore(EventStore):
             if log is None:
                 log = logs[stream_id] = _Log(self.max_events, self._next_position())
                 self._evict_posts(logs)
-            return log
-
-    def open(self, session_id: str, stream_id: str) -> str:
-        log = self._open_log(session_id, stream_id)
         latest = log.latest()
         if is_get_stream(stream_id):
             latest = max(latest, self._broadcasts.latest())
@@ -242,6 +268,28 @@ class InMemoryEventStore(EventStore):
             position = self._next_position()
             log.events.append((position, message))
         return f"{stream_id}.{position}"
+
+    def append_many(self, session_ids: Iterable[str], message: str) -> list[tuple[str, str]]:
+        # One position and one stored tuple for every session: the event has the same id on each stream.
+        _validate.message(message)
+        entry = (self._next_position(), message)
+        event_id = f"{GET_STREAM}.{entry[0]}"
+        sessions = self._sessions  # dict reads and deque appends are atomic: no lock per session
+        stored = []
+        for session_id in session_ids:
+            logs = sessions.get(session_id)
+            log = None if logs is None else logs.get(GET_STREAM)
+            if log is not None:
+                log.events.append(entry)
+                stored.append((session_id, event_id))
+        return stored
+
+    def append_broadcast(self, message: str) -> str | None:
+        # Stored once, in the log every GET stream replays from (what came after it opened).
+        _validate.message(message)
+        position = self._next_position()
+        self._broadcasts.events.append((position, message))
+        return f"{GET_STREAM}.{position}"
 
     def replay(self, session_id: str, last_event_id: str) -> Replay:
         stream_id, position = parse_event_id(last_event_id)

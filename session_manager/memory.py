@@ -12,7 +12,7 @@ from . import _validate
 from ._fields import FieldStoreInfoManager
 from .base import StreamSessionManager
 from .errors import SessionNotFoundError, StreamConflictError
-from .events import GET_STREAM, EventStore, InMemoryEventStore, _Log, get_stream_id, replay_frames
+from .events import EventStore, get_stream_id, replay_frames
 from .sse import encode_event, encode_id, encode_message
 from .stream import StreamController
 
@@ -41,9 +41,11 @@ class InMemoryStreamSessionManager(StreamSessionManager):
     or a resume's replay; give it a store local to the process, as no I/O
     should happen under it), so ids reach each stream in order and a resume
     sees every event exactly once. Broadcasts then reach every session with
-    a log, open stream or not. With an
-    :class:`~session_manager.InMemoryEventStore` a broadcast is stored once
-    and framed once for every stream. Closing the manager closes its store.
+    a log, open stream or not. Sends store through the store's bulk calls
+    (:meth:`~session_manager.EventStore.append_many`,
+    :meth:`~session_manager.EventStore.append_broadcast`): with an
+    :class:`~session_manager.InMemoryEventStore` a message is stored once and
+    framed once for all its streams. Closing the manager closes its store.
     """
 
     def __init__(self, *, event_store: EventStore | None = None) -> None:
@@ -52,10 +54,8 @@ class InMemoryStreamSessionManager(StreamSessionManager):
         self._lock = threading.Lock()
         self._streams: dict[str, StreamController] = {}
         self._store = event_store
-        # Sends append to the store's logs themselves: exactly InMemoryEventStore, not a subclass.
-        self._memory_store = event_store if type(event_store) is InMemoryEventStore else None
-        #: With a store, every session with a log: its GET stream's log (in-memory store) or id.
-        self._logged: dict[str, str | _Log] = {}
+        #: With a store, the sessions whose GET stream log this manager opened (what a send stores for).
+        self._logged: set[str] = set()
         #: Orders storing and queuing: ids reach each stream in the order they were stored.
         self._send_lock = threading.Lock()
         #: Streams closed because their consumer fell behind.
@@ -80,9 +80,7 @@ class InMemoryStreamSessionManager(StreamSessionManager):
                     frames = replay_frames(store, session_id, stream_id, last_event_id, controller.retry)
                 controller.prime(frames)
                 replaced = self._register(session_id, controller, replace=last_event_id is not None)
-                # What _send_stored appends to: the log itself when the store is in memory.
-                memory = self._memory_store
-                self._logged[session_id] = stream_id if memory is None else memory._open_log(session_id, stream_id)
+                self._logged.add(session_id)
             if replaced is not None:
                 replaced.close()
         controller.add_close_callback(lambda: self._forget(session_id, controller))
@@ -105,7 +103,7 @@ class InMemoryStreamSessionManager(StreamSessionManager):
         _validate.session_id(session_id)
         with self._lock:
             controller = self._streams.pop(session_id, None)
-            self._logged.pop(session_id, None)
+            self._logged.discard(session_id)
         if self._store is not None:
             self._store.delete(session_id)
         if controller is not None:
@@ -135,48 +133,38 @@ class InMemoryStreamSessionManager(StreamSessionManager):
                 self._forget(sid, target)
 
     def _send_stored(self, sessions: Iterable[str] | None, data: str, frame: bytes) -> None:
-        """Store *data* for every target and queue it with its id, as one step."""
+        """Store *data* for every target and queue it with its id, as one step.
+
+        The store's bulk calls are its fast path: a store that stores one
+        entry for many sessions (the in-memory one) returns one id for all,
+        framed here once.
+        """
         store = self._store
         assert store is not None
-        logged, streams = self._logged, self._streams
-        ids = None if sessions is None else _validate.session_ids(sessions)
-        memory = self._memory_store
+        streams = self._streams
         with self._send_lock:
-            if memory is None:
-                if ids is None:
+            if sessions is None:
+                event_id = store.append_broadcast(data)
+                if event_id is not None:  # stored once, replayed by every GET stream
+                    framed = encode_id(event_id) + frame
                     with self._lock:
-                        ids = list(logged)
-                for sid in ids:
-                    stream_id = logged.get(sid)
-                    event_id = None if not isinstance(stream_id, str) else store.append(sid, stream_id, data)
-                    controller = streams.get(sid)
-                    if (
-                        event_id is not None
-                        and controller is not None
-                        and not controller.enqueue_frame(encode_id(event_id) + frame)
-                    ):
-                        self._forget(sid, controller)
-                return
-            # In memory: one position, one stored tuple and one framed event (its id
-            # is the same on every GET stream) for all targets.
-            position = next(memory._positions)
-            entry = (position, data)
-            framed = _GET_ID % position + frame
-            if ids is None:  # stored once, in the log every GET stream replays from
-                memory._broadcasts.events.append(entry)
+                        targets = streams.copy()
+                    for sid, target in targets.items():
+                        if not target.enqueue_frame(framed):
+                            self._forget(sid, target)
+                    return
                 with self._lock:
-                    targets = streams.copy()
-                for sid, controller in targets.items():
-                    if not controller.enqueue_frame(framed):
-                        self._forget(sid, controller)
-                return
-            for sid in ids:
-                log = logged.get(sid)
-                if isinstance(log, _Log):
-                    log.events.append(entry)
-                    controller = streams.get(sid)
-                    if controller is not None and not controller.enqueue_frame(framed):
-                        self._forget(sid, controller)
+                    ids: Iterable[str] = list(self._logged)
+            else:
+                logged = self._logged
+                ids = [sid for sid in _validate.session_ids(sessions) if sid in logged]
+            framed_id, framed = None, b""
+            for sid, event_id in store.append_many(ids, data):
+                if event_id != framed_id:  # one id for many sessions: framed once
+                    framed_id, framed = event_id, encode_id(event_id) + frame
+                controller = streams.get(sid)
+                if controller is not None and not controller.enqueue_frame(framed):
+                    self._forget(sid, controller)
 
     def close(self) -> None:
         with self._lock:
@@ -204,7 +192,6 @@ class InMemoryStreamSessionManager(StreamSessionManager):
 
 
 #: The id line of a GET-stream event, formatted with its position.
-_GET_ID = b"id: " + GET_STREAM.encode("ascii") + b".%d\n"
 
 
 class _Session:

@@ -59,11 +59,24 @@ class DelegatingStore(EventStore):
         self.inner.delete(session_id)
 
 
+class BulkDelegatingStore(DelegatingStore):
+    """A third-party store that also overrides the bulk calls, the managers' fast path."""
+
+    def append_many(self, session_ids, message):
+        return self.inner.append_many(session_ids, message)
+
+    def append_broadcast(self, message):
+        return self.inner.append_broadcast(message)
+
+
 #: Stream managers with an event store (same bounds as above): resumable streams.
 RESUMABLE_STREAM_BACKENDS: dict[str, StreamFactory] = {
     "memory": lambda request: InMemoryStreamSessionManager(event_store=InMemoryEventStore(50, max_streams=3)),
     "memory-custom-store": lambda request: InMemoryStreamSessionManager(
         event_store=DelegatingStore(InMemoryEventStore(50, max_streams=3))
+    ),
+    "memory-custom-bulk-store": lambda request: InMemoryStreamSessionManager(
+        event_store=BulkDelegatingStore(InMemoryEventStore(50, max_streams=3))
     ),
     "redis": lambda request: request.getfixturevalue("redis_resumable_streams"),  # tests/conftest_redis.py
 }

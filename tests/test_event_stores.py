@@ -43,6 +43,26 @@ def test_replay_after_an_event_returns_exactly_what_followed(event_store, new_id
     assert event_store.replay(sid, ids[6]).events == list(zip(ids[7:], [f"m{i}" for i in range(7, 10)]))
 
 
+def test_append_many_stores_on_each_get_log_and_skips_sessions_without_one(event_store, new_id):
+    a, b, never = new_id(), new_id(), new_id()
+    primers = {sid: event_store.open(sid, get_stream_id(sid)) for sid in (a, b)}
+    stored = event_store.append_many([a, never, b], "bulk")
+    assert [sid for sid, _ in stored] == [a, b]
+    for sid, event_id in stored:
+        assert parse_event_id(event_id)[0] == get_stream_id(sid)
+        assert event_store.replay(sid, primers[sid]).events == [(event_id, "bulk")]
+    assert event_store.append_many([], "nothing") == []
+
+
+def test_append_broadcast_reaches_every_get_log_or_stores_nothing(event_store, new_id):
+    a, b = new_id(), new_id()
+    primers = {sid: event_store.open(sid, get_stream_id(sid)) for sid in (a, b)}
+    event_id = event_store.append_broadcast("to-all")
+    for sid in (a, b):
+        expected = [] if event_id is None else [(event_id, "to-all")]  # None: the caller stores per session
+        assert event_store.replay(sid, primers[sid]).events == expected
+
+
 def test_append_to_a_log_never_opened_stores_nothing(event_store, new_id):
     sid = new_id()
     assert event_store.append(sid, get_stream_id(sid), "x") is None
