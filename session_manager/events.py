@@ -46,11 +46,13 @@ __all__ = [
     "EventStore",
     "InMemoryEventStore",
     "Replay",
+    "event_frame",
     "get_stream_id",
     "is_get_stream",
     "new_post_stream_id",
     "parse_event_id",
     "replay_frames",
+    "resume_frames",
 ]
 
 #: Events kept per stream by default.
@@ -337,9 +339,17 @@ def replay_frames(
     replay = store.replay(session_id, last_event_id)
     if replay.stream_id != stream_id:
         raise EventGoneError(last_event_id, "unknown")
-    frames = [encode_event("", id=last_event_id, retry=retry)]
-    frames.extend(encode_id(event_id) + encode_message(message) for event_id, message in replay.events)
-    return frames
+    return resume_frames(last_event_id, replay.events, retry)
+
+
+def resume_frames(last_event_id: str, events: Iterable[tuple[str, str]], retry: int | None) -> list[bytes]:
+    """A resumed stream's first frames: a priming event with the client's id, then the missed events."""
+    return [encode_event("", id=last_event_id, retry=retry), *(event_frame(e, message) for e, message in events)]
+
+
+def event_frame(event_id: str, message: str) -> bytes:
+    """The SSE frame of one stored event (replayed, or caught up)."""
+    return encode_id(event_id) + encode_message(message)
 
 
 def _check_stream_id(stream_id: object) -> str:

@@ -1,6 +1,6 @@
 """RedisEventStore: the logs of resumable streams in Redis Streams, shared by every process.
 
-Keys (under ``prefix``; see the key layout in :mod:`session_manager._redis_scripts`):
+Keys (under ``prefix``; the layout is defined in :mod:`._keys`):
 
 - ``events:<sid>``: the session's index of its logs (hash: stream id -> opening entry id), for
   :meth:`~RedisEventStore.delete` and for forgetting the oldest POST-stream
@@ -46,11 +46,9 @@ from typing import Any
 
 import redis as redis_py
 
-from . import _redis_scripts as lua
-from . import _validate
-from ._redis_common import RedisBacked, milliseconds, text
-from .errors import EventGoneError
-from .events import (
+from .. import _validate
+from ..errors import EventGoneError
+from ..events import (
     DEFAULT_MAX_EVENTS,
     DEFAULT_MAX_STREAMS,
     EventStore,
@@ -59,6 +57,8 @@ from .events import (
     get_stream_id,
     parse_event_id,
 )
+from . import _scripts as lua
+from ._common import RedisBacked, milliseconds, text
 
 __all__ = ["RedisEventStore"]
 
@@ -81,11 +81,25 @@ def redis_position(last_event_id: object) -> tuple[str, str]:
     return stream_id, f"{int(ms)}-{int(seq)}"
 
 
+def replay_events(reply: Any) -> list[tuple[str, str]] | str:
+    """A replay script's reply (``ev_replay``): the ``(event id, message)`` pairs, or the word ``unknown`` or ``expired``."""
+    if not isinstance(reply, list):
+        return text(reply)
+    return [(text(reply[i]), text(reply[i + 1])) for i in range(0, len(reply), 2)]
+
+
 def replay_reply(last_event_id: str, stream_id: str, reply: Any) -> Replay:
     """Turn a replay script's reply into a :class:`Replay`, or raise its EventGoneError."""
-    if not isinstance(reply, list):
-        raise EventGoneError(last_event_id, text(reply))
-    return Replay(stream_id, [(text(reply[i]), text(reply[i + 1])) for i in range(0, len(reply), 2)])
+    events = replay_events(reply)
+    if isinstance(events, str):
+        raise EventGoneError(last_event_id, events)
+    return Replay(stream_id, events)
+
+
+def position(event_id: str) -> tuple[int, int]:
+    """The Redis entry id of an event id of this store (or an entry id itself), as a comparable pair."""
+    ms, _, seq = event_id.rpartition(".")[2].partition("-")
+    return int(ms), int(seq)
 
 
 class RedisEventStore(RedisBacked, EventStore):
@@ -96,6 +110,13 @@ class RedisEventStore(RedisBacked, EventStore):
     session's logs go ``session_ttl`` seconds after their last use. Give it
     to :class:`~session_manager.redis.RedisStreamSessionManager`
     (``event_store=``), which stores and routes each message in one script.
+
+    That manager runs the log half of its scripts on this store's keys, so
+    it uses, besides :meth:`delete` and :meth:`close`, exactly:
+    :attr:`script_args` (the store's ARGV of every script on the logs),
+    :attr:`session_ttl`, the client's location, and the module functions
+    :func:`check_resume`, :func:`replay_reply` / :func:`replay_events` (the
+    replies of its resume and catch-up scripts) and :func:`~session_manager.events.event_frame`.
 
     :param url_or_client: a ``redis://`` URL, or a :class:`redis.Redis` client (left open by :meth:`close`).
     :param prefix: namespace of every key.
@@ -130,7 +151,7 @@ class RedisEventStore(RedisBacked, EventStore):
             max_connections=max_connections,
             role="events",
         )
-        #: ARGV[1..4] of every script using the logs (see _redis_scripts).
+        #: ARGV[1..4] of every script using the logs (see _scripts).
         self.script_args: tuple[str | int, ...] = (
             prefix, max_events, milliseconds(self.session_ttl, "session_ttl"), max_streams,
         )

@@ -12,8 +12,8 @@ import redis
 from redis.backoff import ExponentialBackoff
 from redis.retry import Retry
 
-from . import _validate
-from .errors import BackendUnavailableError
+from .. import _validate
+from ..errors import BackendUnavailableError
 
 if TYPE_CHECKING:
     from typing_extensions import Self  # typing.Self from Python 3.11 on
@@ -199,6 +199,10 @@ class RedisBacked:
         )
         self._errors = RedisErrors(self._client)
         return timeout
+
+    def _redis_location(self) -> str:
+        """Where this component's client connects (for messages: never a password)."""
+        return describe(self._client)
 
     def _disconnect(self) -> None:
         """Disconnect the pool this manager created (a client passed in stays open)."""

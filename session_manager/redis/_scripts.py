@@ -1,19 +1,43 @@
 """Lua scripts of the Redis managers: each runs atomically in one round trip.
 
+Names: a script gets the keys Python can name as ``KEYS`` and builds any
+other key with the ``key_<name>()`` builders of :mod:`._keys` (one layout,
+defined there), from a prefix it gets as an argument. Messages: a script
+publishes only what the ``wire_<kind>()`` encoders of :mod:`._codec` build
+(one codec, decoded there too). :func:`_script` puts the builders and
+encoders a script calls in front of it.
+
 Stream keys hold a *token* ``<node>:<n>`` naming the process (node) that
 holds the stream and which registration it is, or a tombstone ``-<token>``
 left by a ``delete`` from another node until the owner has closed the
-stream. Scripts derive channel and per-URI key names from the prefix, so
-they need a single Redis (standalone or Sentinel), not Redis Cluster.
+stream. Scripts build names from a prefix, so they need a single Redis
+(standalone or Sentinel), not Redis Cluster.
 """
 
 from __future__ import annotations
+
+import re
+
+from . import _codec, _keys
+
+_LIBRARY: dict[str, str] = {**_keys.LUA, **_codec.LUA}
+_NAME = re.compile(r"\b(?:key|wire)_[a-z_]+\b")
+
+
+def _script(*chunks: str) -> str:
+    """Join *chunks* into one script, after the key builders and message encoders they use."""
+    body = "".join(chunks)
+    used = sorted(set(_NAME.findall(body)))
+    unknown = [name for name in used if name not in _LIBRARY]
+    assert not unknown, f"no Lua builder or encoder named {unknown}"
+    return "".join(_LIBRARY[name] for name in used) + body
+
 
 # -- streams -----------------------------------------------------------------
 
 #: Forget ended streams. KEYS: stream keys. ARGV: one token per key. Deletes a
 #: key only if it still holds that token (or its tombstone), never a newer stream.
-STREAM_FORGET = """
+STREAM_FORGET = _script("""
 for i, key in ipairs(KEYS) do
   local v = redis.call('GET', key)
   if v == ARGV[i] or v == '-' .. ARGV[i] then
@@ -21,13 +45,13 @@ for i, key in ipairs(KEYS) do
   end
 end
 return 0
-"""
+""")
 
 #: Delete a stream wherever it is. KEYS: stream key. ARGV: this node, node
-#: channel prefix, session id, tombstone ttl ms. A stream of this node is simply
+#: channel head, session id, tombstone ttl ms. A stream of this node is simply
 #: deleted (the caller closed it); another node's is replaced by a tombstone
 #: (``has`` is false at once) and its owner told to close it.
-STREAM_DELETE = """
+STREAM_DELETE = _script("""
 local v = redis.call('GET', KEYS[1])
 if not v or string.byte(v, 1) == 45 then
   return 0
@@ -38,19 +62,20 @@ if node == ARGV[1] then
   return 1
 end
 redis.call('SET', KEYS[1], '-' .. v, 'PX', ARGV[4])
-redis.call('PUBLISH', ARGV[2] .. node, 'd ' .. ARGV[3] .. ' ' .. v)
+redis.call('PUBLISH', ARGV[2] .. node, wire_close(ARGV[3], v))
 return 2
-"""
+""")
 
 # -- info --------------------------------------------------------------------
 # Every info script gets KEYS[1] = session hash, KEYS[2] = its set of URIs,
-# ARGV[1] = per-URI key prefix, ARGV[2] = session ttl in ms.
+# ARGV[1] = prefix, ARGV[2] = session ttl in ms, ARGV[3] = session id; its own
+# arguments start at ARGV[4].
 
-#: Refresh the expiry of a session, its URI index and the subscriber set of
-#: each of its URIs, so a subscriber set lives as long as its longest-lived
-#: subscriber; and, never shortening them, the event logs a RedisEventStore
-#: on the same prefix keeps for the session (and the store's shared keys), so
-#: a session in use keeps what a resume needs.
+#: Refresh the expiry of a session (prefix *p*), its URI index and the
+#: subscriber set of each of its URIs, so a subscriber set lives as long as
+#: its longest-lived subscriber; and, never shortening them, the event logs a
+#: RedisEventStore on the same prefix keeps for the session (and the store's
+#: shared keys), so a session in use keeps what a resume needs.
 _TOUCH_SESSION = """
 local function extend(key, ttl)
   if redis.call('PTTL', key) < tonumber(ttl) then
@@ -58,153 +83,145 @@ local function extend(key, ttl)
   end
 end
 
-local function touch_session(hash, index, uri_prefix, ttl)
-  redis.call('PEXPIRE', hash, ttl)
+local function touch_session(p, sid, ttl)
+  local index = key_session_uris(p, sid)
+  redis.call('PEXPIRE', key_session(p, sid), ttl)
   if redis.call('PEXPIRE', index, ttl) == 1 then
     for _, uri in ipairs(redis.call('SMEMBERS', index)) do
-      redis.call('PEXPIRE', uri_prefix .. uri, ttl)
+      redis.call('PEXPIRE', key_uri(p, uri), ttl)
     end
   end
-  local prefix, sid = string.match(hash, '^(.-)session:(.*)$')
-  local logs = prefix and (prefix .. 'events:' .. sid)
-  if logs and redis.call('EXISTS', logs) == 1 then
+  local logs = key_event_index(p, sid)
+  if redis.call('EXISTS', logs) == 1 then
     extend(logs, ttl)
     for _, stream in ipairs(redis.call('HKEYS', logs)) do
-      extend(prefix .. 'event-log:' .. stream .. ':' .. sid, ttl)
+      extend(key_event_log(p, stream, sid), ttl)
     end
-    extend(prefix .. 'event-log:broadcast', ttl)
-    extend(prefix .. 'events-clock', ttl)
+    extend(key_broadcast_log(p), ttl)
+    extend(key_event_clock(p), ttl)
   end
 end
 """
 
 _TOUCH = _TOUCH_SESSION + """
 local function touch()
-  touch_session(KEYS[1], KEYS[2], ARGV[1], ARGV[2])
+  touch_session(ARGV[1], ARGV[3], ARGV[2])
 end
 """
 
-#: ARGV[3..]: field, value pairs (always including the ``created`` marker).
+#: ARGV[4..]: field, value pairs (always including the ``created`` marker).
 #: Returns 0 if the session exists already.
-INFO_CREATE = """
+INFO_CREATE = _script("""
 if redis.call('EXISTS', KEYS[1]) == 1 then
   return 0
 end
 redis.call('DEL', KEYS[2])
-redis.call('HSET', KEYS[1], unpack(ARGV, 3))
+redis.call('HSET', KEYS[1], unpack(ARGV, 4))
 redis.call('PEXPIRE', KEYS[1], ARGV[2])
 return 1
-"""
+""")
 
 #: Returns 1 (and refreshes the session) if it exists, else 0.
-INFO_EXISTS = _TOUCH + """
+INFO_EXISTS = _script(_TOUCH, """
 if redis.call('EXISTS', KEYS[1]) == 0 then
   return 0
 end
 touch()
 return 1
-"""
+""")
 
 #: Returns every field (flat list), or nil if the session does not exist.
-INFO_GET_ALL = _TOUCH + """
+INFO_GET_ALL = _script(_TOUCH, """
 local fields = redis.call('HGETALL', KEYS[1])
 if #fields == 0 then
   return false
 end
 touch()
 return fields
-"""
+""")
 
-#: ARGV[3]: field. Returns its value, or nil.
-INFO_GET_FIELD = _TOUCH + """
+#: ARGV[4]: field. Returns its value, or nil.
+INFO_GET_FIELD = _script(_TOUCH, """
 if redis.call('EXISTS', KEYS[1]) == 0 then
   return false
 end
 touch()
-return redis.call('HGET', KEYS[1], ARGV[3])
-"""
+return redis.call('HGET', KEYS[1], ARGV[4])
+""")
 
-#: ARGV[3], ARGV[4]: field, value. Returns 0 (nothing written) if the session does not exist.
-INFO_SET_FIELD = _TOUCH + """
+#: ARGV[4], ARGV[5]: field, value. Returns 0 (nothing written) if the session does not exist.
+INFO_SET_FIELD = _script(_TOUCH, """
 if redis.call('EXISTS', KEYS[1]) == 0 then
   return 0
 end
-redis.call('HSET', KEYS[1], ARGV[3], ARGV[4])
+redis.call('HSET', KEYS[1], ARGV[4], ARGV[5])
 touch()
 return 1
-"""
+""")
 
-#: KEYS[3]: the URI's subscriber set. ARGV[3], ARGV[4]: uri, session id.
+#: KEYS[3]: the URI's subscriber set. ARGV[4]: uri.
 #: Returns 0 if the session does not exist.
-INFO_SUBSCRIBE = _TOUCH + """
+INFO_SUBSCRIBE = _script(_TOUCH, """
 if redis.call('EXISTS', KEYS[1]) == 0 then
   return 0
 end
-redis.call('SADD', KEYS[2], ARGV[3])
-redis.call('SADD', KEYS[3], ARGV[4])
+redis.call('SADD', KEYS[2], ARGV[4])
+redis.call('SADD', KEYS[3], ARGV[3])
 touch()
 return 1
-"""
+""")
 
-#: KEYS[3]: the URI's subscriber set. ARGV[3], ARGV[4]: uri, session id.
-INFO_UNSUBSCRIBE = _TOUCH + """
-redis.call('SREM', KEYS[2], ARGV[3])
-redis.call('SREM', KEYS[3], ARGV[4])
+#: KEYS[3]: the URI's subscriber set. ARGV[4]: uri.
+INFO_UNSUBSCRIBE = _script(_TOUCH, """
+redis.call('SREM', KEYS[2], ARGV[4])
+redis.call('SREM', KEYS[3], ARGV[3])
 if redis.call('EXISTS', KEYS[1]) == 1 then
   touch()
 end
 return 1
-"""
+""")
 
-#: ARGV[3]: session id. Removes the session from each of its URIs' subscriber
-#: sets (through its own index, no scan), then the session and the index.
-INFO_DELETE = """
+#: Removes the session from each of its URIs' subscriber sets (through its
+#: own index, no scan), then the session and the index.
+INFO_DELETE = _script("""
 for _, uri in ipairs(redis.call('SMEMBERS', KEYS[2])) do
-  redis.call('SREM', ARGV[1] .. uri, ARGV[3])
+  redis.call('SREM', key_uri(ARGV[1], uri), ARGV[3])
 end
 redis.call('DEL', KEYS[1], KEYS[2])
 return 1
-"""
+""")
 
-#: KEYS[1]: the URI's subscriber set. ARGV: session key prefix, index key
-#: prefix, uri. Returns the live subscribers; members whose session expired,
-#: was deleted, or no longer lists the URI are removed on the way.
-INFO_SUBSCRIBERS = """
+#: KEYS[1]: the URI's subscriber set. ARGV: prefix, uri. Returns the live
+#: subscribers; members whose session expired, was deleted, or no longer
+#: lists the URI are removed on the way.
+INFO_SUBSCRIBERS = _script("""
 local live = {}
 for _, sid in ipairs(redis.call('SMEMBERS', KEYS[1])) do
-  if redis.call('SISMEMBER', ARGV[2] .. sid, ARGV[3]) == 1
-      and redis.call('EXISTS', ARGV[1] .. sid) == 1 then
+  if redis.call('SISMEMBER', key_session_uris(ARGV[1], sid), ARGV[2]) == 1
+      and redis.call('EXISTS', key_session(ARGV[1], sid)) == 1 then
     live[#live + 1] = sid
   else
     redis.call('SREM', KEYS[1], sid)
   end
 end
 return live
-"""
+""")
 
 # -- event logs --------------------------------------------------------------
-# Keys of a store with prefix P: ``P events:<sid>`` (hash: the session's
-# stream ids -> the entry id each log was opened at),
-# ``P event-log:<stream>:<sid>`` (a Redis stream: an opening marker entry
-# ``o``, then one entry ``m`` = message per event), ``P event-log:broadcast``
-# (the shared log of broadcasts, every GET stream's replay merges it: an
-# opening marker ``o``, then one entry ``m`` per broadcast) and
-# ``P events-clock`` (the latest entry id issued). Entry ids come from that one
-# clock (``<ms>-<seq>``, never below the server time), so an id is unique
-# across the store's logs, except that a message sent to many sessions at once
-# has the same id in each. The broadcast log is created with the first GET log
-# (again by the heartbeat if it was lost) and refreshed with every GET log
-# (never by a broadcast), so it lives exactly as long as the longest-lived GET log; the clock is refreshed with every log,
-# so it outlives them. Every script using them gets ARGV[1..4] = P, max events,
+# The keys of a store with prefix P are in _keys (``events:<sid>``,
+# ``event-log:<stream>:<sid>``, ``event-log:broadcast``, ``events-clock``).
+# Entry ids come from that one clock (``<ms>-<seq>``, never below the server
+# time), so an id is unique across the store's logs, except that a message
+# sent to many sessions at once has the same id in each. The broadcast log is
+# created with the first GET log (again by the heartbeat if it was lost) and
+# refreshed with every GET log (never by a broadcast), so it lives exactly as
+# long as the longest-lived GET log; the clock is refreshed with every log, so
+# it outlives them. Every script using them gets ARGV[1..4] = P, max events,
 # ttl ms, max POST logs (P = '' when there is no store); its own arguments
 # start at ARGV[5].
 
 _EVENTS = """
 local EV = {p = ARGV[1], max = ARGV[2], ttl = ARGV[3], streams = tonumber(ARGV[4])}
-local function ev_index(sid) return EV.p .. 'events:' .. sid end
-local function ev_log(sid, stream) return EV.p .. 'event-log:' .. stream .. ':' .. sid end
-local function ev_broadcasts() return EV.p .. 'event-log:broadcast' end
-local function ev_clock() return EV.p .. 'events-clock' end
 local function ev_is_get(stream) return string.byte(stream, 1) == 103 end
 
 local function ev_split(id)
@@ -220,9 +237,10 @@ end
 
 -- A new entry id, above every id issued before (even if the server time went back).
 local function ev_next_id()
+  local clock = key_event_clock(EV.p)
   local now = redis.call('TIME')
   local ms, seq = tonumber(now[1]) * 1000 + math.floor(tonumber(now[2]) / 1000), 0
-  local last = redis.call('GET', ev_clock())
+  local last = redis.call('GET', clock)
   if last then
     local last_ms, last_seq = ev_split(last)
     if last_ms >= ms then
@@ -230,18 +248,18 @@ local function ev_next_id()
     end
   end
   local id = string.format('%.0f-%.0f', ms, seq)
-  redis.call('SET', ev_clock(), id, 'PX', EV.ttl)
+  redis.call('SET', clock, id, 'PX', EV.ttl)
   return id
 end
 
 -- Refresh the session's index and the given logs (and the broadcast log with a GET log).
 local function ev_touch(sid, streams)
-  redis.call('PEXPIRE', ev_clock(), EV.ttl)
-  redis.call('PEXPIRE', ev_index(sid), EV.ttl)
+  redis.call('PEXPIRE', key_event_clock(EV.p), EV.ttl)
+  redis.call('PEXPIRE', key_event_index(EV.p, sid), EV.ttl)
   for _, stream in ipairs(streams) do
-    redis.call('PEXPIRE', ev_log(sid, stream), EV.ttl)
+    redis.call('PEXPIRE', key_event_log(EV.p, stream, sid), EV.ttl)
     if ev_is_get(stream) then
-      redis.call('PEXPIRE', ev_broadcasts(), EV.ttl)
+      redis.call('PEXPIRE', key_broadcast_log(EV.p), EV.ttl)
     end
   end
 end
@@ -255,13 +273,13 @@ end
 -- Open (or find) a log; return the event id of its latest entry (for a GET
 -- log, the latest of its own and of the broadcast log).
 local function ev_open(sid, stream)
-  local key = ev_log(sid, stream)
+  local key = key_event_log(EV.p, stream, sid)
   local id
   if redis.call('EXISTS', key) == 1 then
     id = ev_latest(key)
   else
     id = redis.call('XADD', key, 'MAXLEN', '~', EV.max, ev_next_id(), 'o', '')
-    local index = ev_index(sid)
+    local index = key_event_index(EV.p, sid)
     redis.call('HSET', index, stream, id)
     if not ev_is_get(stream) then  -- forget the oldest POST logs beyond the bound (opening ids follow opening order)
       local logs, posts = redis.call('HGETALL', index), {}
@@ -273,16 +291,17 @@ local function ev_open(sid, stream)
       if #posts > EV.streams then
         table.sort(posts, function(a, b) return ev_less(a[2], b[2]) end)
         for i = 1, #posts - EV.streams do
-          redis.call('DEL', ev_log(sid, posts[i][1]))
+          redis.call('DEL', key_event_log(EV.p, posts[i][1], sid))
           redis.call('HDEL', index, posts[i][1])
         end
       end
     end
   end
   if ev_is_get(stream) then
-    local shared = ev_latest(ev_broadcasts())
+    local broadcasts = key_broadcast_log(EV.p)
+    local shared = ev_latest(broadcasts)
     if not shared then  -- the first GET log (or Redis lost the broadcast log): start it
-      redis.call('XADD', ev_broadcasts(), id, 'o', '')
+      redis.call('XADD', broadcasts, id, 'o', '')
     elseif ev_less(id, shared) then
       id = shared
     end
@@ -295,7 +314,7 @@ end
 -- log. Every log a script stores one message on gets the same entry id
 -- (*shared*.id, taken from the clock at the first one).
 local function ev_append(sid, stream, message, shared)
-  local key = ev_log(sid, stream)
+  local key = key_event_log(EV.p, stream, sid)
   if redis.call('EXISTS', key) == 0 then
     return false
   end
@@ -307,7 +326,7 @@ end
 -- Store a broadcast once, on the shared log; its entry id, or false if no GET
 -- log lives (the broadcast log goes with the last of them): nobody to reach.
 local function ev_broadcast(message)
-  local key = ev_broadcasts()
+  local key = key_broadcast_log(EV.p)
   if redis.call('EXISTS', key) == 0 then
     return false
   end
@@ -344,13 +363,13 @@ end
 -- 'unknown': pos is before the log's opening, or is neither the opening, nor
 -- an entry of the log, nor (GET) a broadcast after the opening.
 local function ev_replay(sid, stream, pos)
-  local key = ev_log(sid, stream)
-  local opened = redis.call('HGET', ev_index(sid), stream)
+  local key = key_event_log(EV.p, stream, sid)
+  local opened = redis.call('HGET', key_event_index(EV.p, sid), stream)
   if not opened or redis.call('EXISTS', key) == 0 or ev_less(pos, opened) then
     return 'unknown'
   end
   local get = ev_is_get(stream)
-  local shared = ev_broadcasts()
+  local shared = key_broadcast_log(EV.p)
   if not ev_complete(key, pos) or (get and not ev_complete(shared, pos)) then
     return 'expired'
   end
@@ -379,41 +398,41 @@ end
 """
 
 #: ARGV[5], ARGV[6]: session id, stream id. Returns the priming event id.
-EVENTS_OPEN = _EVENTS + """
+EVENTS_OPEN = _script(_EVENTS, """
 return ev_open(ARGV[5], ARGV[6])
-"""
+""")
 
 #: ARGV[5..7]: session id, stream id, message. Returns the event id, or nil without a log.
-EVENTS_APPEND = _EVENTS + """
+EVENTS_APPEND = _script(_EVENTS, """
 local id = ev_append(ARGV[5], ARGV[6], ARGV[7], {})
 if id then
   ev_touch(ARGV[5], {ARGV[6]})
 end
 return id
-"""
+""")
 
 #: ARGV[5..7]: session id, stream id, position. Returns {id, message, ...} or an error word.
-EVENTS_REPLAY = _EVENTS + """
+EVENTS_REPLAY = _script(_EVENTS, """
 return ev_replay(ARGV[5], ARGV[6], ARGV[7])
-"""
+""")
 
 #: ARGV[5]: session id. Deletes every log of the session.
-EVENTS_DELETE = _EVENTS + """
+EVENTS_DELETE = _script(_EVENTS, """
 local sid = ARGV[5]
-local index = ev_index(sid)
+local index = key_event_index(EV.p, sid)
 for _, stream in ipairs(redis.call('HKEYS', index)) do
-  redis.call('DEL', ev_log(sid, stream))
+  redis.call('DEL', key_event_log(EV.p, stream, sid))
 end
 redis.call('DEL', index)
 return 1
-"""
+""")
 
 # -- streams with and without event logs --------------------------------------
 
 #: claim(): take a stream key for a new registration, unless a live stream of
 #: another node holds it. route()/publish(): group items per owning node and
-#: PUBLISH ``<kind> <item> <item>...\\n<data>`` once per node; with *tagged*
-#: an item is prefixed with the registration number (``<n>`` of ``<node>:<n>``).
+#: PUBLISH ``encode(items, data)`` once per node; with *tagged* an item is
+#: preceded by the registration number (``<n>`` of ``<node>:<n>``).
 _STREAMS = """
 local function claim(key, token, node, ttl)
   local v = redis.call('GET', key)
@@ -436,12 +455,15 @@ local function route(v, item, tagged)
     groups[node] = items
     order[#order + 1] = node
   end
-  items[#items + 1] = tagged and (n .. ' ' .. item) or item
+  if tagged then
+    items[#items + 1] = n
+  end
+  items[#items + 1] = item
 end
 
-local function publish(channel_prefix, kind, data)
+local function publish(channel_head, encode, data)
   for _, node in ipairs(order) do
-    redis.call('PUBLISH', channel_prefix .. node, kind .. ' ' .. table.concat(groups[node], ' ') .. '\\n' .. data)
+    redis.call('PUBLISH', channel_head .. node, encode(groups[node], data))
   end
   return #order
 end
@@ -449,18 +471,18 @@ end
 
 #: Claim a stream key for a new registration. KEYS: stream key.
 #: ARGV: token, node, ttl ms. Returns 1, or 0 if a live stream of another node holds it.
-STREAM_CLAIM = _STREAMS + """
+STREAM_CLAIM = _script(_STREAMS, """
 return claim(KEYS[1], ARGV[1], ARGV[2], ARGV[3]) and 1 or 0
-"""
+""")
 
-#: Targeted send. KEYS: stream keys. ARGV: node channel prefix, data, then one
+#: Targeted send. KEYS: stream keys. ARGV: node channel head, data, then one
 #: session id per key. One PUBLISH ``m <sid> <sid>...`` per owning node.
-STREAM_SEND = _STREAMS + """
+STREAM_SEND = _script(_STREAMS, """
 for i, key in ipairs(KEYS) do
   route(redis.call('GET', key), ARGV[i + 2], false)
 end
-return publish(ARGV[1], 'm', ARGV[2])
-"""
+return publish(ARGV[1], wire_targeted, ARGV[2])
+""")
 
 #: Tell the listener a registration is live from *floor* on: ``f <n> <entry id>``
 #: on the node channel, in the script that makes the stream key name it. The
@@ -468,32 +490,32 @@ return publish(ARGV[1], 'm', ARGV[2])
 #: with ids above the floor): those published earlier are in its replay, or
 #: were before its priming id, or came before the session's log.
 _LIVE = """
-local function live(channel_prefix, node, token, event_id)
+local function live(channel_head, node, token, event_id)
   local n = string.match(token, ':(.*)$')
-  redis.call('PUBLISH', channel_prefix .. node, 'f ' .. n .. ' ' .. string.match(event_id, '[^.]*$'))
+  redis.call('PUBLISH', channel_head .. node, wire_live(n, string.match(event_id, '[^.]*$')))
 end
 """
 
 #: Claim a stream key and open the session's GET log. KEYS: stream key.
 #: ARGV[5..10]: token, node, ttl ms, session id, GET stream id, node channel
-#: prefix. Returns the priming event id, or nil if a live stream of another
+#: head. Returns the priming event id, or nil if a live stream of another
 #: node holds the key.
-STREAM_CLAIM_LOGGED = _EVENTS + _STREAMS + _LIVE + """
+STREAM_CLAIM_LOGGED = _script(_EVENTS, _STREAMS, _LIVE, """
 if not claim(KEYS[1], ARGV[5], ARGV[6], ARGV[7]) then
   return false
 end
 local primer = ev_open(ARGV[8], ARGV[9])
 live(ARGV[10], ARGV[6], ARGV[5], primer)
 return primer
-"""
+""")
 
 #: Resume: replay the session's GET log (merged with the broadcast log) after a
 #: position and take the stream key over, telling a previous owner on another
 #: node to close its stream (``d <sid> <token>``). KEYS: stream key.
 #: ARGV[5..11]: token, node, ttl ms, session id, GET stream id, position, node
-#: channel prefix. Returns {id, message, ...}, or 'unknown' / 'expired'
+#: channel head. Returns {id, message, ...}, or 'unknown' / 'expired'
 #: (nothing taken over).
-STREAM_RESUME = _EVENTS + _LIVE + """
+STREAM_RESUME = _script(_EVENTS, _LIVE, """
 local sid = ARGV[8]
 local events = ev_replay(sid, ARGV[9], ARGV[10])
 if type(events) == 'string' then
@@ -503,20 +525,20 @@ local v = redis.call('GET', KEYS[1])
 if v and string.byte(v, 1) ~= 45 and v ~= ARGV[5] then
   local node = string.match(v, '^[^:]*')
   if node ~= ARGV[6] then
-    redis.call('PUBLISH', ARGV[11] .. node, 'd ' .. sid .. ' ' .. v)
+    redis.call('PUBLISH', ARGV[11] .. node, wire_close(sid, v))
   end
 end
 redis.call('SET', KEYS[1], ARGV[5], 'PX', ARGV[7])
 live(ARGV[11], ARGV[6], ARGV[5], #events > 0 and events[#events - 1] or ARGV[10])
 return events
-"""
+""")
 
 #: Targeted send with event logs: store on each target's GET log (sessions
 #: without one are skipped), then one PUBLISH ``e <n> <event id>...`` per
 #: owning node, in the same step, so ids are in delivery order. KEYS: stream
-#: keys. ARGV[5], ARGV[6]: node channel prefix, data; then one session id per
+#: keys. ARGV[5], ARGV[6]: node channel head, data; then one session id per
 #: key, then one GET stream id per key. The message has one entry id in every log.
-STREAM_SEND_LOGGED = _EVENTS + _STREAMS + """
+STREAM_SEND_LOGGED = _script(_EVENTS, _STREAMS, """
 local shared, count = {}, #KEYS
 for i, key in ipairs(KEYS) do
   local id = ev_append(ARGV[i + 6], ARGV[i + 6 + count], ARGV[6], shared)
@@ -525,62 +547,62 @@ for i, key in ipairs(KEYS) do
     route(redis.call('GET', key), id, true)
   end
 end
-return publish(ARGV[5], 'e', ARGV[6])
-"""
+return publish(ARGV[5], wire_stored, ARGV[6])
+""")
 
 #: Broadcast with event logs: stored once on the broadcast log, then one
 #: PUBLISH ``<entry id>\n<data>`` on the broadcast channel, whatever the number
 #: of sessions. ARGV[5], ARGV[6]: broadcast channel, data. Returns 0 (nothing
 #: stored or sent) when no GET log lives.
-STREAM_BROADCAST_LOGGED = _EVENTS + """
+STREAM_BROADCAST_LOGGED = _script(_EVENTS, """
 local id = ev_broadcast(ARGV[6])
 if not id then
   return 0
 end
-redis.call('PUBLISH', ARGV[5], id .. '\\n' .. ARGV[6])
+redis.call('PUBLISH', ARGV[5], wire_stored_broadcast(id, ARGV[6]))
 return 1
-"""
+""")
 
-#: Heartbeat of one batch. KEYS: stream keys. ARGV[5..7]: ttl ms, length of the
-#: stream key prefix, info key prefix; then one token per key, then (with a
-#: store) one GET stream id per key. Per key: 1 = refreshed (or re-created
-#: after Redis lost it), 0 = deleted elsewhere (tombstone) or taken over by
-#: another node: close the local stream. An open stream keeps its session
-#: alive: it refreshes the session's info keys (to the ``ttl`` its hash
-#: holds) and its event logs (re-opening a GET log Redis lost).
-STREAM_REFRESH = _EVENTS + _TOUCH_SESSION + """
+#: Heartbeat of one batch. KEYS: stream keys. ARGV[5], ARGV[6]: ttl ms, the
+#: stream manager's prefix; then one token per key, then one session id per
+#: key, then (with a store) one GET stream id per key. Per key: 1 = refreshed
+#: (or re-created after Redis lost it), 0 = deleted elsewhere (tombstone) or
+#: taken over by another node: close the local stream. An open stream keeps
+#: its session alive: it refreshes the session's info keys on that prefix (to
+#: the ``ttl`` its hash holds) and its event logs (re-opening a GET log Redis
+#: lost).
+STREAM_REFRESH = _script(_EVENTS, _TOUCH_SESSION, """
 local out = {}
-local skip, count = tonumber(ARGV[6]) + 1, #KEYS
+local count = #KEYS
 for i, key in ipairs(KEYS) do
-  local token = ARGV[i + 7]
+  local token = ARGV[i + 6]
   local v = redis.call('GET', key)
   if v == token or not v then
     redis.call('SET', key, token, 'PX', ARGV[5])
     out[i] = 1
-    local sid = string.sub(key, skip)
-    local hash = ARGV[7] .. 'session:' .. sid
-    local ttl = redis.call('HGET', hash, 'ttl')
+    local sid = ARGV[i + 6 + count]
+    local ttl = redis.call('HGET', key_session(ARGV[6], sid), 'ttl')
     if ttl then
-      touch_session(hash, ARGV[7] .. 'subs:' .. sid, ARGV[7] .. 'uri:', ttl)
+      touch_session(ARGV[6], sid, ttl)
     end
     if EV.p ~= '' then
-      ev_open(sid, ARGV[i + 7 + count])
-      ev_touch(sid, redis.call('HKEYS', ev_index(sid)))
+      ev_open(sid, ARGV[i + 6 + 2 * count])
+      ev_touch(sid, redis.call('HKEYS', key_event_index(EV.p, sid)))
     end
   else
     out[i] = 0
   end
 end
 return out
-"""
+""")
 
 #: After a listener outage: what each local stream missed. ARGV[5..]: session
 #: id, stream id, position, for each stream. Returns one replay reply per
 #: stream ({id, message, ...} or 'unknown' / 'expired').
-STREAM_CATCH_UP = _EVENTS + """
+STREAM_CATCH_UP = _script(_EVENTS, """
 local out = {}
 for i = 5, #ARGV, 3 do
   out[#out + 1] = ev_replay(ARGV[i], ARGV[i + 1], ARGV[i + 2])
 end
 return out
-"""
+""")

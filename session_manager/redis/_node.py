@@ -1,0 +1,546 @@
+"""The per-process node of a RedisStreamSessionManager: local streams, listener, heartbeat, fork handling.
+
+An SSE stream lives in the process that holds its HTTP connection. Each
+process is a *node* (random id) of the manager: it registers its streams in
+Redis (a ``stream:<sid>`` key holding the token ``<node>:<n>`` of
+registration ``<n>``, see :mod:`._keys`) and listens on its own channel; the
+node's listener queues what is published there on its local streams (the
+messages are in :mod:`._codec`).
+
+Threads: two per manager and process (greenlets under gevent), started by
+the first ``create`` (:meth:`NodeSlot.started`):
+
+- the *listener*, the node's one pub/sub subscription (its node channel and
+  the broadcast channel): it frames each message once per node and queues
+  it on the local streams it names. Delivery is FIFO per stream: every
+  message, local or not, goes through it.
+- the *heartbeat*, which refreshes the stream keys in batches every
+  ``heartbeat_interval`` seconds (and, through them, the session's info keys
+  and event logs: an open stream keeps its session alive), deletes the keys
+  of ended streams promptly, and closes local streams deleted or taken over
+  elsewhere. A process that dies without cleanup stops counting when its
+  keys expire, within ``liveness_ttl`` seconds.
+
+Fork: everything here (lock, events, threads, node id) must belong to the
+process (and to gevent if it patched this process), so none of it is
+created at import or inherited across ``fork`` (``gunicorn --preload``):
+:class:`NodeSlot` makes a fresh :class:`Node` on first use in each process;
+the parent's streams stay with the parent.
+
+Failures: the listener reconnects with exponential backoff, resubscribes
+and re-registers this node's streams (Redis may have lost them), logging
+each outage and recovery; open streams stay open. Without an event store,
+messages published while a listener is disconnected are lost (delivery is
+at most once). Configure Redis with ``maxmemory-policy noeviction`` (or no
+memory limit): an evicted stream key reads as a closed stream.
+
+Catch-up bookkeeping (with an event store): messages are addressed to a
+registration, not a session, so what was routed to a stream before it was
+replaced is never delivered to the new one (its replay has it). A
+registration is live from the ``f`` message that the script claiming or
+resuming its stream publishes: broadcasts published before that are in its
+replay (or older than its priming id, or not the session's), those after it
+are newer than anything it was primed with. Each registration remembers the
+position of the last event queued on it, so an event delivered twice (by
+the subscription and by a catch-up) is queued once. After a listener outage
+every stream is caught up from its logs before the listener reads on; a
+stream made live during the outage asks for its own catch-up (``c``).
+"""
+
+from __future__ import annotations
+
+import collections
+import itertools
+import logging
+import os
+import random
+import secrets
+import threading
+import time
+from collections.abc import Iterator, Sequence
+from typing import TypeVar
+
+import redis as redis_py
+
+from ..events import GET_STREAM, event_frame, get_stream_id
+from ..sse import encode_id, encode_message
+from ..stream import StreamController
+from . import _codec as wire
+from . import _scripts as lua
+from ._common import REDIS_DOWN, check_gevent, text
+from ._events import position, replay_events
+from ._keys import Keys
+
+__all__ = ["BATCH", "Node", "NodeConfig", "NodeSlot", "Registration", "chunks"]
+
+logger = logging.getLogger(__name__)
+
+#: Most keys handled by one script call (bounds the time Redis spends in it).
+BATCH = 1000
+#: Reconnection backoff of the listener, in seconds.
+_BACKOFF_MIN, _BACKOFF_MAX = 0.1, 5.0
+#: Longest the listener waits for a message before checking whether to stop.
+_POLL = 1.0
+
+_T = TypeVar("_T")
+
+
+def chunks(items: Sequence[_T], size: int = BATCH) -> Iterator[Sequence[_T]]:
+    for start in range(0, len(items), size):
+        yield items[start : start + size]
+
+
+class NodeConfig:
+    """What every node of one manager runs with: Redis, names, timings, and the node's own scripts."""
+
+    def __init__(
+        self,
+        client: redis_py.Redis,
+        keys: Keys,
+        *,
+        store_args: tuple[str | int, ...],
+        logged: bool,
+        ttl_ms: int,
+        interval: float,
+        timeout: float,
+    ) -> None:
+        self.client = client
+        self.keys = keys
+        #: ARGV[1..4] of the scripts that touch event logs ('' prefix: no store).
+        self.store_args = store_args
+        #: With an event store: stored messages, live registrations, catch-ups.
+        self.logged = logged
+        self.ttl_ms = ttl_ms
+        self.interval = interval
+        self.timeout = timeout
+        register = client.register_script
+        self.refresh = register(lua.STREAM_REFRESH)
+        self.forget_keys = register(lua.STREAM_FORGET)
+        self.catch_up = register(lua.STREAM_CATCH_UP)
+
+
+class Registration:
+    """One registered stream: its controller and the token ``<node>:<number>`` its key holds."""
+
+    __slots__ = ("controller", "floor", "forgotten", "last", "number", "session_id", "token")
+
+    def __init__(self, controller: StreamController, node: str, number: int, session_id: str) -> None:
+        self.controller = controller
+        self.number = str(number)
+        self.token = f"{node}:{number}"
+        self.session_id = session_id
+        self.forgotten = False  # its key is queued for deletion (or was deleted)
+        #: With an event store: position of the last event primed by create (set by the creating thread)
+        self.floor: tuple[int, int] | None = None
+        #: Position of the last event queued by the listener, or at least its floor (listener thread only);
+        #: ``None`` until the registration is live (its ``f`` message or a catch-up): nothing is queued before.
+        self.last: tuple[int, int] | None = None
+
+
+class NodeSlot:
+    """Holds the node of the current process: made on first use, anew in a forked child."""
+
+    def __init__(self, config: NodeConfig) -> None:
+        self._config = config
+        self._lock = threading.Lock()  # guards _node and _closed only
+        self._node: Node | None = None
+        self._closed = False
+
+    def current(self) -> Node:
+        """This process's node, created on first use (and anew in a forked child)."""
+        node = self._node
+        if node is not None and node.pid == os.getpid():
+            return node
+        with self._lock:
+            node = self._node
+            if node is None or node.pid != os.getpid():
+                if node is not None:
+                    logger.debug("process forked: starting afresh (streams of the parent stay there)")
+                check_gevent()  # the child may have been patched after the parent built us
+                node = self._node = Node(self._config)
+            return node
+
+    def local(self) -> Node | None:
+        """This process's node if it has one (never creates it)."""
+        node = self._node
+        return node if node is not None and node.pid == os.getpid() else None
+
+    def started(self) -> Node:
+        """This process's node with its listener and heartbeat running."""
+        if self._closed:
+            raise RuntimeError("this RedisStreamSessionManager is closed")
+        node = self.current()
+        if node.threads:
+            return node
+        with self._lock:
+            if self._closed:
+                raise RuntimeError("this RedisStreamSessionManager is closed")
+            if node.threads:
+                return node
+            node.threads = [
+                threading.Thread(target=target, name=f"session_manager-redis-{name}", daemon=True)
+                for target, name in ((node.listen, "listener"), (node.heartbeat, "heartbeat"))
+            ]
+        for thread in node.threads:  # outside the lock: under gevent, start() may switch greenlets
+            thread.start()
+        return node
+
+    def close(self) -> tuple[bool, Node | None]:
+        """Mark the slot closed: ``(False, None)`` if it was already, else ``(True, this process's node)``."""
+        with self._lock:
+            if self._closed:
+                return False, None
+            self._closed = True
+            return True, self.local()
+
+
+class Node:
+    """The manager's state in one process: its streams, threads and node id (see the module documentation)."""
+
+    def __init__(self, config: NodeConfig) -> None:
+        self.config = config
+        self.pid = os.getpid()
+        self.node = secrets.token_hex(8)
+        self.channel = config.keys.node_channel(self.node)
+        self.counter = itertools.count(1)
+        self.lock = threading.Lock()
+        self.streams: dict[str, Registration] = {}
+        #: With an event store: registration number -> stream, the address of ``e`` messages.
+        self.registrations: dict[str, Registration] = {}
+        self.creating: set[str] = set()
+        self.pending: collections.deque[tuple[str, str]] = collections.deque()  # (sid, token) keys to delete
+        self.stop = threading.Event()
+        self.wake = threading.Event()  # heartbeat: pending deletions or a resync
+        self.resync = threading.Event()  # heartbeat: beat now (the listener reconnected)
+        self.ready = threading.Event()  # the listener is subscribed
+        self.threads: list[threading.Thread] = []
+        self.failures = 0  # failed listener connections in a row
+        self.catch_ups = 0  # catch-ups of every stream the listener started (see request_catch_up)
+        #: Streams closed because their consumer fell behind.
+        self.slow_consumers_dropped = 0
+
+    # -- bookkeeping -------------------------------------------------------
+
+    def forget(self, session_id: str, entry: Registration) -> None:
+        """Unregister an ended stream (never a newer one) and queue its key for deletion."""
+        with self.lock:
+            if self.streams.get(session_id) is entry:
+                del self.streams[session_id]
+                self.slow_consumers_dropped += entry.controller.overflowed
+            if self.registrations.get(entry.number) is entry:
+                del self.registrations[entry.number]
+            if entry.forgotten:
+                return
+            entry.forgotten = True
+        self.delete_key_later(session_id, entry.token)
+
+    def delete_key_later(self, session_id: str, token: str) -> None:
+        """Have the heartbeat delete the stream key if it still holds *token*."""
+        self.pending.append((session_id, token))
+        self.wake.set()
+
+    def end(self, entry: Registration) -> None:
+        """Close a local stream the server ends (deleted, taken over, messages lost) and unregister it."""
+        self.forget(entry.session_id, entry)
+        entry.controller.close()
+
+    def queue(self, entry: Registration, at: tuple[int, int], chunk: bytes) -> None:
+        """Listener: queue a stored event on a live stream, unless it has it (replayed, primed or caught up)."""
+        last = entry.last
+        if last is None or at <= last:
+            return
+        entry.last = at
+        if not entry.controller.enqueue_frame(chunk):
+            self.forget(entry.session_id, entry)
+
+    def request_catch_up(self, entry: Registration) -> None:
+        """Have the listener catch *entry* up from its floor (``c <n>``; a no-op if it is live).
+
+        For a stream made live while the listener reconnected: the listener
+        may have lost the ``f`` message that makes it live, and caught up
+        every stream but this one (``catch_ups`` changed meanwhile).
+        """
+        try:
+            self.config.client.publish(self.channel, wire.encode_catch_up(entry.number))
+        except REDIS_DOWN:  # the listener's next reconnection catches every stream up
+            logger.debug("could not ask the listener to catch up stream %r", entry.session_id, exc_info=True)
+
+    def catch_up(self, entries: list[Registration] | None = None) -> None:
+        """Listener, after an outage: queue what each resumable stream (or *entries*) missed, from its logs.
+
+        Runs before the listener reads any further message, so events come in
+        order; those the subscription delivers again are dropped by position.
+        Every stream caught up is live from then on. A stream that missed
+        more than its logs hold is closed (its client resumes and learns it);
+        one whose log Redis lost stays open (the heartbeat opens a new log).
+        """
+        if entries is None:
+            self.catch_ups += 1  # before collecting the streams: see request_catch_up
+            with self.lock:
+                entries = list(self.registrations.values())
+        entries = [e for e in entries if e.floor is not None and not e.controller.closed]
+        lost = 0
+        for chunk in chunks(entries, 100):
+            args: list[str | int] = [*self.config.store_args]
+            for entry in chunk:
+                floor = entry.floor or (0, 0)
+                entry.last = ms, seq = max(entry.last or floor, floor)  # live from here on
+                args += [entry.session_id, get_stream_id(entry.session_id), f"{ms}-{seq}"]
+            for entry, reply in zip(chunk, self.config.catch_up(args=args)):
+                events = replay_events(reply)
+                if isinstance(events, list):
+                    for event_id, message in events:
+                        self.queue(entry, position(event_id), event_frame(event_id, message))
+                elif events == "expired":
+                    logger.warning("stream of session %r missed more events than its log holds: closing it", entry.session_id)
+                    self.end(entry)
+                else:
+                    lost += 1
+        if lost:
+            logger.warning("the event logs of %d open streams are gone (Redis lost its data?): new logs are opened", lost)
+
+    def shutdown(self) -> None:
+        """Close this process's streams, stop its threads, delete its keys."""
+        with self.lock:
+            entries = list(self.streams.items())
+            self.streams.clear()
+            self.registrations.clear()
+            for _, entry in entries:
+                entry.forgotten = True
+        for _, entry in entries:
+            entry.controller.close()
+        self.stop.set()
+        self.wake.set()
+        if self.threads:
+            try:  # wake the listener now rather than at its next poll
+                self.config.client.publish(self.channel, wire.WAKE)
+            except REDIS_DOWN:
+                pass
+        current = threading.current_thread()
+        for thread in self.threads:
+            if thread is not current and thread.ident is not None:
+                thread.join(self.config.timeout + _POLL)
+                if thread.is_alive():
+                    logger.warning("%s did not stop in time", thread.name)
+        self.pending.extend((sid, entry.token) for sid, entry in entries)
+        try:
+            self.flush()
+        except REDIS_DOWN as exc:
+            logger.warning("Redis unavailable at close: %d stream keys expire by themselves (%s)", len(self.pending), exc)
+
+    # -- heartbeat ---------------------------------------------------------
+
+    def flush(self) -> None:
+        """Delete the keys of ended streams (if they still name them); raises REDIS_DOWN."""
+        items: list[tuple[str, str]] = []
+        while self.pending:
+            try:
+                items.append(self.pending.popleft())
+            except IndexError:
+                break
+        keys = self.config.keys
+        try:
+            for chunk in chunks(items):
+                self.config.forget_keys(keys=[keys.stream(sid) for sid, _ in chunk], args=[token for _, token in chunk])
+        except BaseException:
+            self.pending.extend(items)  # deleting twice is harmless
+            raise
+
+    def beat(self) -> None:
+        """Refresh every local stream key; close local streams deleted or taken elsewhere."""
+        config = self.config
+        with self.lock:
+            items = list(self.streams.items())
+        for chunk in chunks(items):
+            sids = [sid for sid, _ in chunk]
+            streams = [get_stream_id(sid) for sid in sids] if config.logged else []
+            results = config.refresh(
+                keys=[config.keys.stream(sid) for sid in sids],
+                args=[
+                    *config.store_args, config.ttl_ms, config.keys.prefix,
+                    *(e.token for _, e in chunk), *sids, *streams,
+                ],
+            )
+            for (sid, entry), alive in zip(chunk, results):
+                if not alive:
+                    if not entry.controller.closed:
+                        logger.info("stream of session %r was deleted or taken over elsewhere: closing it", sid)
+                    self.end(entry)
+                elif entry.controller.closed or self.streams.get(sid) is not entry:
+                    self.pending.append((sid, entry.token))  # ended meanwhile: the beat may have re-created its key
+
+    def heartbeat(self) -> None:
+        """Thread: refresh stream keys every interval, delete ended streams' keys promptly."""
+        interval = self.config.interval
+        next_beat = time.monotonic() + interval
+        failing = False
+        while not self.stop.is_set():
+            self.wake.wait(max(0.0, next_beat - time.monotonic()))
+            self.wake.clear()
+            if self.stop.is_set():
+                break
+            try:
+                if self.resync.is_set() or time.monotonic() >= next_beat:
+                    self.resync.clear()
+                    self.beat()
+                    next_beat = time.monotonic() + interval
+                self.flush()
+                if failing:
+                    logger.info("Redis heartbeat recovered")
+                    failing = False
+            except REDIS_DOWN as exc:
+                if not failing:
+                    logger.warning("Redis heartbeat failed, retrying (%s: %s)", type(exc).__name__, exc)
+                    failing = True
+                self.stop.wait(min(interval, 1.0))
+            except Exception:
+                logger.exception("Redis heartbeat failed unexpectedly, retrying")
+                self.stop.wait(min(interval, 1.0))
+
+    # -- listener ----------------------------------------------------------
+
+    def listen(self) -> None:
+        """Thread: the node's one subscription; reconnects with backoff until stopped."""
+        backoff = _BACKOFF_MIN
+        last_log = 0.0
+        while not self.stop.is_set():
+            pubsub = self.config.client.pubsub()  # type: ignore[no-untyped-call]  # redis-py leaves it unannotated
+            try:
+                pubsub.subscribe(self.channel, self.config.keys.broadcast_channel)
+                self.serve(pubsub)
+            except REDIS_DOWN as exc:
+                if self.ready.is_set():  # it was working: a new outage starts
+                    self.failures, backoff = 0, _BACKOFF_MIN
+                self.failures += 1
+                now = time.monotonic()
+                if self.failures == 1 or now - last_log > 60:
+                    last_log = now
+                    logger.warning(
+                        "Redis listener disconnected (%s: %s); reconnecting with backoff (attempt %d)",
+                        type(exc).__name__, exc, self.failures,
+                    )
+            except Exception:
+                self.failures += 1
+                logger.exception("Redis listener failed unexpectedly; restarting it")
+            finally:
+                self.ready.clear()
+                try:
+                    pubsub.close()
+                except Exception:  # closing a broken connection may fail too
+                    logger.debug("closing the listener's connection failed", exc_info=True)
+            if not self.stop.is_set():
+                self.stop.wait(backoff * random.uniform(0.5, 1.0))
+                backoff = min(backoff * 2, _BACKOFF_MAX)
+        logger.debug("Redis listener stopped")
+
+    def serve(self, pubsub: redis_py.client.PubSub) -> None:
+        """Dispatch messages until stopped; raises REDIS_DOWN when the connection is lost."""
+        node_channels = {self.channel, self.channel.encode()}
+        interval, logged = self.config.interval, self.config.logged
+        confirmed = 0
+        last_seen = time.monotonic()
+        ping_sent: float | None = None
+        while not self.stop.is_set():
+            message = pubsub.get_message(timeout=min(_POLL, interval))
+            now = time.monotonic()
+            if message is None:
+                if ping_sent is None:
+                    if now - last_seen >= interval:
+                        pubsub.ping()  # a reply proves the connection is alive
+                        ping_sent = now
+                elif now - ping_sent > max(self.config.timeout, interval):
+                    raise redis_py.exceptions.ConnectionError("no reply to PING on the pub/sub connection")
+                continue
+            last_seen, ping_sent = now, None
+            kind = message["type"]
+            if kind == "message":
+                if message["channel"] in node_channels:
+                    self.on_node_message(text(message["data"]))
+                else:
+                    self.on_broadcast(text(message["data"]))
+            elif kind == "subscribe":
+                confirmed += 1
+                if confirmed % 2 == 0:
+                    # Both channels confirmed: the first time, or redis-py reconnected by itself.
+                    if (confirmed > 2 or self.failures) and logged:
+                        self.catch_up()
+                    if confirmed > 2:
+                        logger.warning(
+                            "Redis listener lost its connection; redis-py reconnected and resubscribed it "
+                            "(messages sent meanwhile are lost); re-registering this node's streams"
+                        )
+                    elif self.failures:
+                        logger.info(
+                            "Redis listener resubscribed after %d failed attempts; re-registering this node's streams",
+                            self.failures,
+                        )
+                    self.failures = 0
+                    if self.streams:  # Redis may have lost their keys: beat now
+                        self.resync.set()
+                        self.wake.set()
+                    self.ready.set()
+
+    def on_node_message(self, payload: str) -> None:
+        kind = payload[:1]
+        if kind == wire.TARGETED:
+            sids, data = wire.decode_batch(payload)
+            frame = encode_message(data)
+            streams = self.streams
+            for sid in sids:
+                entry = streams.get(sid)
+                if entry is not None and not entry.controller.enqueue_frame(frame):
+                    self.forget(sid, entry)
+        elif kind == wire.STORED:
+            items, data = wire.decode_batch(payload)
+            frame = encode_message(data)
+            registrations = self.registrations
+            framed: dict[str, tuple[tuple[int, int], bytes]] = {}  # a message sent to many has one id
+            for i in range(0, len(items) - 1, 2):
+                entry = registrations.get(items[i])
+                if entry is None:
+                    continue
+                event_id = items[i + 1]
+                event = framed.get(event_id)
+                if event is None:
+                    event = framed[event_id] = (position(event_id), encode_id(event_id) + frame)
+                self.queue(entry, *event)
+        elif kind == wire.LIVE:
+            number, entry_id = wire.decode_live(payload)
+            entry = self.registrations.get(number)
+            if entry is not None:
+                floor = position(entry_id)
+                entry.last = max(entry.last or floor, floor)
+        elif kind == wire.CATCH_UP:
+            entry = self.registrations.get(wire.decode_catch_up(payload))
+            if entry is not None and entry.last is None:  # its "f" was lost
+                self.catch_up([entry])
+        elif kind == wire.CLOSE:
+            sid, token = wire.decode_close(payload)
+            entry = self.streams.get(sid)
+            if entry is not None and entry.token == token:
+                self.end(entry)
+        elif payload != wire.WAKE:
+            logger.warning("ignoring an unknown message on the node channel: %.80r", payload)
+
+    def on_broadcast(self, payload: str) -> None:
+        """A broadcast: with an event store, a stored one is framed once and queued on every live registration.
+
+        A broadcast without an entry id comes from a manager without an event
+        store (e.g. a notification script): delivered as such, unstored.
+        """
+        entry_id, data = wire.decode_broadcast(payload) if self.config.logged else (None, payload)
+        if entry_id is None:
+            frame = encode_message(data)
+            with self.lock:
+                targets = self.streams.copy()  # far cheaper than a list of item tuples
+            for sid, entry in targets.items():
+                if not entry.controller.enqueue_frame(frame):
+                    self.forget(sid, entry)
+            return
+        event_id = f"{GET_STREAM}.{entry_id}"
+        chunk = event_frame(event_id, data)
+        at = position(event_id)
+        with self.lock:
+            stored_targets = list(self.registrations.values())
+        for entry in stored_targets:
+            self.queue(entry, at, chunk)

@@ -1,0 +1,403 @@
+"""RedisStreamSessionManager: the streams of every process, reachable from any process.
+
+The public API and routing live here; the rest of the design is one module
+a job:
+
+- :mod:`._node`: the per-process node (local streams, listener and
+  heartbeat threads, fork handling, catch-up bookkeeping) and failures;
+- :mod:`._codec`: the pub/sub messages, encoded and decoded in one place;
+- :mod:`._keys`: the key and channel names; :mod:`._scripts`: the Lua.
+
+Routing: ``create`` claims the session's stream key for this node's new
+registration (one script); ``send`` from any process publishes to the nodes
+that hold the targets (one script looks the owners up and PUBLISHes once per
+owning node), and the owner's listener queues the frame on its local
+streams; ``delete`` works from any process (the owner is told to close).
+
+Event store: with a :class:`~session_manager.redis.RedisEventStore`
+(``event_store=``) streams are resumable. One script stores a message on
+each target's GET-stream log and publishes it with its event id to the
+owning node, so event ids are in delivery order and a resume (one script
+that replays the log and takes the stream key over, from any process) sees
+every event exactly once. A broadcast is stored once, on the store's
+broadcast log that every GET-stream replay merges (so it reaches every
+session with a GET-stream log, open stream or not), and published once with
+its entry id; each node frames it once and queues it on its live
+registrations.
+
+Why the manager takes a ``RedisEventStore`` and nothing else (a
+``TypeError`` says so): storing a message and routing it are one Lua script,
+and so are replaying a log and taking the stream over; any other store would
+need a second step in between, in which a resume could miss or repeat
+events. The manager therefore does not go through the generic
+:class:`~session_manager.events.EventStore` API for these: it runs its own
+scripts on the store's keys with the store's ``script_args``, and frames the
+replay its resume script returns itself (``check_resume`` has already
+refused an id of another stream before anything is touched). The store's
+methods serve everyone else (the transport's POST streams, ``delete``).
+
+Expiry: an open stream keeps its session alive. The heartbeat refreshes,
+for every local stream, the session's info keys (when a
+:class:`~session_manager.redis.RedisInfoSessionManager` with the same prefix
+created it) and its event logs. A session with no open stream expires by
+TTL, every key of it.
+
+Costs: broadcast is one PUBLISH (with an event store, one script doing one
+XADD and one PUBLISH, whatever the number of sessions); a targeted send is
+one script call (per 1,000 targets). The frame is SSE-encoded once per
+message per node.
+
+Connections per process and manager: one pub/sub listener plus a bounded
+command pool (``max_connections`` for a client built from a URL), for any
+number of sessions. Calls that need Redis during an outage raise
+:class:`~session_manager.BackendUnavailableError` within the socket timeouts.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterable, Sequence
+from typing import Any
+
+import redis as redis_py
+
+from .. import _validate
+from .._validate import positive_seconds
+from ..base import StreamSessionManager
+from ..errors import BackendUnavailableError, StreamConflictError
+from ..events import EventStore, get_stream_id, resume_frames
+from ..sse import encode_event
+from ..stream import StreamController
+from . import _scripts as lua
+from ._common import RedisBacked, milliseconds, text
+from ._events import RedisEventStore, check_resume, position, replay_reply
+from ._keys import Keys
+from ._node import BATCH, Node, NodeConfig, NodeSlot, Registration, chunks
+
+__all__ = ["RedisStreamSessionManager"]
+
+logger = logging.getLogger(__name__)
+
+
+def _valid_ids(sessions: Iterable[str]) -> list[str]:
+    """The ids of a send that can name a stream; others are unknown ids, ignored."""
+    ids = []
+    for sid in _validate.session_ids(sessions):
+        try:
+            ids.append(_validate.session_id(sid))
+        except ValueError:
+            pass
+    return ids
+
+
+class RedisStreamSessionManager(RedisBacked, StreamSessionManager):
+    """Streams of every process, reachable from any process through Redis.
+
+    See the documentation of the modules of :mod:`session_manager.redis`:
+    ``_streams`` (routing, event store, costs), ``_node`` (threads, failure
+    behaviour), ``_keys`` (keys) and ``_codec`` (channels and messages).
+    Delivery is FIFO per stream (every message, local or not, goes through
+    the holder's one subscription); at most once without an event store,
+    exactly once across resumes with one.
+
+    :param url_or_client: a ``redis://`` URL, or a :class:`redis.Redis` client.
+    :param prefix: namespace of every key and channel.
+    :param liveness_ttl: seconds after which the streams of a process that
+        died without cleanup stop counting.
+    :param heartbeat_interval: seconds between refreshes of this process's
+        stream keys; default ``liveness_ttl / 3``, at most ``liveness_ttl / 2``.
+    :param socket_timeout: seconds before a Redis call gives up (clients
+        built from a URL), and longest ``create`` waits for the listener.
+    :param max_connections: size of the command pool of a client built from
+        a URL (the listener takes one of them).
+    :param event_store: a :class:`RedisEventStore` on the same Redis, to make
+        streams resumable; :meth:`close` closes it. No other store will do:
+        storing a message must be atomic with routing it (one script does
+        both), or a resume could miss or repeat events.
+    """
+
+    def __init__(
+        self,
+        url_or_client: str | redis_py.Redis,
+        *,
+        prefix: str = "mcp:",
+        liveness_ttl: float = 30.0,
+        heartbeat_interval: float | None = None,
+        socket_timeout: float = 5.0,
+        max_connections: int = 8,
+        event_store: RedisEventStore | None = None,
+    ) -> None:
+        if event_store is not None and not isinstance(event_store, RedisEventStore):
+            raise TypeError(
+                f"event_store must be a RedisEventStore, not {type(event_store).__name__}: the Redis stream "
+                "manager stores each message and routes it in one Redis script (so event ids follow delivery "
+                "order and resumes lose and repeat nothing), which needs the store's logs in the same Redis"
+            )
+        ttl = positive_seconds(liveness_ttl, "liveness_ttl")
+        interval = ttl / 3 if heartbeat_interval is None else positive_seconds(heartbeat_interval, "heartbeat_interval")
+        if interval > ttl / 2:
+            raise ValueError(
+                f"heartbeat_interval ({interval:g} s) must be at most half of liveness_ttl ({ttl:g} s), "
+                "so one late heartbeat does not expire live streams"
+            )
+        if event_store is not None and event_store.session_ttl <= 2 * interval:
+            raise ValueError(
+                f"the event store's session_ttl ({event_store.session_ttl:g} s) must exceed twice "
+                f"heartbeat_interval ({interval:g} s): the heartbeat keeps the logs of open streams alive"
+            )
+        self._ttl_ms = milliseconds(ttl, "liveness_ttl")
+        self._timeout = self._connect(
+            url_or_client,
+            prefix=prefix,
+            socket_timeout=socket_timeout,
+            max_connections=max_connections,
+            role="streams",
+        )
+        self._keys = keys = Keys(self._prefix)
+        self._channel_head = keys.node_channel_head
+        self._broadcast = keys.broadcast_channel
+        register = self._client.register_script
+        self._claim = register(lua.STREAM_CLAIM)
+        self._delete = register(lua.STREAM_DELETE)
+        self._send = register(lua.STREAM_SEND)
+        self._store = event_store
+        #: ARGV[1..4] of the scripts that touch event logs ('' prefix: no store).
+        self._store_args: tuple[str | int, ...] = ("", 0, 0, 0)
+        if event_store is not None:
+            self._store_args = event_store.script_args
+            if event_store._redis_location() != self._redis_location():
+                logger.warning(
+                    "the event store connects to %s and the stream manager to %s: both must be the same Redis",
+                    event_store._redis_location(), self._redis_location(),
+                )
+            self._claim_logged = register(lua.STREAM_CLAIM_LOGGED)
+            self._resume = register(lua.STREAM_RESUME)
+            self._send_logged = register(lua.STREAM_SEND_LOGGED)
+            self._broadcast_logged = register(lua.STREAM_BROADCAST_LOGGED)
+        self._slot = NodeSlot(
+            NodeConfig(
+                self._client,
+                keys,
+                store_args=self._store_args,
+                logged=event_store is not None,
+                ttl_ms=self._ttl_ms,
+                interval=interval,
+                timeout=self._timeout,
+            )
+        )
+
+    def _node(self) -> Node:
+        """This process's node, created on first use (and anew in a forked child)."""
+        return self._slot.current()
+
+    @property
+    def node_id(self) -> str:
+        """Id of this process's node: its channel is ``<prefix>node:<node_id>``."""
+        return self._node().node
+
+    @property
+    def slow_consumers_dropped(self) -> int:
+        """Streams of this process closed because their consumer fell behind."""
+        node = self._slot.local()
+        return 0 if node is None else node.slow_consumers_dropped
+
+    # -- public API --------------------------------------------------------
+
+    @property
+    def event_store(self) -> EventStore | None:
+        return self._store
+
+    def create(self, session_id: str, controller: StreamController, *, last_event_id: str | None = None) -> None:
+        self._check_create(session_id, controller, last_event_id)
+        resume_from = None
+        if last_event_id is not None:
+            resume_from = check_resume(session_id, last_event_id)  # a bad id touches nothing
+        node = self._slot.started()
+        with node.lock:
+            current = node.streams.get(session_id)
+            if session_id in node.creating or (
+                resume_from is None and current is not None and not current.controller.closed
+            ):
+                raise StreamConflictError(session_id)
+            node.creating.add(session_id)
+        entry = Registration(controller, node.node, next(node.counter), session_id)
+        try:
+            if not node.ready.wait(0 if node.failures else self._timeout):
+                raise self._errors.unavailable(
+                    "the listener of this process is not connected, so the stream could not receive "
+                    "messages; see the session_manager.redis log"
+                )
+            if self._store is None:
+                with self._errors:
+                    claimed = self._claim(
+                        keys=[self._keys.stream(session_id)], args=[entry.token, node.node, self._ttl_ms]
+                    )
+                if not claimed:
+                    raise StreamConflictError(session_id)
+            else:
+                self._open_logged(node, entry, last_event_id, resume_from)
+            with node.lock:
+                replaced = node.streams.get(session_id)
+                node.streams[session_id] = entry
+        except BaseException:
+            with node.lock:
+                if node.registrations.get(entry.number) is entry:
+                    del node.registrations[entry.number]
+            raise
+        finally:
+            with node.lock:
+                node.creating.discard(session_id)
+        if replaced is not None:
+            replaced.controller.close()  # taken over by the resume (or already closed)
+        controller.add_close_callback(lambda: node.forget(session_id, entry))
+
+    def _open_logged(
+        self, node: Node, entry: Registration, last_event_id: str | None, resume_from: str | None
+    ) -> None:
+        """Claim the stream key and prime the stream: priming id, or the replay of a resume.
+
+        The registration is addressable before the script runs, so every
+        message routed to it once the key names it is queued (after the
+        primed frames); messages routed to earlier registrations never are.
+        """
+        with node.lock:
+            node.registrations[entry.number] = entry
+        catch_ups = node.catch_ups
+        try:
+            if last_event_id is None:
+                self._claim_and_prime(node, entry)
+            else:
+                assert resume_from is not None  # create() checks last_event_id into it
+                self._resume_and_prime(node, entry, last_event_id, resume_from)
+        finally:
+            if entry.floor is not None and node.catch_ups != catch_ups:
+                node.request_catch_up(entry)  # the listener reconnected meanwhile: see request_catch_up
+
+    def _claim_and_prime(self, node: Node, entry: Registration) -> None:
+        """A new stream: claim its key, open the session's GET log, prime the stream with the latest id."""
+        sid, controller = entry.session_id, entry.controller
+        with self._errors:
+            primer = self._claim_logged(
+                keys=[self._keys.stream(sid)],
+                args=[
+                    *self._store_args, entry.token, node.node, self._ttl_ms, sid, get_stream_id(sid),
+                    self._channel_head,
+                ],
+            )
+        if primer is None:
+            raise StreamConflictError(sid)
+        entry.floor = position(text(primer))
+        controller.prime([encode_event("", id=text(primer), retry=controller.retry)])
+
+    def _resume_and_prime(self, node: Node, entry: Registration, last_event_id: str, resume_from: str) -> None:
+        """A resume: replay the GET log after *resume_from* and take the stream key over, in one script.
+
+        The script's replay is the stream's replay (the store's ``replay()``
+        would be a second, separate step): it primes the stream with the
+        client's id, then the events it missed.
+        """
+        sid, controller = entry.session_id, entry.controller
+        stream_id = get_stream_id(sid)
+        with self._errors:
+            reply = self._resume(
+                keys=[self._keys.stream(sid)],
+                args=[
+                    *self._store_args, entry.token, node.node, self._ttl_ms, sid, stream_id, resume_from,
+                    self._channel_head,
+                ],
+            )
+        events = replay_reply(last_event_id, stream_id, reply).events
+        entry.floor = position(events[-1][0] if events else last_event_id)
+        controller.prime(resume_frames(last_event_id, events, controller.retry))
+
+    def delete(self, session_id: str) -> None:
+        _validate.session_id(session_id)
+        node = self._node()
+        with node.lock:
+            entry = node.streams.pop(session_id, None)
+            if entry is not None:
+                entry.forgotten = True  # its key is deleted right below
+        if entry is not None:
+            entry.controller.close()
+        try:
+            with self._errors:
+                self._delete(
+                    keys=[self._keys.stream(session_id)],
+                    args=[node.node, self._channel_head, session_id, self._ttl_ms],
+                )
+            if self._store is not None:
+                self._store.delete(session_id)
+        except BackendUnavailableError:
+            if entry is None:
+                raise
+            # The stream is closed; its key goes when Redis is back (or expires).
+            logger.warning("Redis unavailable: the key of deleted stream %r is removed later", session_id)
+            node.delete_key_later(session_id, entry.token)
+
+    def has(self, session_id: str) -> bool:
+        _validate.session_id(session_id)
+        node = self._node()
+        entry = node.streams.get(session_id)
+        if entry is not None and not entry.controller.closed:
+            return True
+        with self._errors:
+            value = self._client.get(self._keys.stream(session_id))
+        if value is None:
+            return False
+        token = text(value)
+        # A tombstone, or a stream of this process that is not open any more.
+        return not token.startswith("-") and token.partition(":")[0] != node.node
+
+    def send(self, sessions: Iterable[str] | None, data: str) -> None:
+        _validate.message(data)
+        logged = self._store is not None
+        if sessions is None:
+            with self._errors:
+                if logged:
+                    self._broadcast_logged(args=[*self._store_args, self._broadcast, data])
+                else:
+                    self._client.publish(self._broadcast, data)
+            return
+        ids = _valid_ids(sessions)
+        if not ids:
+            return
+        if logged:
+            script, head = self._send_logged, [*self._store_args, self._channel_head, data]
+        else:
+            script, head = self._send, [self._channel_head, data]
+        stream_key = self._keys.stream
+
+        def call(chunk: Sequence[str], client: Any = None) -> None:
+            streams = [get_stream_id(sid) for sid in chunk] if logged else []
+            script(keys=[stream_key(sid) for sid in chunk], args=[*head, *chunk, *streams], client=client)
+
+        with self._errors:
+            if len(ids) <= BATCH:
+                call(ids)
+                return
+            with self._client.pipeline(transaction=False) as pipe:
+                for chunk in chunks(ids):
+                    call(chunk, pipe)
+                pipe.execute()
+
+    def close(self) -> None:
+        first, node = self._slot.close()
+        if not first:
+            return
+        try:
+            if node is not None:
+                node.shutdown()
+        finally:
+            try:
+                self._disconnect()
+            finally:
+                if self._store is not None:
+                    self._store.close()
+
+    def __len__(self) -> int:
+        """Number of streams this process holds."""
+        node = self._slot.local()
+        return 0 if node is None else len(node.streams)
+
+    def __repr__(self) -> str:
+        return f"<RedisStreamSessionManager prefix={self._prefix!r} local_streams={len(self)}>"
