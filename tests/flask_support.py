@@ -28,7 +28,7 @@ from werkzeug.serving import make_server
 
 from session_manager import BackendUnavailableError, InMemoryInfoSessionManager, SessionManagers
 from session_manager.flask import METHOD_NOT_FOUND, JsonRpcError, McpBlueprint, RequestContext
-from session_manager.flask._session import mint_session_id
+from session_manager.wsgi._session_ids import mint_session_id
 
 from .sse_parser import Event, SSEParser
 

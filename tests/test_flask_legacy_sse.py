@@ -520,7 +520,7 @@ def test_the_legacy_blueprint_shares_the_streamable_ones_options() -> None:
     mcp = McpBlueprint(ToolHandler(), managers=managers, server_info={"name": "both", "version": "2"}, instructions="hi")
     legacy = mcp.legacy_sse_blueprint(url_prefix="/old")
     assert legacy.managers is managers and legacy.name == "mcp_legacy" and legacy.url_prefix == "/old"
-    core = legacy._legacy_endpoint.core  # type: ignore[attr-defined]
+    core = legacy.transport.options
     assert core.server_info == {"name": "both", "version": "2"} and core.instructions == "hi"
 
 

@@ -13,8 +13,8 @@ from hypothesis import strategies as st
 from session_manager import SessionManagers
 from session_manager._jsonrpc import HttpError, check_message, parse_message
 from session_manager.flask import JsonRpcError, McpBlueprint, Notifier
-from session_manager.flask._checks import Allowlist, read_body
-from session_manager.flask._session import is_minted, mint_session_id, session_key
+from session_manager.wsgi._checks import Allowlist, read_body
+from session_manager.wsgi._session_ids import is_minted, mint_session_id, session_key
 
 from .flask_support import ACCEPT_BOTH, TestHandler, initialize_message
 

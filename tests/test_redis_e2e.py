@@ -23,8 +23,8 @@ import anyio
 import pytest
 
 from examples.server import NOTE_URI
-from session_manager.flask._session import mint_session_id
 from session_manager.redis import RedisStreamSessionManager
+from session_manager.wsgi._session_ids import mint_session_id
 
 from .conftest import Reader
 from .conftest_redis import TEST_LIVENESS_TTL

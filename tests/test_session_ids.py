@@ -12,7 +12,7 @@ import string
 import pytest
 
 from examples.notify import glue_values, parse_args
-from session_manager.flask._session import is_minted, mint_session_id
+from session_manager.wsgi._session_ids import is_minted, mint_session_id
 
 #: Enough draws to see every first character (each misses with odds below e**-80).
 DRAWS = 5000

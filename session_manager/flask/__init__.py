@@ -1,9 +1,10 @@
-"""The MCP transports for Flask, on top of session_manager.
+"""The MCP transports for Flask: thin blueprints over :class:`session_manager.wsgi.McpApp`.
 
 :class:`McpBlueprint` serves Streamable HTTP (2025-03-26 and later) on one
 URL; :class:`LegacySseBlueprint` serves the legacy HTTP+SSE transport
 (2024-11-05) on two. Given the same managers (``mcp.legacy_sse_blueprint()``)
-they share sessions, the handler and fan-out.
+they share sessions, the handler and fan-out. Outside Flask, serve the
+McpApp itself (:mod:`session_manager.wsgi`).
 
 ::
 
@@ -32,33 +33,36 @@ except ImportError as exc:
 
     raise missing_extra("session_manager.flask", "flask", exc) from exc
 
-from .._jsonrpc import (
+from ..wsgi import (
+    DEFAULT_ALLOWED_HOSTS,
+    DEFAULT_ALLOWED_ORIGINS,
+    DEFAULT_CLOSE_TIMEOUT,
+    DEFAULT_MAX_BODY_SIZE,
+    DEFAULT_PROTOCOL_VERSION,
+    DEFAULT_RETRY,
     INTERNAL_ERROR,
     INVALID_PARAMS,
     INVALID_REQUEST,
-    METHOD_NOT_FOUND,
-    PARSE_ERROR,
-    JsonRpcError,
-)
-from ..notifier import Notifier
-from ._blueprint import McpBlueprint
-from ._checks import (
-    DEFAULT_ALLOWED_HOSTS,
-    DEFAULT_ALLOWED_ORIGINS,
-    DEFAULT_MAX_BODY_SIZE,
-    DEFAULT_PROTOCOL_VERSION,
     LATEST_PROTOCOL_VERSION,
     LEGACY_PROTOCOL_VERSION,
+    METHOD_NOT_FOUND,
+    PARSE_ERROR,
     SUPPORTED_PROTOCOL_VERSIONS,
+    JsonRpcError,
+    McpApp,
+    McpOptions,
+    Notifier,
+    RequestContext,
 )
-from ._context import RequestContext
-from ._legacy_blueprint import LegacySseBlueprint
+from ._blueprints import LegacySseBlueprint, McpBlueprint
 
 __all__ = [
     "DEFAULT_ALLOWED_HOSTS",
     "DEFAULT_ALLOWED_ORIGINS",
+    "DEFAULT_CLOSE_TIMEOUT",
     "DEFAULT_MAX_BODY_SIZE",
     "DEFAULT_PROTOCOL_VERSION",
+    "DEFAULT_RETRY",
     "INTERNAL_ERROR",
     "INVALID_PARAMS",
     "INVALID_REQUEST",
@@ -69,7 +73,9 @@ __all__ = [
     "SUPPORTED_PROTOCOL_VERSIONS",
     "JsonRpcError",
     "LegacySseBlueprint",
+    "McpApp",
     "McpBlueprint",
+    "McpOptions",
     "Notifier",
     "RequestContext",
 ]

@@ -1,72 +1,30 @@
-"""The streams a transport serves: POST response streams, resumption, slow clients.
+"""The SSE stream that answers one POST: the handler's messages, then its response; resuming it.
 
-:class:`PostStream` is the SSE stream that answers one POST. With an event
-store every message on it is stored and carries an id, so a client whose
-connection dropped gets the rest (the response included) with
-``GET`` + ``Last-Event-ID``; while the handler still runs in this process the
-resuming connection takes the stream over and continues live.
-
-:func:`client_socket` finds the client's socket in the WSGI environ, so a
-stream whose reader stopped reading can be cut at once (a write blocked on
-that client then fails instead of holding the connection open).
+:class:`PostStream` feeds one POST's stream. With an event store every
+message on it is stored and carries an id, so a client whose connection
+dropped gets the rest (the response included) with ``GET`` +
+``Last-Event-ID``; while the handler still runs in this process the
+resuming connection takes the stream over and continues live
+(:class:`PostStreams` finds it). :meth:`PostStreams.run` is what the
+request's own thread does: call the handler, send its reply, end the stream.
 """
 
 from __future__ import annotations
 
-import contextlib
 import logging
-import socket
 import threading
-from collections.abc import Callable, Mapping
-from typing import Any
 
+from .._jsonrpc import Message
 from ..errors import SessionManagerError
 from ..events import EventStore, new_post_stream_id, replay_frames
 from ..sse import encode_event, encode_id, encode_message
 from ..stream import StreamController
+from ._context import RequestContext
+from ._handler import Handler, OnSuccess, invoke
 
-__all__ = ["PostStream", "client_socket", "replay_only", "socket_closer", "stored_reply"]
+__all__ = ["PostStream", "PostStreams", "replay_only", "stored_reply"]
 
 logger = logging.getLogger(__name__)
-
-#: Environ keys under which WSGI servers expose the client's socket:
-#: werkzeug's development server, gunicorn (sync/gthread workers, then its gevent pywsgi worker).
-_SOCKET_KEYS = ("werkzeug.socket", "gunicorn.socket", "gunicorn.sock")
-
-
-def client_socket(environ: Mapping[str, Any]) -> socket.socket | None:
-    """The socket of the request's client, if the WSGI server lets us reach it.
-
-    werkzeug and gunicorn put it in the environ. gevent.pywsgi does not; its
-    ``wsgi.input`` (a ``gevent.pywsgi.Input``) reads from ``rfile``, a
-    buffered file over the socket, whose ``raw`` holds it. Anything else:
-    ``None`` (the stream is still closed on overflow, just not cut at once).
-    """
-    for key in _SOCKET_KEYS:
-        sock = environ.get(key)
-        if isinstance(sock, socket.socket):
-            return sock
-    raw = getattr(getattr(environ.get("wsgi.input"), "rfile", None), "raw", None)
-    sock = getattr(raw, "_sock", None)
-    return sock if isinstance(sock, socket.socket) else None
-
-
-def socket_closer(environ: Mapping[str, Any]) -> Callable[[], None] | None:
-    """A callback that shuts the client's socket down (both ways), or ``None`` if it cannot be found.
-
-    Only ``shutdown``: the server owns the descriptor and closes it itself
-    once the write it was blocked in fails.
-    """
-    sock = client_socket(environ)
-    if sock is None:
-        return None
-
-    def shut() -> None:
-        with contextlib.suppress(OSError):
-            sock.shutdown(socket.SHUT_RDWR)
-        logger.info("slow SSE consumer disconnected")
-
-    return shut
 
 
 def replay_only(store: EventStore, key: str, stream_id: str, last_event_id: str, retry: int | None) -> list[bytes]:
@@ -160,3 +118,40 @@ class PostStream:
 
     def __repr__(self) -> str:
         return f"<PostStream {self.stream_id} done={self._done}>"
+
+
+class PostStreams:
+    """The POST streams of this process a client can resume (those with a stored log), by session and stream id."""
+
+    __slots__ = ("_lock", "_open")
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._open: dict[tuple[str, str], PostStream] = {}
+
+    def add(self, post: PostStream) -> None:
+        """Make *post* resumable while its handler runs (a no-op without a store)."""
+        if post.stream_id is not None:
+            with self._lock:
+                self._open[post.key, post.stream_id] = post
+
+    def get(self, key: str, stream_id: str) -> PostStream | None:
+        """The live stream *stream_id* of session *key*, or None (ended, or fed by another process)."""
+        with self._lock:
+            return self._open.get((key, stream_id))
+
+    def end(self, post: PostStream) -> None:
+        """The handler is over: end *post* after what is queued, and stop offering it for resumes."""
+        post.end()
+        if post.stream_id is not None:
+            with self._lock:
+                self._open.pop((post.key, post.stream_id), None)
+
+    def run(
+        self, post: PostStream, handler: Handler, message: Message, ctx: RequestContext, record: OnSuccess | None
+    ) -> None:
+        """The body of a request's own thread: run the handler, send its reply on *post*, end the stream."""
+        try:
+            post.finish(invoke(handler, message, ctx, record)[0])
+        finally:
+            self.end(post)

@@ -31,7 +31,7 @@ class RequestContext:
 
     Attributes: ``session_id`` (the key the managers know the session by:
     the ``Mcp-Session-Id``, prefixed by the principal when one is
-    configured; pass it to the blueprint's ``notify``/``log``),
+    configured; pass it to the transport's ``notify``/``log``),
     ``protocol_version``, ``client_info``, ``client_capabilities``,
     ``log_level``, ``request_id`` (``None`` for notifications),
     ``method`` and ``progress_token``.

@@ -1,8 +1,10 @@
 """HTTP-level checks of an incoming request, each raising :class:`HttpError`.
 
 Host and Origin guard a local server against DNS rebinding; the others
-enforce what the Streamable HTTP transport requires of a client (media
-types, body size, protocol version) before any JSON is decoded.
+enforce what an MCP client must send (media types, body size) before any
+JSON is decoded. They read header values, not a request object, so any
+HTTP binding can use them; the protocol version header is the protocol
+era's business (:mod:`._handshake`).
 """
 
 from __future__ import annotations
@@ -13,46 +15,18 @@ from typing import IO
 
 from werkzeug.datastructures import MIMEAccept
 
-from .._jsonrpc import INVALID_REQUEST, SERVER_ERROR, HttpError
+from .._jsonrpc import SERVER_ERROR, HttpError, Message, parse_message
 
 __all__ = [
-    "DEFAULT_ALLOWED_HOSTS",
-    "DEFAULT_ALLOWED_ORIGINS",
-    "DEFAULT_MAX_BODY_SIZE",
-    "DEFAULT_PROTOCOL_VERSION",
-    "LATEST_PROTOCOL_VERSION",
-    "LEGACY_PROTOCOL_VERSION",
-    "LEGACY_SUPPORTED_PROTOCOL_VERSIONS",
-    "SUPPORTED_PROTOCOL_VERSIONS",
     "Allowlist",
     "accepts",
     "check_content_type",
-    "check_host",
-    "check_origin",
-    "check_protocol_version",
+    "check_peer",
     "method_not_allowed",
     "read_body",
+    "read_message",
+    "url_path",
 ]
-
-#: The revision this transport implements.
-LATEST_PROTOCOL_VERSION = "2025-11-25"
-#: Revisions accepted from clients, newest first.
-SUPPORTED_PROTOCOL_VERSIONS = ("2025-11-25", "2025-06-18", "2025-03-26")
-#: What a request without an ``MCP-Protocol-Version`` header is assumed to speak.
-DEFAULT_PROTOCOL_VERSION = "2025-03-26"
-#: The revision that defined the legacy HTTP+SSE transport.
-LEGACY_PROTOCOL_VERSION = "2024-11-05"
-#: Revisions accepted from clients of the legacy transport, newest first: clients
-#: negotiate their newest revision whichever transport they use.
-LEGACY_SUPPORTED_PROTOCOL_VERSIONS = (*SUPPORTED_PROTOCOL_VERSIONS, LEGACY_PROTOCOL_VERSION)
-
-_LOCAL_NAMES = ("localhost", "127.0.0.1", "[::1]")
-#: Hosts accepted by default (any port): the loopback names of a local server.
-DEFAULT_ALLOWED_HOSTS: tuple[str, ...] = _LOCAL_NAMES
-#: Origins accepted by default (any port): pages served from the local machine.
-DEFAULT_ALLOWED_ORIGINS: tuple[str, ...] = tuple(f"{s}://{h}" for s in ("http", "https") for h in _LOCAL_NAMES)
-#: Largest request body accepted (bytes).
-DEFAULT_MAX_BODY_SIZE = 4 * 1024 * 1024
 
 _HOST_PORT = re.compile(r"(\[[0-9a-f:.]+\]|[^\[\]:/@\s]+)(?::([0-9]{1,5}|\*))?")
 _ORIGIN = re.compile(r"([a-z][a-z0-9+.-]*)://(.+)")
@@ -103,24 +77,21 @@ class Allowlist:
         if address is None or address[2] == "*":
             return False
         scheme, host, port = address
-        return any(
-            s == scheme and h == host and (p is None or p == "*" or p == port) for s, h, p in self._entries
-        )
+        return any(s == scheme and h == host and (p is None or p == "*" or p == port) for s, h, p in self._entries)
 
 
 def _forbidden(message: str) -> HttpError:
     return HttpError(403, SERVER_ERROR, f"Forbidden: {message}")
 
 
-def check_host(allowlist: Allowlist | None, host: str | None) -> None:
-    """403 unless the ``Host`` header is allowed (no check without an allowlist)."""
-    if allowlist is not None and not allowlist.allows(host):
+def check_peer(hosts: Allowlist | None, origins: Allowlist | None, host: str | None, origin: str | None) -> None:
+    """403 unless the ``Host`` header is allowed and the ``Origin`` header, if present, is too.
+
+    An allowlist of ``None`` disables its check.
+    """
+    if hosts is not None and not hosts.allows(host):
         raise _forbidden("Host header not allowed")
-
-
-def check_origin(allowlist: Allowlist | None, origin: str | None) -> None:
-    """403 if an ``Origin`` header is present and not allowed (no check without an allowlist)."""
-    if allowlist is not None and origin is not None and not allowlist.allows(origin):
+    if origins is not None and origin is not None and not origins.allows(origin):
         raise _forbidden("Origin not allowed")
 
 
@@ -163,15 +134,13 @@ def read_body(stream: IO[bytes], content_length: int | None, limit: int) -> byte
         chunks.append(chunk)
 
 
-def check_protocol_version(header: str | None) -> str:
-    """Return the request's protocol version; 400 if the header names an unsupported one."""
-    if header is None:
-        return DEFAULT_PROTOCOL_VERSION
-    if header not in SUPPORTED_PROTOCOL_VERSIONS:
-        raise HttpError(
-            400,
-            INVALID_REQUEST,
-            f"Bad Request: unsupported MCP-Protocol-Version {header[:64]!r}; "
-            f"supported: {', '.join(SUPPORTED_PROTOCOL_VERSIONS)}",
-        )
-    return header
+def read_message(stream: IO[bytes], content_length: int | None, limit: int) -> Message:
+    """The body as one checked JSON-RPC message: 413 beyond *limit* bytes, 400 if it is not one message."""
+    return parse_message(read_body(stream, content_length, limit))
+
+
+def url_path(value: str, what: str) -> str:
+    """*value* if it is a URL path (starts with ``/``, no query or fragment); ``ValueError`` naming *what* if not."""
+    if not isinstance(value, str) or not value.startswith("/") or "?" in value or "#" in value:
+        raise ValueError(f"{what} must be a URL path starting with '/', got {value!r}")
+    return value

@@ -1,27 +1,24 @@
-"""Calling the application's handler: every outcome becomes one JSON-RPC reply.
+"""Calling the application's handler: every outcome of a request becomes one JSON-RPC reply.
 
-A request's handler either runs inline (its reply returned) or on its own
-thread, its reply handed to a sink: the POST's SSE stream (Streamable HTTP,
-see :class:`~session_manager.flask._streams.PostStream`), or the session's
-stream (legacy HTTP+SSE), so what it emits reaches the client live.
-Under gevent's monkey-patching ``threading.Thread`` is a greenlet, so the
-same code serves both worlds.
+:func:`invoke` runs the handler on a request and returns the serialized
+reply, never raising: inline (a plain JSON answer), or on the request's own
+thread (:meth:`~session_manager.wsgi._lifecycle.Lifecycle.start`), the reply
+then handed to the POST's SSE stream or the session's stream.
+:func:`notify_handler` hands it a client notification or response, whose
+result nobody waits for.
 """
 
 from __future__ import annotations
 
 import logging
-import threading
 from collections.abc import Callable
 from typing import Any
-
-from flask import copy_current_request_context
 
 from .._jsonrpc import INTERNAL_ERROR, JsonRpcError, Message, error_response, result_response
 from ..errors import SessionManagerError
 from ._context import RequestContext
 
-__all__ = ["Handler", "OnSuccess", "invoke", "notify_handler", "run_in_background"]
+__all__ = ["Handler", "OnSuccess", "invoke", "notify_handler"]
 
 logger = logging.getLogger(__name__)
 
@@ -33,7 +30,9 @@ OnSuccess = Callable[[dict[str, Any]], dict[str, Any]]
 _INTERNAL = JsonRpcError(INTERNAL_ERROR, "Internal error")
 
 
-def invoke(handler: Handler, message: Message, ctx: RequestContext, on_success: OnSuccess | None = None) -> tuple[str, bool]:
+def invoke(
+    handler: Handler, message: Message, ctx: RequestContext, on_success: OnSuccess | None = None
+) -> tuple[str, bool]:
     """Run *handler* on a request; return ``(serialized reply, succeeded)``. Never raises.
 
     A :class:`JsonRpcError` becomes its error response; any other exception
@@ -65,41 +64,3 @@ def notify_handler(handler: Handler, message: Message, ctx: RequestContext) -> N
         handler(message.raw, ctx)
     except Exception:
         logger.exception("MCP handler failed on %s", message.method or "a client response")
-
-
-def run_in_background(
-    handler: Handler,
-    message: Message,
-    ctx: RequestContext,
-    deliver: Callable[[str], object],
-    on_success: OnSuccess | None = None,
-    done: Callable[[], object] | None = None,
-    track: Callable[[threading.Thread], object] | None = None,
-) -> None:
-    """Run the request on a new thread (greenlet under gevent); hand its reply to *deliver*.
-
-    Must be called inside the Flask request context, which the thread gets a
-    copy of. *done* runs last, whatever happened. *track* gets the thread
-    before it starts (so a shutdown can wait for it). The HTTP request may
-    end before the handler does: a client that went away does not cancel it.
-    """
-
-    def reply() -> None:
-        deliver(invoke(handler, message, ctx, on_success)[0])
-
-    in_request_context = copy_current_request_context(reply)
-
-    def run() -> None:
-        try:
-            in_request_context()
-        except Exception:
-            logger.exception("MCP request thread failed on %s", message.method)
-        finally:
-            if done is not None:
-                done()
-
-    thread = threading.Thread(target=run, name=f"mcp-{(message.method or 'request')[:40]}", daemon=True)
-    if track is not None:
-        track(thread)
-    thread.start()
-

@@ -1,0 +1,357 @@
+"""McpApp: the MCP transport as a plain WSGI application (werkzeug ``Request``/``Response``, no Flask).
+
+A POST reads top to bottom: :meth:`McpApp.__call__` routes the URL,
+:meth:`McpApp._answer` refuses a closing server and foreign peers and turns
+every failure into a JSON-RPC error, :meth:`McpApp._post` checks the HTTP
+side and runs the protocol steps (:mod:`._handshake`), then either answers
+at once or hands the request to its own thread feeding an SSE stream
+(:mod:`._post_stream`, then :mod:`session_manager.stream`). GET and DELETE
+follow in this file; the legacy HTTP+SSE URLs are in :mod:`._legacy_sse`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable
+from typing import TYPE_CHECKING, Any
+
+from werkzeug.exceptions import NotFound
+from werkzeug.wrappers import Request, Response
+
+from .._jsonrpc import REQUEST, SERVER_ERROR, HttpError, JsonRpcError, Message, error_response
+from ..base import SessionInfo, SessionManagers
+from ..errors import StreamConflictError
+from ..events import is_get_stream, parse_event_id
+from ..notifier import Notifier
+from ..sse import encode_event
+from ..stream import StreamController
+from ._checks import accepts, check_content_type, check_peer, method_not_allowed, read_message, url_path
+from ._handler import Handler, OnSuccess, invoke, notify_handler
+from ._handshake import PROTOCOL_HEADER, SESSION_HEADER, SUPPORTED_PROTOCOL_VERSIONS, HandshakeSteps, not_found
+from ._legacy_sse import LegacySse
+from ._lifecycle import Lifecycle, shutting_down
+from ._options import DEFAULT_CLOSE_TIMEOUT, McpOptions
+from ._post_stream import PostStream, PostStreams, replay_only, stored_reply
+from ._responses import (
+    JSON,
+    OPENED,
+    SSE,
+    empty_response,
+    error_response_for,
+    json_response,
+    socket_closer,
+    sse_response,
+)
+
+if TYPE_CHECKING:
+    from _typeshed.wsgi import StartResponse, WSGIEnvironment
+
+__all__ = ["MCP_METHODS", "McpApp"]
+
+LAST_EVENT_ID_HEADER = "Last-Event-ID"
+#: Methods the Streamable HTTP endpoint serves; anything else is 405 with this ``Allow``.
+MCP_METHODS = ("GET", "POST", "DELETE")
+
+#: Serves one MCP URL: a werkzeug request in, a response out, never raising.
+Endpoint = Callable[[Request], Response]
+
+
+class McpApp(Notifier):
+    """MCP Streamable HTTP (2025-11-25, 2025-06-18, 2025-03-26) as a WSGI application, for any WSGI server or framework.
+
+    It serves *path* (``/mcp``) and, with *legacy_sse*, the legacy HTTP+SSE
+    transport (2024-11-05) at *sse_path* and *messages_path*; other URLs
+    get 404. Every JSON-RPC message a client POSTs goes to
+    ``handler(message, ctx)``, which returns the result ``dict`` of a
+    request (or ``None`` for an empty one) or raises :class:`JsonRpcError`;
+    for notifications and client responses its return value is ignored.
+    ``ctx`` is a :class:`RequestContext`. The other keywords are the
+    fields of :class:`McpOptions` (*principal* is called with the werkzeug
+    ``Request``), or *options* gives them as one object.
+
+    Sessions, log levels, subscriptions and streams live in *managers*
+    (in memory by default; give Redis managers to share them between
+    processes). The app is a :class:`~session_manager.notifier.Notifier`
+    (``notify``, ``broadcast``, ``resource_updated``...), and :meth:`close`
+    shuts it down. To mount it inside another framework, route its
+    :attr:`paths` to it (a WSGI dispatcher), or hand a werkzeug ``Request``
+    to :meth:`serve_mcp` (and to :attr:`legacy`'s ``serve_*``).
+    """
+
+    def __init__(
+        self,
+        handler: Handler,
+        *,
+        managers: SessionManagers | None = None,
+        path: str = "/mcp",
+        legacy_sse: bool = False,
+        sse_path: str = "/sse",
+        messages_path: str = "/messages",
+        options: McpOptions | None = None,
+        **settings: Any,
+    ) -> None:
+        if not callable(handler):
+            raise TypeError(f"handler must be callable, not {type(handler).__name__}")
+        if options is not None and settings:
+            raise TypeError(f"give options= or keyword options, not both (got {', '.join(settings)})")
+        Notifier.__init__(self, SessionManagers() if managers is None else managers)
+        self.handler = handler
+        #: The transport's options, checked (:class:`McpOptions`).
+        self.options = McpOptions(**settings) if options is None else options
+        self._handshake = HandshakeSteps(self.options, self.managers)
+        self._lifecycle = Lifecycle()
+        self._posts = PostStreams()
+        self.managers.info.keep_alive_while(self._lifecycle.is_running)
+        #: The legacy HTTP+SSE URLs, if served (*legacy_sse*).
+        self.legacy = LegacySse(self, sse_path, messages_path) if legacy_sse else None
+        routes: dict[str, Endpoint] = {url_path(path, "path"): self.serve_mcp}
+        if self.legacy is not None:
+            routes.update({sse_path: self.legacy.serve_stream, messages_path: self.legacy.serve_messages})
+            if len(routes) < 3:
+                raise ValueError(
+                    f"path, sse_path and messages_path must differ, got {path!r}, {sse_path!r}, {messages_path!r}"
+                )
+        self._routes = routes
+        #: The URL paths this app answers (relative to its mount point, ``SCRIPT_NAME``).
+        self.paths = tuple(routes)
+
+    def __call__(self, environ: WSGIEnvironment, start_response: StartResponse) -> Iterable[bytes]:
+        """The WSGI entry point: route the request's path, answer it."""
+        request = Request(environ)
+        endpoint = self._routes.get(request.path)
+        if endpoint is None:
+            return NotFound()(environ, start_response)
+        return endpoint(request)(environ, start_response)
+
+    def serve_mcp(self, request: Request) -> Response:
+        """Answer one request to the Streamable HTTP endpoint, whatever its URL; never raises."""
+        return self._answer(request, self._mcp)
+
+    def close(self, timeout: float = DEFAULT_CLOSE_TIMEOUT) -> bool:
+        """Shut down: end every stream of this process, wait for handlers, close the managers.
+
+        New requests get 503. Open streams (GET, POST and legacy) end at
+        once with the ``retry`` hint, so clients reconnect; with a shared
+        event store they resume on another process. Handlers still running
+        get up to *timeout* seconds in all; then the managers close (Redis
+        threads and connections included). Returns True if no handler was
+        left running. Idempotent. Call it when the process stops (e.g.
+        gunicorn's ``worker_exit``), not from a request.
+        """
+        return self._lifecycle.close(self.managers, timeout)
+
+    # -- what every MCP URL does -------------------------------------------------------
+
+    def _answer(self, request: Request, endpoint: Endpoint) -> Response:
+        """Run *endpoint* once the server is open and the peer allowed; every failure becomes a JSON-RPC error."""
+        try:
+            if self._lifecycle.closing:
+                raise shutting_down()
+            check_peer(
+                self.options.hosts, self.options.origins, request.headers.get("Host"), request.headers.get("Origin")
+            )
+            response = endpoint(request)
+        except Exception as exc:  # noqa: BLE001 - every failure is answered; the table logs unexpected ones
+            response = error_response_for(exc, request)
+        response.vary.add("Origin")
+        return response
+
+    def _principal(self, request: Request) -> str | None:
+        """The request's principal (the *principal* option), or None."""
+        principal = self.options.principal
+        if principal is None:
+            return None
+        value = principal(request)
+        return None if value is None else str(value)
+
+    def _new_stream(self, request: Request, kind: type[StreamController] = StreamController) -> StreamController:
+        """A tracked stream for *request*, with the options' keepalive, bound and retry.
+
+        A client that falls *stream_maxsize* frames behind has its socket
+        shut, so a write blocked on it fails at once.
+        """
+        options = self.options
+        on_overflow = socket_closer(request.environ)
+        stream = kind(
+            keepalive=options.keepalive, maxsize=options.stream_maxsize, retry=options.retry, on_overflow=on_overflow
+        )
+        return self._lifecycle.track(stream)
+
+    # -- Streamable HTTP -----------------------------------------------------------------
+
+    def _mcp(self, request: Request) -> Response:
+        method = request.method
+        if method == "POST":
+            return self._post(request)
+        if method == "GET":
+            return self._get(request)
+        if method == "DELETE":
+            return self._delete(request)
+        raise method_not_allowed(MCP_METHODS)
+
+    def _session_key(self, request: Request) -> str:
+        """The managers' key of the session the request names: 400 without the header, 404 if it cannot be ours."""
+        steps = self._handshake
+        session_id = steps.named_session(request.headers.get(SESSION_HEADER), request.headers.get(PROTOCOL_HEADER))
+        return steps.key_of(session_id, self._principal(request))
+
+    def _post(self, request: Request) -> Response:
+        """One client message: 202 for a notification or response; for a request, its reply as JSON or SSE."""
+        check_content_type(request.mimetype)
+        accept = request.accept_mimetypes
+        sse_ok, json_ok = accepts(accept, SSE), accepts(accept, JSON)
+        if not (sse_ok or json_ok):
+            raise HttpError(406, SERVER_ERROR, f"Not Acceptable: Accept must allow {JSON} or {SSE}")
+        use_sse = sse_ok and not (self.options.json_response and json_ok)
+        message = read_message(request.stream, request.content_length, self.options.max_body_size)
+        if message.method == "initialize":
+            return self._initialize(request, message, use_sse)
+        steps = self._handshake
+        key = self._session_key(request)
+        info = steps.session_info(key)
+        if message.kind != REQUEST:
+            notify_handler(self.handler, message, steps.context(key, info, message, steps.to_session(key)))
+            return empty_response(202)
+        try:
+            record = steps.bookkeeping(key, message)
+        except JsonRpcError as error:
+            return self._reply(error_response(message.id, error), use_sse, key)
+        if not use_sse:
+            ctx = steps.context(key, info, message, steps.to_session(key))
+            return self._reply(invoke(self.handler, message, ctx, record)[0], use_sse)
+        return self._stream_post(request, key, info, message, record)
+
+    def _stream_post(
+        self, request: Request, key: str, info: SessionInfo, message: Message, record: OnSuccess | None
+    ) -> Response:
+        """Answer a request with an SSE stream its handler feeds live, from the request's own thread.
+
+        With an event store the stream is resumable: while the handler runs,
+        a ``GET`` with one of its event ids takes it over (:meth:`_resume_post`).
+        """
+        controller = self._new_stream(request)
+        try:
+            post = PostStream(key, controller, self.managers.streams.event_store)
+            if post.stream_id is not None and not self.managers.info.exists(key):
+                self.managers.streams.delete(key)  # deleted meanwhile: drop the log just opened
+                raise not_found()
+        except BaseException:
+            controller.close()
+            raise
+        controller.enqueue_frame(OPENED)
+        self._posts.add(post)
+        ctx = self._handshake.context(key, info, message, post.send)
+        try:
+            self._lifecycle.start(
+                key, message.method or "request", self._posts.run, post, self.handler, message, ctx, record
+            )
+        except BaseException:
+            self._posts.end(post)
+            controller.close()
+            raise
+        return sse_response(controller)
+
+    def _initialize(self, request: Request, message: Message, use_sse: bool) -> Response:
+        """Mint a session, store what the client declared, answer with the InitializeResult."""
+        steps = self._handshake
+        try:
+            declared = steps.negotiate(message, SUPPORTED_PROTOCOL_VERSIONS)
+        except JsonRpcError as error:
+            raise HttpError(400, error.code, error.message, id=message.id) from None
+        version = declared.protocol_version
+        assert version is not None
+        session_id, key = steps.new_session(
+            self._principal(request),
+            protocol_version=version,
+            client_info=declared.client_info,
+            client_capabilities=declared.client_capabilities,
+        )
+        ctx = steps.context(key, declared, message, steps.to_session(key))
+        reply, ok = invoke(self.handler, message, ctx, steps.complete_initialize(version))
+        if not ok:
+            self.managers.info.delete(key)
+            return self._reply(reply, use_sse)
+        response = self._reply(reply, use_sse, key)
+        response.headers[SESSION_HEADER] = session_id
+        return response
+
+    def _reply(self, reply: str, use_sse: bool, key: str | None = None) -> Response:
+        """A reply sent at once; over SSE, with an event store and a session, primed and stored like any POST stream."""
+        if not use_sse:
+            return json_response(reply)
+        store = self.managers.streams.event_store
+        if store is None or key is None:
+            return sse_response([encode_event(reply)])
+        return sse_response(stored_reply(store, key, reply, self.options.retry))
+
+    def _get(self, request: Request) -> Response:
+        """Open the session's stream for server-initiated messages (one per session), or resume a stream.
+
+        With an event store, ``Last-Event-ID`` resumes the stream its id
+        belongs to: the session's GET stream (replacing the open one, whose
+        client is the one resuming) or a POST's stream. Without a store the
+        header is ignored: delivery is at most once.
+        """
+        if not accepts(request.accept_mimetypes, SSE):
+            raise HttpError(406, SERVER_ERROR, f"Not Acceptable: a GET stream needs Accept: {SSE}")
+        key = self._session_key(request)
+        self._handshake.check_exists(key)
+        streams = self.managers.streams
+        last_event_id = request.headers.get(LAST_EVENT_ID_HEADER) if streams.event_store is not None else None
+        if last_event_id:
+            stream_id = parse_event_id(last_event_id)[0]
+            if not is_get_stream(stream_id):
+                return self._resume_post(request, key, stream_id, last_event_id)
+        controller = self._new_stream(request)
+        controller.enqueue_frame(OPENED)
+        try:
+            if last_event_id:
+                streams.create(key, controller, last_event_id=last_event_id)
+            else:
+                streams.create(key, controller)
+        except StreamConflictError:
+            controller.close()
+            raise HttpError(409, SERVER_ERROR, "Conflict: this session already has an open stream") from None
+        except BaseException:
+            controller.close()
+            raise
+        try:
+            self._handshake.check_exists(key)  # deleted while the stream was registered
+        except HttpError:
+            controller.close()  # never read: unregisters it at once
+            streams.delete(key)  # and drops the log the racing create may have opened
+            raise
+        except BaseException:
+            controller.close()
+            raise
+        return sse_response(controller)
+
+    def _resume_post(self, request: Request, key: str, stream_id: str, last_event_id: str) -> Response:
+        """``GET`` + ``Last-Event-ID`` of a POST stream: the events after it, then live if it still runs here.
+
+        If its handler runs in this process the new connection takes the
+        stream over and ends after the response; otherwise (finished, or
+        running in another process) the answer ends after the replay, with
+        ``retry``. Raises :class:`~session_manager.EventGoneError`.
+        """
+        store = self.managers.streams.event_store
+        assert store is not None
+        post = self._posts.get(key, stream_id)
+        if post is None:
+            return sse_response(replay_only(store, key, stream_id, last_event_id, self.options.retry))
+        controller = self._new_stream(request)
+        try:
+            post.take_over(controller, last_event_id)
+        except BaseException:
+            controller.close()
+            raise
+        return sse_response(controller)
+
+    def _delete(self, request: Request) -> Response:
+        """End the session: its stream and all its metadata."""
+        key = self._session_key(request)
+        self._handshake.check_exists(key)
+        self.managers.delete(key)
+        return empty_response(204)
+
+    def __repr__(self) -> str:
+        return f"<McpApp paths={self.paths!r} managers={self.managers!r}>"

@@ -1,0 +1,111 @@
+"""McpOptions: every option of the MCP transport, its default, checked once.
+
+One frozen object is built per transport and shared by every entry point
+(:class:`~session_manager.wsgi.McpApp`, and the Flask blueprints built on
+it), so an option is defined, defaulted and validated in exactly one place.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+from werkzeug.wrappers import Request
+
+from .. import __version__
+from ..stream import DEFAULT_KEEPALIVE, DEFAULT_MAXSIZE, StreamController
+from ._checks import Allowlist
+
+__all__ = [
+    "DEFAULT_ALLOWED_HOSTS",
+    "DEFAULT_ALLOWED_ORIGINS",
+    "DEFAULT_CLOSE_TIMEOUT",
+    "DEFAULT_MAX_BODY_SIZE",
+    "DEFAULT_RETRY",
+    "McpOptions",
+    "Principal",
+]
+
+_LOCAL_NAMES = ("localhost", "127.0.0.1", "[::1]")
+#: Hosts accepted by default (any port): the loopback names of a local server.
+DEFAULT_ALLOWED_HOSTS: tuple[str, ...] = _LOCAL_NAMES
+#: Origins accepted by default (any port): pages served from the local machine.
+DEFAULT_ALLOWED_ORIGINS: tuple[str, ...] = tuple(f"{s}://{h}" for s in ("http", "https") for h in _LOCAL_NAMES)
+#: Largest request body accepted (bytes).
+DEFAULT_MAX_BODY_SIZE = 4 * 1024 * 1024
+#: Milliseconds a client waits before reconnecting to a stream the server ended.
+DEFAULT_RETRY = 1000
+#: Seconds ``close()`` waits for running handlers by default.
+DEFAULT_CLOSE_TIMEOUT = 5.0
+
+#: ``principal(request) -> str | None``: the authenticated principal of a request (werkzeug ``Request``).
+Principal = Callable[[Request], str | None]
+
+_DEFAULT_SERVER_INFO = {"name": "session_manager", "version": __version__}
+
+
+def _entries(entries: Iterable[str] | None) -> Iterable[str] | None:
+    """An allowlist's entries as a tuple (read once, even from a generator); a str is left for Allowlist to refuse."""
+    return entries if entries is None or isinstance(entries, str) else tuple(entries)
+
+
+@dataclass(frozen=True)
+class McpOptions:
+    """The options of one MCP transport; invalid values raise ``TypeError``/``ValueError`` here, once.
+
+    - *server_info*, *capabilities*, *instructions*: fill the
+      InitializeResult where the handler's result leaves them out.
+    - *json_response*: answer Streamable HTTP requests with plain JSON
+      instead of an SSE stream (handler messages then go to the session's
+      GET stream); the legacy HTTP+SSE transport ignores it.
+    - *allowed_hosts*, *allowed_origins*: ``host[:port]`` and
+      ``scheme://host[:port]`` allowlists (no port or ``:*``: any port);
+      localhost names by default, ``None`` disables the check.
+    - *max_body_size*: bytes per POST body (413 beyond).
+    - *keepalive*: seconds between pings on idle streams;
+      *stream_maxsize*: messages a stream may hold for a slow client.
+    - *principal*: called with each request, returns its authenticated
+      principal (or ``None``); a session is only visible to its principal.
+      (The Flask blueprints call it with no argument, inside Flask's
+      request context.)
+    - *retry*: milliseconds a client should wait before reconnecting to a
+      stream the server ended (the SSE ``retry`` field, sent when a stream
+      is primed and when the server closes it); ``None`` sends none.
+
+    ``hosts`` and ``origins`` are the parsed allowlists.
+    """
+
+    server_info: Mapping[str, Any] | None = None
+    capabilities: Mapping[str, Any] | None = None
+    instructions: str | None = None
+    json_response: bool = False
+    allowed_hosts: Iterable[str] | None = DEFAULT_ALLOWED_HOSTS
+    allowed_origins: Iterable[str] | None = DEFAULT_ALLOWED_ORIGINS
+    max_body_size: int = DEFAULT_MAX_BODY_SIZE
+    keepalive: float = DEFAULT_KEEPALIVE
+    stream_maxsize: int = DEFAULT_MAXSIZE
+    principal: Principal | None = None
+    retry: int | None = DEFAULT_RETRY
+    hosts: Allowlist | None = field(init=False, repr=False, compare=False)
+    origins: Allowlist | None = field(init=False, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        if self.principal is not None and not callable(self.principal):
+            raise TypeError(f"principal must be callable, not {type(self.principal).__name__}")
+        if type(self.max_body_size) is not int or self.max_body_size < 1:
+            raise ValueError(f"max_body_size must be a positive int, got {self.max_body_size!r}")
+        # A stream with these settings validates them (the same checks as every stream), failing early.
+        StreamController(keepalive=self.keepalive, maxsize=self.stream_maxsize, retry=self.retry)
+        hosts, origins = _entries(self.allowed_hosts), _entries(self.allowed_origins)
+        settings = {
+            "server_info": dict(self.server_info or _DEFAULT_SERVER_INFO),
+            "capabilities": dict(self.capabilities or {}),
+            "json_response": bool(self.json_response),
+            "allowed_hosts": hosts,
+            "allowed_origins": origins,
+            "hosts": None if hosts is None else Allowlist(hosts, origins=False),
+            "origins": None if origins is None else Allowlist(origins, origins=True),
+        }
+        for name, value in settings.items():
+            object.__setattr__(self, name, value)

@@ -1,0 +1,164 @@
+"""The HTTP answers of the transport, on werkzeug: JSON, SSE, empty, and every failure as a JSON-RPC error.
+
+:func:`error_response_for` is the one table from exceptions to HTTP
+answers, so a client never sees a traceback. :func:`socket_closer` finds
+the client's socket in the WSGI environ, so a stream whose reader stopped
+reading can be cut at once (a write blocked on that client then fails
+instead of holding the connection open).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import socket
+from collections.abc import Callable, Iterable, Mapping
+from typing import Any
+
+from werkzeug.exceptions import HTTPException
+from werkzeug.wrappers import Request, Response
+
+from .._jsonrpc import INTERNAL_ERROR, INVALID_REQUEST, SERVER_ERROR, HttpError
+from ..errors import BackendUnavailableError, EventGoneError, InvalidEventIdError
+from ..sse import encode_comment
+from ..stream import StreamController
+
+__all__ = [
+    "JSON",
+    "OPENED",
+    "SSE",
+    "empty_response",
+    "error_response_for",
+    "http_error",
+    "json_response",
+    "socket_closer",
+    "sse_response",
+]
+
+logger = logging.getLogger(__name__)
+
+JSON = "application/json"
+SSE = "text/event-stream"
+_SSE_HEADERS = {"Cache-Control": "no-cache", "X-Accel-Buffering": "no"}
+#: First bytes of a stream, so the headers leave at once instead of with the first event.
+OPENED = encode_comment("open")
+#: Environ keys under which WSGI servers expose the client's socket:
+#: werkzeug's development server, gunicorn (sync/gthread workers, then its gevent pywsgi worker).
+_SOCKET_KEYS = ("werkzeug.socket", "gunicorn.socket", "gunicorn.sock")
+
+
+def json_response(body: str, status: int = 200) -> Response:
+    """A JSON body (one serialized JSON-RPC message)."""
+    return Response(body, status, content_type=JSON)
+
+
+def sse_response(body: StreamController | Iterable[bytes]) -> Response:
+    """An SSE response; a controller body is closed when the server is done with the response."""
+    response = Response(body, 200, content_type=SSE, headers=_SSE_HEADERS)
+    if isinstance(body, StreamController):
+        response.call_on_close(body.close)
+    return response
+
+
+def empty_response(status: int) -> Response:
+    """A response without a body or a Content-Type (202, 204)."""
+    response = Response(b"", status)
+    del response.headers["Content-Type"]
+    return response
+
+
+def http_error(exc: HttpError) -> Response:
+    """The HTTP response of a refused request: its status, headers and JSON-RPC error body."""
+    response = json_response(exc.body(), exc.status)
+    response.headers.extend(exc.headers)
+    return response
+
+
+def _gone(exc: EventGoneError) -> HttpError:
+    why = (
+        "that stream is unknown to this session" if exc.reason == "unknown" else "events after it are no longer stored"
+    )
+    return HttpError(
+        410,
+        INVALID_REQUEST,
+        f"Gone: cannot resume after Last-Event-ID ({why}); open a new stream without Last-Event-ID "
+        "(messages in between are lost)",
+    )
+
+
+def _backend_down(exc: BackendUnavailableError) -> HttpError:
+    logger.warning("session backend unavailable: %s", exc)
+    return HttpError(503, INTERNAL_ERROR, "Service Unavailable: session backend unavailable")
+
+
+#: What a failure while answering means to the client, first match wins.
+_REFUSALS: tuple[tuple[type[Exception], Callable[[Any], HttpError]], ...] = (
+    (HttpError, lambda exc: exc),
+    (
+        InvalidEventIdError,
+        lambda exc: HttpError(400, INVALID_REQUEST, "Bad Request: Last-Event-ID is not an event id of this server"),
+    ),
+    (EventGoneError, _gone),
+    (BackendUnavailableError, _backend_down),
+)
+
+
+def error_response_for(exc: Exception, request: Request) -> Response:
+    """The answer to a request whose handling raised *exc*: a JSON-RPC error body, never a traceback.
+
+    A werkzeug ``HTTPException`` (e.g. ``abort(401)`` in a principal
+    callable) keeps its status and headers; anything unexpected is logged
+    and answered 500.
+    """
+    for kind, refusal in _REFUSALS:
+        if isinstance(exc, kind):
+            return http_error(refusal(exc))
+    if isinstance(exc, HTTPException):
+        return _from_http_exception(exc, request)
+    logger.error("MCP endpoint failed on %s %s", request.method, request.path, exc_info=exc)
+    return http_error(HttpError(500, INTERNAL_ERROR, "Internal Server Error"))
+
+
+def _from_http_exception(exc: HTTPException, request: Request) -> Response:
+    """A werkzeug error as a JSON-RPC error body, its headers (e.g. WWW-Authenticate) kept."""
+    if exc.response is not None:  # the application built its own response: respect it
+        return exc.response  # type: ignore[return-value]
+    status = exc.code if exc.code and exc.code >= 400 else 400
+    skip = ("content-type", "content-length")
+    headers = {name: value for name, value in exc.get_headers(request.environ) if name.lower() not in skip}
+    return http_error(HttpError(status, SERVER_ERROR, f"{status} {exc.name}", headers=headers))
+
+
+def client_socket(environ: Mapping[str, Any]) -> socket.socket | None:
+    """The socket of the request's client, if the WSGI server lets us reach it.
+
+    werkzeug and gunicorn put it in the environ. gevent.pywsgi does not; its
+    ``wsgi.input`` (a ``gevent.pywsgi.Input``) reads from ``rfile``, a
+    buffered file over the socket, whose ``raw`` holds it. Anything else:
+    ``None`` (the stream is still closed on overflow, just not cut at once).
+    """
+    for key in _SOCKET_KEYS:
+        sock = environ.get(key)
+        if isinstance(sock, socket.socket):
+            return sock
+    raw = getattr(getattr(environ.get("wsgi.input"), "rfile", None), "raw", None)
+    sock = getattr(raw, "_sock", None)
+    return sock if isinstance(sock, socket.socket) else None
+
+
+def socket_closer(environ: Mapping[str, Any]) -> Callable[[], None] | None:
+    """A callback that shuts the client's socket down (both ways), or ``None`` if it cannot be found.
+
+    Only ``shutdown``: the server owns the descriptor and closes it itself
+    once the write it was blocked in fails.
+    """
+    sock = client_socket(environ)
+    if sock is None:
+        return None
+
+    def shut() -> None:
+        with contextlib.suppress(OSError):
+            sock.shutdown(socket.SHUT_RDWR)
+        logger.info("slow SSE consumer disconnected")
+
+    return shut
