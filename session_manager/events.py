@@ -38,7 +38,7 @@ from typing import NamedTuple
 
 from . import _validate
 from .errors import EventGoneError, InvalidEventIdError
-from .sse import encode_event, encode_id, encode_message
+from .sse import encode_event, encode_message, with_id
 
 __all__ = [
     "DEFAULT_MAX_EVENTS",
@@ -273,17 +273,20 @@ class InMemoryEventStore(EventStore):
 
     def append_many(self, session_ids: Iterable[str], message: str) -> list[tuple[str, str]]:
         # One position and one stored tuple for every session: the event has the same id on each stream.
-        _validate.message(message)
-        entry = (self._next_position(), message)
-        event_id = f"{GET_STREAM}.{entry[0]}"
+        if type(message) is not str:
+            _validate.message(message)
+        position = next(self._positions)
+        entry = (position, message)
+        event_id = f"{GET_STREAM}.{position}"
         sessions = self._sessions  # dict reads and deque appends are atomic: no lock per session
         stored = []
         for session_id in session_ids:
             logs = sessions.get(session_id)
-            log = None if logs is None else logs.get(GET_STREAM)
-            if log is not None:
-                log.events.append(entry)
-                stored.append((session_id, event_id))
+            if logs is not None:
+                log = logs.get(GET_STREAM)
+                if log is not None:
+                    log.events.append(entry)
+                    stored.append((session_id, event_id))
         return stored
 
     def append_broadcast(self, message: str) -> str | None:
@@ -349,7 +352,7 @@ def resume_frames(last_event_id: str, events: Iterable[tuple[str, str]], retry: 
 
 def event_frame(event_id: str, message: str) -> bytes:
     """The SSE frame of one stored event (replayed, or caught up)."""
-    return encode_id(event_id) + encode_message(message)
+    return with_id(event_id, encode_message(message))
 
 
 def _check_stream_id(stream_id: object) -> str:

@@ -13,7 +13,7 @@ from ._fields import FieldStoreInfoManager
 from .base import StreamSessionManager
 from .errors import SessionNotFoundError, StreamConflictError
 from .events import EventStore, get_stream_id, replay_frames
-from .sse import encode_event, encode_id, encode_message
+from .sse import encode_event, encode_message, with_id
 from .stream import StreamController
 
 __all__ = ["InMemoryInfoSessionManager", "InMemoryStreamSessionManager"]
@@ -54,7 +54,7 @@ class InMemoryStreamSessionManager(StreamSessionManager):
         self._lock = threading.Lock()
         self._streams: dict[str, StreamController] = {}
         self._store = event_store
-        #: With a store, the sessions whose GET stream log this manager opened (what a send stores for).
+        #: With a store, the sessions whose GET stream log this manager opened (what a broadcast stores for).
         self._logged: set[str] = set()
         #: Orders storing and queuing: ids reach each stream in the order they were stored.
         self._send_lock = threading.Lock()
@@ -146,7 +146,7 @@ class InMemoryStreamSessionManager(StreamSessionManager):
             if sessions is None:
                 event_id = store.append_broadcast(data)
                 if event_id is not None:  # stored once, replayed by every GET stream
-                    framed = encode_id(event_id) + frame
+                    framed = with_id(event_id, frame)
                     with self._lock:
                         targets = streams.copy()
                     for sid, target in targets.items():
@@ -156,12 +156,11 @@ class InMemoryStreamSessionManager(StreamSessionManager):
                 with self._lock:
                     ids: Iterable[str] = list(self._logged)
             else:
-                logged = self._logged
-                ids = [sid for sid in _validate.session_ids(sessions) if sid in logged]
+                ids = _validate.session_ids(sessions)
             framed_id, framed = None, b""
             for sid, event_id in store.append_many(ids, data):
                 if event_id != framed_id:  # one id for many sessions: framed once
-                    framed_id, framed = event_id, encode_id(event_id) + frame
+                    framed_id, framed = event_id, with_id(event_id, frame)
                 controller = streams.get(sid)
                 if controller is not None and not controller.enqueue_frame(framed):
                     self._forget(sid, controller)

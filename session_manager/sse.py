@@ -79,6 +79,16 @@ def encode_message(data: str) -> bytes:
     return b"data: " + data.encode("utf-8") + b"\n\n"
 
 
+def with_id(event_id: str, frame: bytes) -> bytes:
+    """*frame* (an encoded event without an id) given the id *event_id*: ``encode_id(event_id) + frame``.
+
+    One formatting step instead of two: the hot path of a stored send.
+    """
+    if type(event_id) is str and event_id.isprintable():  # no CR, LF or NUL
+        return b"id: %s\n%s" % (event_id.encode("utf-8"), frame)
+    return encode_id(event_id) + frame
+
+
 def encode_id(event_id: str) -> bytes:
     """The ``id`` line that, put before a frame, gives the event its id.
 
