@@ -22,7 +22,7 @@ import pytest
 from .flask_support import REPO
 
 DISTRIBUTION = "mcp-session-manager"
-EXTRAS = {"flask", "gevent", "redis", "gunicorn", "test"}
+EXTRAS = {"wsgi", "flask", "gevent", "redis", "gunicorn", "test"}
 
 
 def run(*args: str | Path, cwd: Path | None = None) -> subprocess.CompletedProcess[str]:
@@ -93,7 +93,10 @@ def test_the_core_works_without_any_extra(bare_venv: Path) -> None:
     assert done.stdout.startswith('data: {"jsonrpc": "2.0", "method": "ping"}')
 
 
-@pytest.mark.parametrize("module, extra", [("session_manager.flask", "flask"), ("session_manager.redis", "redis")])
+@pytest.mark.parametrize(
+    "module, extra",
+    [("session_manager.wsgi", "wsgi"), ("session_manager.flask", "flask"), ("session_manager.redis", "redis")],
+)
 def test_a_missing_extra_is_named_in_the_import_error(bare_venv: Path, module: str, extra: str) -> None:
     code = f"""
         try:

@@ -3,7 +3,7 @@
 :class:`McpApp` serves Streamable HTTP (2025-03-26 and later) on one URL
 and, optionally, the legacy HTTP+SSE transport (2024-11-05) on two more;
 it is also the :class:`Notifier` for every session it serves. It needs
-werkzeug only (installed by the ``flask`` extra).
+werkzeug only (the ``wsgi`` extra; ``flask`` includes it).
 
 ::
 
@@ -33,7 +33,7 @@ try:
 except ImportError as exc:
     from .._extras import missing_extra
 
-    raise missing_extra("session_manager.wsgi", "flask", exc) from exc
+    raise missing_extra("session_manager.wsgi", "wsgi", exc) from exc
 
 from .._jsonrpc import (
     INTERNAL_ERROR,
