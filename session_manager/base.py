@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import abc
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from . import _validate
 from ._validate import LOG_LEVELS
+from .errors import BackendUnavailableError
 from .stream import StreamController
 
 if TYPE_CHECKING:
@@ -16,7 +17,50 @@ if TYPE_CHECKING:
 
     from .events import EventStore
 
-__all__ = ["LOG_LEVELS", "InfoSessionManager", "SessionInfo", "SessionManagers", "StreamSessionManager"]
+__all__ = [
+    "LOG_LEVELS",
+    "InfoSessionManager",
+    "Message",
+    "SessionInfo",
+    "SessionManagers",
+    "StreamSessionManager",
+    "batch_error",
+    "checked_batch",
+]
+
+#: One message of :meth:`StreamSessionManager.send_many`: ``(sessions, data)``, as
+#: :meth:`~StreamSessionManager.send` takes them.
+Message = tuple[Iterable[str] | None, str]
+
+
+def checked_batch(messages: Iterable[Message]) -> list[tuple[Sequence[str] | None, str]]:
+    """The messages of a ``send_many``, every one checked as ``send`` checks it, before any is sent.
+
+    Session ids are materialized (a generator is read once, here), so a
+    backend can walk them more than once.
+    """
+    batch: list[tuple[Sequence[str] | None, str]] = []
+    for item in messages:
+        try:
+            sessions, data = item
+        except (TypeError, ValueError):
+            raise TypeError(f"each message must be a (sessions, data) pair, not {item!r:.80}") from None
+        batch.append((None if sessions is None else _validate.session_ids(sessions), _validate.message(data)))
+    return batch
+
+
+def batch_error(reason: str, total: int, sent: int, unknown: int) -> BackendUnavailableError:
+    """The error of a ``send_many`` that failed part way: *reason*, and what became of each message.
+
+    Messages go out in order, so a failed batch is always: the first *sent*
+    delivered to the backend, the next *unknown* perhaps (the backend may
+    have run them before the failure was seen), the rest not sent at all.
+    """
+    rest = total - sent - unknown
+    return BackendUnavailableError(
+        f"{reason}; of a batch of {total} messages, the first {sent} were sent, "
+        f"the next {unknown} may or may not have been (unknown), and the other {rest} were not"
+    )
 
 
 
@@ -80,6 +124,35 @@ class StreamSessionManager(abc.ABC):
         stream and at most once; a closed or slow stream never stops
         delivery to the others.
         """
+
+    def send_many(self, messages: Iterable[Message]) -> None:
+        """Deliver several messages, as :meth:`send` would one after the other, at once where it can.
+
+        *messages* is an iterable of ``(sessions, data)`` pairs, each as
+        :meth:`send` takes them. Each stream gets its messages in batch
+        order, after anything sent before the call (FIFO per stream, as
+        with :meth:`send`). Every pair is checked first: a bad one raises
+        ``TypeError`` or ``ValueError`` and nothing is sent.
+
+        Why: a backend with a network in between (Redis) sends the whole
+        batch in one round trip instead of one per message, and the streams
+        it reaches get the batch together (one wake-up of each reader).
+        This default sends the messages one by one with :meth:`send`.
+
+        Failure: messages go out in order, and never one after a message
+        that was not sent. If the backend fails part way,
+        :class:`~session_manager.BackendUnavailableError` says of how many
+        messages it is known that they were sent, how many may or may not
+        have been (a backend that timed out cannot know whether it ran
+        them: as with a :meth:`send` that raises), and that the rest were
+        not.
+        """
+        batch = checked_batch(messages)
+        for index, (sessions, data) in enumerate(batch):
+            try:
+                self.send(sessions, data)
+            except BackendUnavailableError as exc:
+                raise batch_error(str(exc), len(batch), index, 1) from exc
 
     @abc.abstractmethod
     def close(self) -> None:

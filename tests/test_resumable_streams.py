@@ -236,3 +236,23 @@ def test_broadcasts_missed_beyond_the_buffer_expire_and_within_it_replay(resumab
     with pytest.raises(EventGoneError) as info:
         resumable.create(sid, StreamController(), last_event_id=last)
     assert info.value.reason == "expired"
+
+
+def test_a_batch_is_stored_message_by_message_and_resumed_in_order(resumable, connect, new_id):
+    sid, other = new_id(), new_id()
+    first = connect(sid)
+    first.wait_primed()
+    connect(other).wait_primed()
+    resumable.send_many([([sid], msg(0)), (None, msg(1))])
+    first.wait_for(2)
+    last = first.drop()
+    first.controller.close()
+    until(lambda: not resumable.has(sid))
+    resumable.send_many([  # no stream open: stored for the resume
+        ([sid], msg(2)), (None, msg(3)), ([other], msg("not-ours")), ([sid, other], msg(4)), (None, msg(5)),
+    ])
+    second = connect(sid, last_event_id=last)
+    resumable.send_many([([sid], msg(6)), (None, msg(7))])
+    events = second.wait_for(6)
+    assert second.ns() == [2, 3, 4, 5, 6, 7]
+    assert len({eid for eid, _ in events}) == 6

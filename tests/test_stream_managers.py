@@ -155,3 +155,75 @@ def test_bad_input_raises_clear_error(streams, open_stream, call, error):
     assert str(excinfo.value)
     streams.send([sid], msg("unharmed"))  # no bad call hurts another session
     assert ns(reader.take(1)) == ["unharmed"]
+
+
+# -- send_many: a batch, as send one after the other -------------------------------------
+
+
+def test_send_many_delivers_each_stream_its_messages_in_batch_order(streams, open_stream, new_id):
+    a, _, ra = open_stream()
+    b, _, rb = open_stream()
+    streams.send(None, msg("before"))
+    streams.send_many([
+        ([a], msg("a1")),
+        (None, msg("all1")),
+        ([b, new_id()], msg("b1")),  # unknown ids are ignored
+        ([a, b], msg("ab")),
+        ([], msg("nobody")),
+        (None, msg("all2")),
+        ([a], msg("a2")),
+    ])
+    streams.send(None, msg("after"))
+    assert ns(ra.take(7)) == ["before", "a1", "all1", "ab", "all2", "a2", "after"]
+    assert ns(rb.take(6)) == ["before", "all1", "b1", "ab", "all2", "after"]
+
+
+def test_send_many_takes_any_iterables_and_an_empty_batch(streams, open_stream):
+    sid, _, reader = open_stream()
+    streams.send_many([])
+    streams.send_many(iter(()))
+    streams.send_many(((s for s in [sid]), msg(i)) for i in range(3))  # a generator of pairs, ids from generators
+    streams.send_many([({sid}, msg(3)), ((sid,), msg(4))])
+    assert ns(reader.take(5)) == [0, 1, 2, 3, 4]
+
+
+def test_send_many_keeps_fifo_with_send_and_with_many_messages(streams, open_stream):
+    sid, _, reader = open_stream(maxsize=4096)
+    expected = []
+    for round_ in range(4):
+        batch = [([sid] if i % 2 else None, msg(f"{round_}.{i}")) for i in range(300)]
+        streams.send_many(batch)
+        streams.send([sid], msg(f"{round_}.single"))
+        expected += [f"{round_}.{i}" for i in range(300)] + [f"{round_}.single"]
+    assert ns(reader.take(len(expected))) == expected
+
+
+@pytest.mark.parametrize(
+    "batch, error",
+    [
+        ([(None, b"bytes")], TypeError),
+        ([("one-id-as-str", "{}")], TypeError),
+        ([([1], "{}")], TypeError),
+        ([(None, "{}", "extra")], TypeError),
+        (["not a pair"], TypeError),
+        ([None], TypeError),
+        (None, TypeError),
+    ],
+)
+def test_send_many_checks_every_message_before_sending_any(streams, open_stream, batch, error):
+    sid, _, reader = open_stream()
+    with pytest.raises(error):
+        streams.send_many([([sid], msg("first")), *batch] if batch is not None else batch)
+    streams.send([sid], msg("marker"))
+    assert ns(reader.take(1)) == ["marker"], "nothing of a refused batch may be sent"
+
+
+def test_send_many_drops_a_slow_consumer_and_reaches_the_others(streams, open_stream, new_id):
+    slow_id = new_id()
+    slow = StreamController(maxsize=5, keepalive=0.2)
+    streams.create(slow_id, slow)  # never read
+    _, _, fast = open_stream()
+    streams.send_many([(None, msg(i)) for i in range(20)])
+    assert ns(fast.take(20)) == list(range(20))
+    assert slow.overflowed and slow.closed
+    assert not streams.has(slow_id)

@@ -9,21 +9,24 @@
 One module a job (all private):
 
 ============  ==========================================================================
-``_streams``  the stream manager: public API and routing (create, resume, send, delete)
-``_node``     the per-process node: local streams, listener and heartbeat threads,
-              fork handling, catch-up bookkeeping, failure behaviour
+``_streams``  the stream manager: public API and routing (create, resume, send,
+              send_many: a batch in one round trip, delete)
+``_node``     the per-process node: local streams, listener (batched delivery) and
+              heartbeat threads, fork handling, catch-up bookkeeping, failure behaviour
 ``_codec``    the pub/sub messages: every encoder (Python and Lua) and decoder
 ``_info``     the info manager
 ``_events``   the event store, its event ids and its replies
 ``_keys``     every key and channel name, defined once (for Python and Lua)
 ``_scripts``  the Lua scripts (each call one atomic round trip)
-``_common``   client set-up, the gevent check, Redis error translation
+``_common``   client set-up, the gevent check, Redis error translation, script calls
+              run at most once (sends and appends are never retried)
 ============  ==========================================================================
 
 Each component takes a ``redis://`` URL or a :class:`redis.Redis` client (a
 client passed in is used as configured and left open by ``close``; give it
 socket timeouts, a bounded pool and few retries, since redis-py's default
-retry policy can hold a call for seconds while Redis is down). Give all
+retry policy can hold a call for seconds while Redis is down; sends and
+event appends bypass it: they are never run twice). Give all
 three the same ``prefix``: each keeps the others' keys of a session alive.
 All scripts run on one Redis (standalone or Sentinel), not on Redis Cluster.
 """

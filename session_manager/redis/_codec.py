@@ -13,10 +13,10 @@ Node channel (``<node>:<n>`` is the token of registration ``<n>`` of the node):
 =====  ====================================  ======================================  =======================================
 kind   message                               encoder: producers                      means, decoder
 =====  ====================================  ======================================  =======================================
-``m``  ``m <sid> <sid>...\\n<data>``          Lua ``wire_targeted``: ``STREAM_SEND``  queue *data* on these local streams;
-                                                                                     :func:`decode_batch`
+``m``  ``m <sid> <sid>...\\n<data>``          Lua ``wire_targeted``:                  queue *data* on these local streams;
+                                             ``STREAM_SEND_MANY``                    :func:`decode_batch`
 ``e``  ``e <n> <event id> <n> <event id>``   Lua ``wire_stored``:                    a stored message: queue it on each
-       ``...\\n<data>``                       ``STREAM_SEND_LOGGED``                  registration ``<n>`` with its event id;
+       ``...\\n<data>``                       ``STREAM_SEND_MANY``                    registration ``<n>`` with its event id;
                                                                                      :func:`decode_batch`
 ``f``  ``f <n> <entry id>``                  Lua ``wire_live``:                      registration ``<n>`` is live: it takes
                                              ``STREAM_CLAIM_LOGGED``,                the broadcasts stored after that entry;
@@ -27,19 +27,32 @@ kind   message                               encoder: producers                 
 ``d``  ``d <sid> <token>``                   Lua ``wire_close``: ``STREAM_DELETE``,  close the stream if its token is still
                                              ``STREAM_RESUME``                       *token*; :func:`decode_close`
 ``x``  ``x``                                 Python :data:`WAKE`: ``Node.shutdown``  nothing: wakes the listener to stop
+``b``  ``b <len> <len>...\\n<message>...``   Lua ``wire_node_batch``:                several ``m`` or ``e`` messages, each
+                                             ``STREAM_SEND_MANY``                    *len* bytes long, in order;
+                                                                                     :func:`messages`
 =====  ====================================  ======================================  =======================================
 
 Broadcast channel (``send(None, data)``; no kind character: a message never
-starts with a digit, an entry id always does):
+starts with a digit or ``*``, an entry id always starts with a digit):
 
 ==============================  ===================================================  ===============================
 message                         encoder: producers                                   decoder
 ==============================  ===================================================  ===============================
-``<data>``                      none (the data as is): ``send(None, data)`` of a     :func:`decode_broadcast`
+``<data>``                      none (the data as is): ``STREAM_SEND_MANY`` of a     :func:`decode_broadcast`
                                 manager without an event store, any other publisher  (entry id ``None``)
 ``<entry id>\\n<data>``          Lua ``wire_stored_broadcast``:                       :func:`decode_broadcast`
-                                ``STREAM_BROADCAST_LOGGED``
+                                ``STREAM_SEND_MANY`` (with an event store)
+``* <len> <len>...\\n<message>``  Lua ``wire_broadcasts``: ``STREAM_SEND_MANY``         :func:`messages`, then
+``...``                         (several broadcasts, each one of the two above and   :func:`decode_broadcast`
+                                *len* bytes long; also one that starts with ``*``)
 ==============================  ===================================================  ===============================
+
+Batches (``b``, ``*``): one ``send_many`` publishes each run of consecutive
+broadcasts as one message on the broadcast channel, and each run of
+consecutive targeted messages as one message per node holding targets (a
+lone message is published as itself). Runs are published in batch order,
+so every stream still gets its messages in order, and a listener decodes a
+batch of K messages at once rather than K pub/sub messages.
 
 The listener decodes every message it receives, so the decoders are plain
 slicing and splitting, with no validation beyond what delivery needs: only
@@ -64,12 +77,28 @@ __all__ = [
     "decode_close",
     "decode_live",
     "encode_catch_up",
+    "messages",
 ]
 
 #: The kinds of the node channel's messages (their first character).
 TARGETED, STORED, LIVE, CATCH_UP, CLOSE = "m", "e", "f", "c", "d"
 #: The whole wake-up message (kind ``x``).
 WAKE = "x"
+#: The first character of a batch: on the node channel, and on the broadcast channel.
+NODE_BATCH, BROADCASTS = "b", "*"
+
+#: A batch encoder: the parts as is when there is one that cannot be taken for a batch, else the batch.
+_BATCH_ENCODER = """local function {name}(parts)
+  if #parts == 1 and string.byte(parts[1], 1) ~= {kind_byte} then
+    return parts[1]
+  end
+  local lengths = {{}}
+  for i, part in ipairs(parts) do
+    lengths[i] = #part
+  end
+  return '{kind} ' .. table.concat(lengths, ' ') .. '\\n' .. table.concat(parts)
+end
+"""
 
 #: Lua function name -> its definition: the encoders of the messages the scripts publish.
 LUA: dict[str, str] = {
@@ -93,6 +122,10 @@ end
   return entry_id .. '\\n' .. data
 end
 """,
+    **{
+        name: _BATCH_ENCODER.format(name=name, kind=kind, kind_byte=ord(kind))
+        for name, kind in (("wire_node_batch", NODE_BATCH), ("wire_broadcasts", BROADCASTS))
+    },
 }
 
 #: The head of a stored broadcast: its entry id.
@@ -132,3 +165,27 @@ def decode_broadcast(payload: str) -> tuple[str | None, str]:
     if header is None:
         return None, payload
     return header.group(1), payload[header.end() :]
+
+
+def messages(payload: bytes | str, batch_kind: str) -> list[str]:
+    """The messages a pub/sub payload carries: those of a batch of *batch_kind* (``b``, ``*``), else itself.
+
+    Lengths are in bytes (Lua's), so a batch is split as bytes. A broadcast
+    from another publisher that only looks like a batch (``*`` then
+    something else) is taken as itself.
+    """
+    head = batch_kind + " "
+    if payload[:2] == (head.encode() if isinstance(payload, bytes) else head):
+        raw = payload if isinstance(payload, bytes) else payload.encode("utf-8")
+        header, newline, body = raw.partition(b"\n")
+        try:
+            lengths = [int(length) for length in header[2:].split(b" ")]
+        except ValueError:
+            lengths = []
+        if newline and lengths and sum(lengths) == len(body) and min(lengths) >= 0:
+            parts, start = [], 0
+            for length in lengths:
+                parts.append(body[start : start + length].decode("utf-8"))
+                start += length
+            return parts
+    return [payload.decode("utf-8") if isinstance(payload, bytes) else payload]

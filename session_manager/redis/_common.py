@@ -1,15 +1,18 @@
-"""What both Redis managers share: client set-up, the gevent check, error translation."""
+"""What the Redis components share: client set-up, the gevent check, error translation, calls run once."""
 
 from __future__ import annotations
 
+import contextlib
 import re
 import sys
 import urllib.parse
+from collections.abc import Iterator, Sequence
 from types import TracebackType
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import redis
 from redis.backoff import ExponentialBackoff
+from redis.commands.core import Script
 from redis.retry import Retry
 
 from .. import _validate
@@ -19,7 +22,18 @@ if TYPE_CHECKING:
     from typing_extensions import Self  # typing.Self from Python 3.11 on
 
 
-__all__ = ["REDIS_DOWN", "RedisBacked", "RedisErrors", "check_gevent", "connect", "milliseconds", "text"]
+__all__ = [
+    "REDIS_DOWN",
+    "Call",
+    "CallsFailed",
+    "RedisBacked",
+    "RedisErrors",
+    "check_gevent",
+    "connect",
+    "milliseconds",
+    "run_once",
+    "text",
+]
 
 #: Redis errors that mean "the server cannot be used right now" (as opposed to a bug).
 REDIS_DOWN: tuple[type[BaseException], ...] = (
@@ -73,7 +87,8 @@ def connect(
     A client built from a URL has a bounded blocking pool (a constant number
     of connections per process), socket timeouts so no call hangs, and one
     quick retry (so a connection broken by a server restart is replaced
-    transparently, while a server that is down fails fast). *owned_pool* is
+    transparently, while a server that is down fails fast; sends never go
+    through it, see :func:`run_once`). *owned_pool* is
     that pool, to disconnect on close; ``None`` for a user's client, which
     the caller must leave open.
     """
@@ -204,7 +219,109 @@ class RedisBacked:
         """Where this component's client connects (for messages: never a password)."""
         return describe(self._client)
 
+    def _run_once(self, script: Script, keys: Sequence[str], args: Sequence[str | int]) -> Any:
+        """One script call, never retried (:func:`run_once`): for calls Redis must not run twice."""
+        try:
+            return run_once(self._client, script, [(keys, args)])[0]
+        except CallsFailed as failed:
+            raise failed.error(self._errors) from failed.cause
+
     def _disconnect(self) -> None:
         """Disconnect the pool this manager created (a client passed in stays open)."""
         if self._owned_pool is not None:
             self._owned_pool.disconnect()
+
+
+# -- calls run at most once ----------------------------------------------------------
+
+#: One call of a script: its keys and its arguments.
+Call = tuple[Sequence[str], Sequence[str | int]]
+
+
+class CallsFailed(Exception):
+    """:func:`run_once` stopped: ``calls[:done]`` ran; the others may have run if *unsure*, else none did."""
+
+    def __init__(self, done: int, cause: BaseException, *, unsure: bool) -> None:
+        super().__init__(f"{type(cause).__name__}: {cause}")
+        self.done = done
+        self.cause = cause
+        self.unsure = unsure
+
+    def error(self, errors: RedisErrors) -> BaseException:
+        """What to raise: a BackendUnavailableError when Redis cannot be used, else Redis's own error."""
+        return errors.error(self.cause) if isinstance(self.cause, REDIS_DOWN) else self.cause
+
+
+def run_once(client: redis.Redis, script: Script, calls: Sequence[Call]) -> list[Any]:
+    """Run *calls* (``(keys, args)`` of *script*) pipelined in one round trip, each at most once; their replies.
+
+    Why not ``script(...)`` or a redis-py pipeline: both go through the
+    client's retry policy, which runs a call again after a timeout although
+    Redis may have run it already (a send delivered twice, or a batch of
+    them), and a pipeline of scripts costs one more round trip per execute
+    (``SCRIPT EXISTS``). Here a call is sent again only when Redis said it
+    did not run it (``NOSCRIPT``: the script is loaded, then the calls from
+    there on go again, once).
+
+    Redis runs pipelined calls in order, so a failure always leaves a
+    prefix: raises :class:`CallsFailed` with ``done`` = the calls known to
+    have run. Its cause is a ``REDIS_DOWN`` error (no reply in time, lost
+    connection) or a ``ResponseError`` (a call Redis refused; calls after
+    it may still have run).
+    """
+    replies: list[Any] = []
+    reloaded = False
+    while True:
+        start = len(replies)
+        got = _pipeline(client, script.sha, calls[start:], start)
+        failed = next((i for i, reply in enumerate(got) if isinstance(reply, redis.exceptions.ResponseError)), None)
+        if failed is None:
+            return replies + got
+        missing = got[failed:]
+        if reloaded or not all(isinstance(reply, redis.exceptions.NoScriptError) for reply in missing):
+            raise CallsFailed(start + failed, got[failed], unsure=True)
+        replies += got[:failed]  # the script cache was empty (a restarted Redis): none of the rest ran
+        try:
+            script.sha = client.script_load(script.script)
+        except REDIS_DOWN as exc:
+            raise CallsFailed(len(replies), exc, unsure=False) from exc
+        reloaded = True
+
+
+def _pipeline(client: redis.Redis, sha: str, calls: Sequence[Call], offset: int) -> list[Any]:
+    """One round trip: EVALSHA each call on one connection, read every reply (a refused call's is its error)."""
+    with _connection(client, offset) as connection:
+        replies: list[Any] = []
+        try:
+            commands = [("EVALSHA", sha, len(keys), *keys, *args) for keys, args in calls]
+            connection.send_packed_command(connection.pack_commands(commands))
+            for _ in calls:
+                try:
+                    replies.append(client.parse_response(connection, "EVALSHA"))  # type: ignore[no-untyped-call]
+                except redis.exceptions.ResponseError as exc:
+                    replies.append(exc)
+        except BaseException as exc:
+            connection.disconnect()  # replies may still be due on it: never reused
+            if isinstance(exc, REDIS_DOWN):
+                raise CallsFailed(offset + len(replies), exc, unsure=True) from exc
+            raise
+        return replies
+
+
+@contextlib.contextmanager
+def _connection(client: redis.Redis, offset: int) -> Iterator[Any]:
+    """A connection of *client* for this caller alone: one of its pool, or its single connection under its lock."""
+    single = client.connection
+    if single is not None:
+        with client.single_connection_lock:
+            yield single
+        return
+    pool = client.connection_pool
+    try:
+        connection = pool.get_connection()  # checks the connection, reconnecting a stale one
+    except REDIS_DOWN as exc:
+        raise CallsFailed(offset, exc, unsure=False) from exc  # nothing was sent
+    try:
+        yield connection
+    finally:
+        pool.release(connection)

@@ -172,7 +172,8 @@ class RedisEventStore(RedisBacked, EventStore):
 
     def append(self, session_id: str, stream_id: str, message: str) -> str | None:
         _validate.message(message)
-        reply = self._call(self._append, session_id, stream_id, message)
+        # Not retried after a timeout (it may have been stored already): never stored twice.
+        reply = self._run_once(self._append, [], [*self.script_args, session_id, stream_id, message])
         return None if reply is None else text(reply)
 
     def replay(self, session_id: str, last_event_id: str) -> Replay:

@@ -13,7 +13,13 @@ the first ``create`` (:meth:`NodeSlot.started`):
 - the *listener*, the node's one pub/sub subscription (its node channel and
   the broadcast channel): it frames each message once per node and queues
   it on the local streams it names. Delivery is FIFO per stream: every
-  message, local or not, goes through it.
+  message, local or not, goes through it. It works in batches, as an
+  in-memory burst does: it reads every message already received (up to
+  :data:`_BATCH_MESSAGES`, counting those a batch of :mod:`._codec`
+  carries, or :data:`_BATCH_BYTES`), decides in order which
+  stream gets which frame, then queues each stream's frames back to back
+  (:class:`Outbox`), so a reader wakes once per batch and writes its frames
+  to its socket at once, not once per message.
 - the *heartbeat*, which refreshes the stream keys in batches every
   ``heartbeat_interval`` seconds (and, through them, the session's info keys
   and event logs: an open stream keeps its session alive), deletes the keys
@@ -58,7 +64,7 @@ import secrets
 import threading
 import time
 from collections.abc import Iterator, Sequence
-from typing import TypeVar
+from typing import Any, TypeVar
 
 import redis as redis_py
 
@@ -67,11 +73,11 @@ from ..sse import encode_id, encode_message
 from ..stream import StreamController
 from . import _codec as wire
 from . import _scripts as lua
-from ._common import REDIS_DOWN, check_gevent, text
+from ._common import REDIS_DOWN, check_gevent
 from ._events import position, replay_events
 from ._keys import Keys
 
-__all__ = ["BATCH", "Node", "NodeConfig", "NodeSlot", "Registration", "chunks"]
+__all__ = ["BATCH", "Node", "NodeConfig", "NodeSlot", "Outbox", "Registration", "chunks"]
 
 logger = logging.getLogger(__name__)
 
@@ -81,6 +87,9 @@ BATCH = 1000
 _BACKOFF_MIN, _BACKOFF_MAX = 0.1, 5.0
 #: Longest the listener waits for a message before checking whether to stop.
 _POLL = 1.0
+#: Most messages, and about the most bytes, the listener reads before it queues what they carry.
+_BATCH_MESSAGES = 1000
+_BATCH_BYTES = 4 * 1024 * 1024
 
 _T = TypeVar("_T")
 
@@ -194,6 +203,48 @@ class NodeSlot:
             return True, self.local()
 
 
+class Outbox:
+    """The frames of one listener batch, queued on the streams when the batch ends (listener thread only).
+
+    Why: a stream's reader then wakes once per batch and joins its frames
+    into one chunk (one socket write), as after an in-memory burst, instead
+    of once per message. What each stream gets is decided as the messages
+    are read, in order (positions, liveness, closes); only the queuing
+    waits for :meth:`flush`. Consecutive messages to the same streams (a
+    run of broadcasts, of messages to one session) are queued stream by
+    stream, back to back. Each frame is still queued on its own
+    (``enqueue_frame``), so a stream's ``maxsize`` counts frames and a slow
+    consumer is cut exactly as before.
+    """
+
+    __slots__ = ("_fans", "_node")
+
+    def __init__(self, node: Node) -> None:
+        self._node = node
+        #: In arrival order: frames, and the streams they go to (``None``: every local stream).
+        self._fans: list[tuple[list[bytes], list[Registration] | None]] = []
+
+    def add(self, frame: bytes, entries: list[Registration] | None) -> None:
+        """Queue *frame* on the streams of *entries* (``None``: those registered when the batch ends)."""
+        fans = self._fans
+        if fans:
+            frames, last = fans[-1]
+            if last is entries or (last is not None and entries is not None and last == entries):
+                frames.append(frame)  # the same streams as the message before: one run
+                return
+        fans.append(([frame], entries))
+
+    def flush(self) -> None:
+        """Queue everything gathered, run by run, in arrival order."""
+        fans, self._fans = self._fans, []
+        node = self._node
+        for frames, entries in fans:
+            if entries is None:
+                with node.lock:
+                    entries = list(node.streams.values())
+            node.deliver(frames, entries)
+
+
 class Node:
     """The manager's state in one process: its streams, threads and node id (see the module documentation)."""
 
@@ -216,8 +267,11 @@ class Node:
         self.threads: list[threading.Thread] = []
         self.failures = 0  # failed listener connections in a row
         self.catch_ups = 0  # catch-ups of every stream the listener started (see request_catch_up)
+        self.node_channels = {self.channel, self.channel.encode()}
+        self.confirmed = 0  # subscriptions confirmed on the listener's connection (listener thread only)
         #: Streams closed because their consumer fell behind.
         self.slow_consumers_dropped = 0
+        self.outbox = Outbox(self)  # the listener's
 
     # -- bookkeeping -------------------------------------------------------
 
@@ -244,14 +298,39 @@ class Node:
         self.forget(entry.session_id, entry)
         entry.controller.close()
 
-    def queue(self, entry: Registration, at: tuple[int, int], chunk: bytes) -> None:
-        """Listener: queue a stored event on a live stream, unless it has it (replayed, primed or caught up)."""
+    @staticmethod
+    def takes(entry: Registration, at: tuple[int, int]) -> bool:
+        """Listener: whether a stored event is new to a live stream (then it is its last), else it has it already.
+
+        A stream has an event if it was replayed, primed or caught up with it
+        (``last`` is at or after it), and takes nothing before it is live.
+        """
         last = entry.last
         if last is None or at <= last:
-            return
+            return False
         entry.last = at
-        if not entry.controller.enqueue_frame(chunk):
-            self.forget(entry.session_id, entry)
+        return True
+
+    def queue(self, entry: Registration, at: tuple[int, int], chunk: bytes) -> None:
+        """Listener: queue a stored event on a live stream, unless it has it."""
+        if self.takes(entry, at):
+            self.outbox.add(chunk, [entry])
+
+    def deliver(self, frames: list[bytes], entries: list[Registration]) -> None:
+        """Queue *frames* on each stream of *entries*, back to back; a stream closed or overflowing is forgotten."""
+        forget = self.forget
+        if len(frames) == 1:  # the most common run: one message
+            frame = frames[0]
+            for entry in entries:
+                if not entry.controller.enqueue_frame(frame):
+                    forget(entry.session_id, entry)
+            return
+        for entry in entries:
+            enqueue = entry.controller.enqueue_frame
+            for frame in frames:
+                if not enqueue(frame):
+                    forget(entry.session_id, entry)
+                    break
 
     def request_catch_up(self, entry: Registration) -> None:
         """Have the listener catch *entry* up from its floor (``c <n>``; a no-op if it is live).
@@ -434,10 +513,15 @@ class Node:
         logger.debug("Redis listener stopped")
 
     def serve(self, pubsub: redis_py.client.PubSub) -> None:
-        """Dispatch messages until stopped; raises REDIS_DOWN when the connection is lost."""
-        node_channels = {self.channel, self.channel.encode()}
-        interval, logged = self.config.interval, self.config.logged
-        confirmed = 0
+        """Dispatch messages until stopped; raises REDIS_DOWN when the connection is lost.
+
+        Each message that arrives starts a batch: the messages already
+        received follow it (``get_message(timeout=0)``, bounded), then the
+        frames they carry are queued (:class:`Outbox`), also when the
+        connection fails part way.
+        """
+        interval = self.config.interval
+        self.confirmed = 0
         last_seen = time.monotonic()
         ping_sent: float | None = None
         while not self.stop.is_set():
@@ -452,58 +536,86 @@ class Node:
                     raise redis_py.exceptions.ConnectionError("no reply to PING on the pub/sub connection")
                 continue
             last_seen, ping_sent = now, None
-            kind = message["type"]
-            if kind == "message":
-                if message["channel"] in node_channels:
-                    self.on_node_message(text(message["data"]))
-                else:
-                    self.on_broadcast(text(message["data"]))
-            elif kind == "subscribe":
-                confirmed += 1
-                if confirmed % 2 == 0:
-                    # Both channels confirmed: the first time, or redis-py reconnected by itself.
-                    if (confirmed > 2 or self.failures) and logged:
-                        self.catch_up()
-                    if confirmed > 2:
-                        logger.warning(
-                            "Redis listener lost its connection; redis-py reconnected and resubscribed it "
-                            "(messages sent meanwhile are lost); re-registering this node's streams"
-                        )
-                    elif self.failures:
-                        logger.info(
-                            "Redis listener resubscribed after %d failed attempts; re-registering this node's streams",
-                            self.failures,
-                        )
-                    self.failures = 0
-                    if self.streams:  # Redis may have lost their keys: beat now
-                        self.resync.set()
-                        self.wake.set()
-                    self.ready.set()
+            try:
+                count = size = 0
+                while True:
+                    carried, length = self.dispatch(message)
+                    count += carried
+                    size += length
+                    if count >= _BATCH_MESSAGES or size >= _BATCH_BYTES:
+                        break
+                    message = pubsub.get_message(timeout=0)  # only what is already there
+                    if message is None:
+                        break
+            finally:
+                self.outbox.flush()
+
+    def dispatch(self, message: dict[str, Any]) -> tuple[int, int]:
+        """Handle one pub/sub message (its frames go to the outbox); return the messages it carried and its bytes."""
+        kind = message["type"]
+        if kind == "message":
+            data = message["data"]
+            if message["channel"] in self.node_channels:
+                carried = wire.messages(data, wire.NODE_BATCH)
+                for payload in carried:
+                    self.on_node_message(payload)
+            else:
+                carried = wire.messages(data, wire.BROADCASTS)
+                for payload in carried:
+                    self.on_broadcast(payload)
+            return len(carried), len(data)
+        if kind == "subscribe":
+            self.confirmed += 1
+            if self.confirmed % 2 == 0:
+                self.on_subscribed()
+        return 0, 0
+
+    def on_subscribed(self) -> None:
+        """Both channels confirmed: the first time, or redis-py reconnected by itself."""
+        if (self.confirmed > 2 or self.failures) and self.config.logged:
+            self.catch_up()
+        if self.confirmed > 2:
+            logger.warning(
+                "Redis listener lost its connection; redis-py reconnected and resubscribed it "
+                "(messages sent meanwhile are lost); re-registering this node's streams"
+            )
+        elif self.failures:
+            logger.info(
+                "Redis listener resubscribed after %d failed attempts; re-registering this node's streams",
+                self.failures,
+            )
+        self.failures = 0
+        if self.streams:  # Redis may have lost their keys: beat now
+            self.resync.set()
+            self.wake.set()
+        self.ready.set()
 
     def on_node_message(self, payload: str) -> None:
         kind = payload[:1]
         if kind == wire.TARGETED:
             sids, data = wire.decode_batch(payload)
-            frame = encode_message(data)
-            streams = self.streams
-            for sid in sids:
-                entry = streams.get(sid)
-                if entry is not None and not entry.controller.enqueue_frame(frame):
-                    self.forget(sid, entry)
+            targets = [entry for entry in map(self.streams.get, sids) if entry is not None]
+            if targets:
+                self.outbox.add(encode_message(data), targets)
         elif kind == wire.STORED:
             items, data = wire.decode_batch(payload)
             frame = encode_message(data)
-            registrations = self.registrations
-            framed: dict[str, tuple[tuple[int, int], bytes]] = {}  # a message sent to many has one id
+            registrations, takes = self.registrations, self.takes
+            # A message sent to many has one id: framed once, queued on those it is new to.
+            events: dict[str, tuple[tuple[int, int], bytes, list[Registration]]] = {}
             for i in range(0, len(items) - 1, 2):
                 entry = registrations.get(items[i])
                 if entry is None:
                     continue
                 event_id = items[i + 1]
-                event = framed.get(event_id)
+                event = events.get(event_id)
                 if event is None:
-                    event = framed[event_id] = (position(event_id), encode_id(event_id) + frame)
-                self.queue(entry, *event)
+                    event = events[event_id] = (position(event_id), encode_id(event_id) + frame, [])
+                if takes(entry, event[0]):
+                    event[2].append(entry)
+            for _, chunk, takers in events.values():
+                if takers:
+                    self.outbox.add(chunk, takers)
         elif kind == wire.LIVE:
             number, entry_id = wire.decode_live(payload)
             entry = self.registrations.get(number)
@@ -530,17 +642,12 @@ class Node:
         """
         entry_id, data = wire.decode_broadcast(payload) if self.config.logged else (None, payload)
         if entry_id is None:
-            frame = encode_message(data)
-            with self.lock:
-                targets = self.streams.copy()  # far cheaper than a list of item tuples
-            for sid, entry in targets.items():
-                if not entry.controller.enqueue_frame(frame):
-                    self.forget(sid, entry)
+            self.outbox.add(encode_message(data), None)
             return
         event_id = f"{GET_STREAM}.{entry_id}"
-        chunk = event_frame(event_id, data)
-        at = position(event_id)
+        at, takes = position(event_id), self.takes
         with self.lock:
             stored_targets = list(self.registrations.values())
-        for entry in stored_targets:
-            self.queue(entry, at, chunk)
+        takers = [entry for entry in stored_targets if takes(entry, at)]
+        if takers:
+            self.outbox.add(event_frame(event_id, data), takers)

@@ -430,8 +430,8 @@ return 1
 # -- streams with and without event logs --------------------------------------
 
 #: claim(): take a stream key for a new registration, unless a live stream of
-#: another node holds it. route()/publish(): group items per owning node and
-#: PUBLISH ``encode(items, data)`` once per node; with *tagged* an item is
+#: another node holds it. routes()/route(): group one message's items per
+#: owning node (in ``groups``, the nodes in ``order``); with *tagged* an item is
 #: preceded by the registration number (``<n>`` of ``<node>:<n>``).
 _STREAMS = """
 local function claim(key, token, node, ttl)
@@ -443,17 +443,20 @@ local function claim(key, token, node, ttl)
   return true
 end
 
-local groups, order = {}, {}
-local function route(v, item, tagged)
+local function routes()
+  return {groups = {}, order = {}}
+end
+
+local function route(r, v, item, tagged)
   if not v or string.byte(v, 1) == 45 then
     return
   end
   local node, n = string.match(v, '^([^:]*):(.*)$')
-  local items = groups[node]
+  local items = r.groups[node]
   if not items then
     items = {}
-    groups[node] = items
-    order[#order + 1] = node
+    r.groups[node] = items
+    r.order[#r.order + 1] = node
   end
   if tagged then
     items[#items + 1] = n
@@ -461,27 +464,12 @@ local function route(v, item, tagged)
   items[#items + 1] = item
 end
 
-local function publish(channel_head, encode, data)
-  for _, node in ipairs(order) do
-    redis.call('PUBLISH', channel_head .. node, encode(groups[node], data))
-  end
-  return #order
-end
 """
 
 #: Claim a stream key for a new registration. KEYS: stream key.
 #: ARGV: token, node, ttl ms. Returns 1, or 0 if a live stream of another node holds it.
 STREAM_CLAIM = _script(_STREAMS, """
 return claim(KEYS[1], ARGV[1], ARGV[2], ARGV[3]) and 1 or 0
-""")
-
-#: Targeted send. KEYS: stream keys. ARGV: node channel head, data, then one
-#: session id per key. One PUBLISH ``m <sid> <sid>...`` per owning node.
-STREAM_SEND = _script(_STREAMS, """
-for i, key in ipairs(KEYS) do
-  route(redis.call('GET', key), ARGV[i + 2], false)
-end
-return publish(ARGV[1], wire_targeted, ARGV[2])
 """)
 
 #: Tell the listener a registration is live from *floor* on: ``f <n> <entry id>``
@@ -533,34 +521,94 @@ live(ARGV[11], ARGV[6], ARGV[5], #events > 0 and events[#events - 1] or ARGV[10]
 return events
 """)
 
-#: Targeted send with event logs: store on each target's GET log (sessions
-#: without one are skipped), then one PUBLISH ``e <n> <event id>...`` per
-#: owning node, in the same step, so ids are in delivery order. KEYS: stream
-#: keys. ARGV[5], ARGV[6]: node channel head, data; then one session id per
-#: key, then one GET stream id per key. The message has one entry id in every log.
-STREAM_SEND_LOGGED = _script(_EVENTS, _STREAMS, """
-local shared, count = {}, #KEYS
-for i, key in ipairs(KEYS) do
-  local id = ev_append(ARGV[i + 6], ARGV[i + 6 + count], ARGV[6], shared)
-  if id then
-    ev_touch(ARGV[i + 6], {ARGV[i + 6 + count]})
-    route(redis.call('GET', key), id, true)
+#: Send a batch of messages, in order: every send of a RedisStreamSessionManager
+#: (``send`` is a batch of one). Per message, without an event store (P = ''):
+#: a broadcast goes on the broadcast channel as is; a targeted message goes as
+#: ``m <sid>...`` to each node holding targets. With one: a broadcast is stored
+#: once on the broadcast log and goes with its entry id (nowhere when no GET
+#: log lives); a targeted message is stored on each target's GET log (sessions
+#: without one are skipped) and goes as ``e <n> <event id>...`` to each owning
+#: node, in the same step, so ids are in delivery order; it has one entry id in
+#: every log. Each run of consecutive broadcasts is one PUBLISH, each run of
+#: targeted messages one PUBLISH per node (batches of :mod:`._codec`), a run
+#: published before the next starts: every stream gets its messages in batch
+#: order. Logs are refreshed once per call. KEYS: the stream key of every
+#: target, message after message. ARGV[5], ARGV[6]: node channel head,
+#: broadcast channel; then per message: its target count n (-1: broadcast),
+#: data, n session ids, and with a store n GET stream ids. Returns the number
+#: of messages.
+STREAM_SEND_MANY = _script(_EVENTS, _STREAMS, """
+local head, channel, logged = ARGV[5], ARGV[6], EV.p ~= ''
+local touched, k, a, count = {}, 0, 7, 0
+local casts, queued, nodes = {}, {}, {}  -- the open run: broadcasts, or per node (in order) targeted messages
+
+local function publish_run()
+  if #casts > 0 then
+    redis.call('PUBLISH', channel, wire_broadcasts(casts))
+    casts = {}
+  end
+  for _, node in ipairs(nodes) do
+    redis.call('PUBLISH', head .. node, wire_node_batch(queued[node]))
+  end
+  queued, nodes = {}, {}
+end
+
+while a <= #ARGV do
+  local n, data = tonumber(ARGV[a]), ARGV[a + 1]
+  a = a + 2
+  count = count + 1
+  if n < 0 then
+    if #nodes > 0 then
+      publish_run()
+    end
+    if not logged then
+      casts[#casts + 1] = data
+    else
+      local id = ev_broadcast(data)
+      if id then
+        casts[#casts + 1] = wire_stored_broadcast(id, data)
+      end
+    end
+  else
+    local r = routes()
+    if not logged then
+      for i = 1, n do
+        route(r, redis.call('GET', KEYS[k + i]), ARGV[a + i - 1], false)
+      end
+      a = a + n
+    else
+      local shared = {}
+      for i = 1, n do
+        local sid, stream = ARGV[a + i - 1], ARGV[a + n + i - 1]
+        local id = ev_append(sid, stream, data, shared)
+        if id then
+          local log = stream .. ' ' .. sid
+          if not touched[log] then
+            ev_touch(sid, {stream})
+            touched[log] = true
+          end
+          route(r, redis.call('GET', KEYS[k + i]), id, true)
+        end
+      end
+      a = a + 2 * n
+    end
+    if #casts > 0 and #r.order > 0 then
+      publish_run()
+    end
+    for _, node in ipairs(r.order) do
+      local run = queued[node]
+      if not run then
+        run = {}
+        queued[node] = run
+        nodes[#nodes + 1] = node
+      end
+      run[#run + 1] = logged and wire_stored(r.groups[node], data) or wire_targeted(r.groups[node], data)
+    end
+    k = k + n
   end
 end
-return publish(ARGV[5], wire_stored, ARGV[6])
-""")
-
-#: Broadcast with event logs: stored once on the broadcast log, then one
-#: PUBLISH ``<entry id>\n<data>`` on the broadcast channel, whatever the number
-#: of sessions. ARGV[5], ARGV[6]: broadcast channel, data. Returns 0 (nothing
-#: stored or sent) when no GET log lives.
-STREAM_BROADCAST_LOGGED = _script(_EVENTS, """
-local id = ev_broadcast(ARGV[6])
-if not id then
-  return 0
-end
-redis.call('PUBLISH', ARGV[5], wire_stored_broadcast(id, ARGV[6]))
-return 1
+publish_run()
+return count
 """)
 
 #: Heartbeat of one batch. KEYS: stream keys. ARGV[5], ARGV[6]: ttl ms, the

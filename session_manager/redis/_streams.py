@@ -14,6 +14,17 @@ that hold the targets (one script looks the owners up and PUBLISHes once per
 owning node), and the owner's listener queues the frame on its local
 streams; ``delete`` works from any process (the owner is told to close).
 
+Sends: ``send_many`` sends a whole batch with one script call (per 1,000
+targets or messages), the calls pipelined in one round trip, so a burst of
+K messages costs one round trip instead of K; ``send`` is a batch of one.
+The script publishes each run of consecutive broadcasts as one pub/sub
+message, and each run of targeted messages as one per node holding targets
+(:mod:`._codec` batches): a listener decodes K messages at once, and queues
+them on its streams as one batch (:mod:`._node`). A send is never retried:
+after a timeout Redis may have run it already, and a retry could deliver it
+twice (:func:`~._common.run_once`); the error says which messages of a batch
+were sent, which may have been, which were not.
+
 Event store: with a :class:`~session_manager.redis.RedisEventStore`
 (``event_store=``) streams are resumable. One script stores a message on
 each target's GET-stream log and publishes it with its event id to the
@@ -42,10 +53,12 @@ for every local stream, the session's info keys (when a
 created it) and its event logs. A session with no open stream expires by
 TTL, every key of it.
 
-Costs: broadcast is one PUBLISH (with an event store, one script doing one
-XADD and one PUBLISH, whatever the number of sessions); a targeted send is
-one script call (per 1,000 targets). The frame is SSE-encoded once per
-message per node.
+Costs: a broadcast is one PUBLISH (with an event store, one XADD and one
+PUBLISH, whatever the number of sessions), a targeted send one PUBLISH per
+node holding targets (with a store, one XADD per target), and a batch of
+consecutive ones shares them: one PUBLISH per run and node. Each ``send`` or
+``send_many`` is one script call per 1,000 targets or messages, all in one
+round trip. The frame is SSE-encoded once per message per node.
 
 Connections per process and manager: one pub/sub listener plus a bounded
 command pool (``max_connections`` for a client built from a URL), for any
@@ -56,28 +69,29 @@ number of sessions. Calls that need Redis during an outage raise
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterable, Sequence
-from typing import Any
+from collections.abc import Callable, Iterable, Sequence
 
 import redis as redis_py
 
 from .. import _validate
 from .._validate import positive_seconds
-from ..base import StreamSessionManager
+from ..base import Message, StreamSessionManager, batch_error, checked_batch
 from ..errors import BackendUnavailableError, StreamConflictError
 from ..events import EventStore, get_stream_id, resume_frames
 from ..sse import encode_event
 from ..stream import StreamController
 from . import _scripts as lua
-from ._common import RedisBacked, milliseconds, text
+from ._common import Call, CallsFailed, RedisBacked, milliseconds, run_once, text
 from ._events import RedisEventStore, check_resume, position, replay_reply
 from ._keys import Keys
-from ._node import BATCH, Node, NodeConfig, NodeSlot, Registration, chunks
+from ._node import BATCH, Node, NodeConfig, NodeSlot, Registration
 
 __all__ = ["RedisStreamSessionManager"]
 
 logger = logging.getLogger(__name__)
 
+#: Most bytes of message data in one script call (a call is one command: Redis reads it whole).
+_CALL_BYTES = 4 * 1024 * 1024
 
 def _valid_ids(sessions: Iterable[str]) -> list[str]:
     """The ids of a send that can name a stream; others are unknown ids, ignored."""
@@ -88,6 +102,79 @@ def _valid_ids(sessions: Iterable[str]) -> list[str]:
         except ValueError:
             pass
     return ids
+
+
+class _SendCalls:
+    """The ``STREAM_SEND_MANY`` calls of one batch, and which calls hold each message.
+
+    A call holds at most :data:`BATCH` targets, :data:`BATCH` messages and
+    about :data:`_CALL_BYTES` of data (bounding the time Redis spends in
+    one script); a message with more targets is split over several calls.
+    """
+
+    def __init__(self, head: list[str | int], stream_key: Callable[[str], str], logged: bool) -> None:
+        self.calls: list[Call] = []
+        #: Per message: the first and the last call holding a part of it (a message with nothing to send:
+        #: the call that was open when it came).
+        self.spans: list[tuple[int, int]] = []
+        self._head, self._stream_key, self._logged = head, stream_key, logged
+        self._keys: list[str] = []
+        self._args: list[str | int] = list(head)
+        self._parts = self._bytes = 0
+
+    def add(self, sessions: Sequence[str] | None, data: str) -> None:
+        if sessions is None:
+            call = self._part(data, None)
+            self.spans.append((call, call))
+            return
+        rest = _valid_ids(sessions)
+        holders: list[int] = []
+        while rest:  # usually one part; else fill the open call, then the next ones
+            if len(self._keys) == BATCH:
+                self._close()
+            room = BATCH - len(self._keys)
+            holders.append(self._part(data, rest[:room]))
+            rest = rest[room:]
+        self.spans.append((holders[0], holders[-1]) if holders else (len(self.calls), len(self.calls)))
+
+    def _part(self, data: str, ids: Sequence[str] | None) -> int:
+        """Add one message (to *ids*, or to every stream) to the open call; return that call's index."""
+        if self._parts == BATCH or (self._parts and self._bytes + len(data) > _CALL_BYTES):
+            self._close()
+        args = self._args
+        if ids is None:
+            args += (-1, data)
+        else:
+            args += (len(ids), data)
+            args += ids
+            if self._logged:
+                args += [get_stream_id(sid) for sid in ids]
+            self._keys += [self._stream_key(sid) for sid in ids]
+        self._parts += 1
+        self._bytes += len(data)
+        return len(self.calls)
+
+    def _close(self) -> None:
+        if self._parts:
+            self.calls.append((self._keys, self._args))
+            self._keys, self._args, self._parts, self._bytes = [], list(self._head), 0, 0
+
+    def finish(self) -> list[Call]:
+        self._close()
+        return self.calls
+
+    def outcome(self, done: int, unsure: bool) -> tuple[int, int]:
+        """``(sent, unknown)``: messages wholly in the first *done* calls, and those that may have been sent.
+
+        *unsure*: the calls from *done* on may have run (else none did, and
+        only a message split across the boundary is in doubt).
+        """
+        sent = 0
+        while sent < len(self.spans) and self.spans[sent][1] < done:
+            sent += 1
+        if unsure:
+            return sent, len(self.spans) - sent
+        return sent, int(sent < len(self.spans) and self.spans[sent][0] < done)
 
 
 class RedisStreamSessionManager(RedisBacked, StreamSessionManager):
@@ -159,7 +246,7 @@ class RedisStreamSessionManager(RedisBacked, StreamSessionManager):
         register = self._client.register_script
         self._claim = register(lua.STREAM_CLAIM)
         self._delete = register(lua.STREAM_DELETE)
-        self._send = register(lua.STREAM_SEND)
+        self._send = register(lua.STREAM_SEND_MANY)
         self._store = event_store
         #: ARGV[1..4] of the scripts that touch event logs ('' prefix: no store).
         self._store_args: tuple[str | int, ...] = ("", 0, 0, 0)
@@ -172,8 +259,6 @@ class RedisStreamSessionManager(RedisBacked, StreamSessionManager):
                 )
             self._claim_logged = register(lua.STREAM_CLAIM_LOGGED)
             self._resume = register(lua.STREAM_RESUME)
-            self._send_logged = register(lua.STREAM_SEND_LOGGED)
-            self._broadcast_logged = register(lua.STREAM_BROADCAST_LOGGED)
         self._slot = NodeSlot(
             NodeConfig(
                 self._client,
@@ -349,36 +434,42 @@ class RedisStreamSessionManager(RedisBacked, StreamSessionManager):
         return not token.startswith("-") and token.partition(":")[0] != node.node
 
     def send(self, sessions: Iterable[str] | None, data: str) -> None:
-        _validate.message(data)
-        logged = self._store is not None
-        if sessions is None:
-            with self._errors:
-                if logged:
-                    self._broadcast_logged(args=[*self._store_args, self._broadcast, data])
-                else:
-                    self._client.publish(self._broadcast, data)
-            return
-        ids = _valid_ids(sessions)
-        if not ids:
-            return
-        if logged:
-            script, head = self._send_logged, [*self._store_args, self._channel_head, data]
-        else:
-            script, head = self._send, [self._channel_head, data]
-        stream_key = self._keys.stream
+        """See :meth:`StreamSessionManager.send`: a batch of one (one script call per 1,000 targets).
 
-        def call(chunk: Sequence[str], client: Any = None) -> None:
-            streams = [get_stream_id(sid) for sid in chunk] if logged else []
-            script(keys=[stream_key(sid) for sid in chunk], args=[*head, *chunk, *streams], client=client)
+        Raises :class:`~session_manager.BackendUnavailableError` if Redis
+        cannot be used; the message may or may not have been sent then (it
+        is never sent twice: sends are not retried).
+        """
+        self._send_batch([(None if sessions is None else _validate.session_ids(sessions), _validate.message(data))])
 
-        with self._errors:
-            if len(ids) <= BATCH:
-                call(ids)
-                return
-            with self._client.pipeline(transaction=False) as pipe:
-                for chunk in chunks(ids):
-                    call(chunk, pipe)
-                pipe.execute()
+    def send_many(self, messages: Iterable[Message]) -> None:
+        """See :meth:`StreamSessionManager.send_many`: the whole batch in one round trip.
+
+        One ``STREAM_SEND_MANY`` call per 1,000 targets or messages (each
+        atomic: with an event store, storing and routing each message stay
+        one step), the calls pipelined and run in order, never retried.
+        Redis refusing a call (a ``ResponseError``: a full Redis, a bug) is
+        raised as is.
+        """
+        self._send_batch(checked_batch(messages))
+
+    def _send_batch(self, batch: Sequence[tuple[Sequence[str] | None, str]]) -> None:
+        plan = _SendCalls(
+            [*self._store_args, self._channel_head, self._broadcast], self._keys.stream, self._store is not None
+        )
+        for sessions, data in batch:
+            plan.add(sessions, data)
+        calls = plan.finish()
+        if not calls:
+            return  # no target can have a stream
+        try:
+            run_once(self._client, self._send, calls)
+        except CallsFailed as failed:
+            error = failed.error(self._errors)  # Redis refused a call (a bug, a full Redis): its own error
+            if isinstance(error, BackendUnavailableError) and len(batch) > 1:
+                sent, unknown = plan.outcome(failed.done, failed.unsure)
+                error = batch_error(str(error), len(batch), sent, unknown)
+            raise error from failed.cause
 
     def close(self) -> None:
         first, node = self._slot.close()
