@@ -45,7 +45,6 @@ def test_the_wsgi_example_without_flask_serves_the_official_client() -> None:
 
 
 def test_the_django_example_serves_the_site_and_the_official_client() -> None:
-    pytest.importorskip("django")
     server = start("django_app")
     page = requests.get(f"http://127.0.0.1:{server.port}/", timeout=10)
     assert page.status_code == 200 and "Django" in page.text
@@ -56,8 +55,6 @@ def test_the_django_example_serves_the_site_and_the_official_client() -> None:
 
 @pytest.mark.parametrize("example", ["wsgi_server", "django_app"])
 def test_the_examples_show_their_help(example: str) -> None:
-    if example == "django_app":
-        pytest.importorskip("django")
     done = subprocess.run(
         [PYTHON, f"examples/{example}.py", "--help"], capture_output=True, text=True, timeout=60, cwd=REPO, check=False
     )
