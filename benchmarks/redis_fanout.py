@@ -77,6 +77,7 @@ sys.path[:0] = [ROOT, os.path.join(ROOT, "benchmarks")]
 
 import http_fanout as hf
 from delay_proxy import spawn_proxy
+from redis_fanout_core import describe_commands
 
 from examples.server import EVENTS_ENV, REDIS_URL_ENV, redis_managers
 from session_manager._jsonrpc import notification
@@ -370,17 +371,6 @@ def row(name: str, label: str, r: dict[str, Any], workers: int) -> str:
         f"{r.get('gen_cpu', float('nan')):>7.0%}  {r.get('setup_s', float('nan')):>7.1f}  "
         f"{r.get('send_ms', float('nan')):>7.1f}  {r.get('writes', float('nan')):>12.3f}  "
         + commands
-    )
-
-
-def describe_commands(commands: dict[str, float]) -> str:
-    """Commands per broadcast: all (those scripts run included), then the round trips (EVALSHA) and PUBLISHes."""
-    if not commands:
-        return ""
-    others = [f"{name} {calls:.2f}" for name, calls in commands.items() if name not in ("evalsha", "publish")][:3]
-    return (
-        f"{sum(commands.values()):.2f}: evalsha {commands.get('evalsha', 0):.2f}, publish {commands.get('publish', 0):.2f}"
-        + (f", {', '.join(others)}" if others else "")
     )
 
 

@@ -95,20 +95,32 @@ def run_python(code: str, *args: str, timeout: float = 60) -> subprocess.Complet
 
 
 @contextlib.contextmanager
-def spawned(code: str, *args: str) -> Iterator[subprocess.Popen]:
-    """Run *code* in a fresh interpreter with piped text output; killed (if still running) on exit."""
+def spawned(
+    code: str, *args: str, stdin: bool = False, capture_stderr: bool = True
+) -> Iterator[subprocess.Popen]:
+    """Run *code* in a fresh interpreter with piped text output; killed (if still running) on exit.
+
+    *stdin*: a pipe to talk to it too. *capture_stderr*: off for a child that may log more
+    than a pipe holds while nobody reads it.
+    """
     process = subprocess.Popen(
         [sys.executable, "-c", textwrap.dedent(code), *args],
-        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=python_env(), cwd=str(ROOT),
+        stdin=subprocess.PIPE if stdin else None,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE if capture_stderr else None,
+        text=True,
+        env=python_env(),
+        cwd=str(ROOT),
     )
     try:
         yield process
     finally:
         if process.poll() is None:
             process.kill()
-            process.wait(10)
-        process.stdout.close()
-        process.stderr.close()
+        process.wait(10)
+        for pipe in (process.stdin, process.stdout, process.stderr):
+            if pipe is not None:
+                pipe.close()
 
 
 def read_line(process: subprocess.Popen, timeout: float) -> str:

@@ -16,14 +16,11 @@ test_stream_managers.py and test_resumable_streams.py.
 
 from __future__ import annotations
 
-import contextlib
 import json
 import os
 import re
 import signal
 import subprocess
-import sys
-import textwrap
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -41,30 +38,13 @@ from .conftest import Reader
 from .conftest_redis import TEST_HEARTBEAT, TEST_LIVENESS_TTL, make_event_store
 from .redis_server import RedisServer
 from .resume_support import stream_readers
-from .test_redis_backend import msg, ns, python_env, read_line, wait_until
+from .test_redis_backend import msg, ns, read_line, spawned, wait_until
 
 
 @pytest.fixture
 def readers() -> Iterator[Callable[..., Reader]]:
     with stream_readers(Reader) as open_on:
         yield open_on
-
-
-@contextlib.contextmanager
-def spawned(code: str, *args: str) -> Iterator[subprocess.Popen]:
-    """Run *code* in a fresh interpreter, text pipes on stdin and stdout; killed (if still running) on exit."""
-    process = subprocess.Popen(
-        [sys.executable, "-c", textwrap.dedent(code), *args],
-        stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True, env=python_env(),
-    )
-    try:
-        yield process
-    finally:
-        if process.poll() is None:
-            process.kill()
-        process.wait(10)
-        process.stdin.close()
-        process.stdout.close()
 
 
 def tell(process: subprocess.Popen, line: str) -> None:
@@ -211,7 +191,9 @@ streams.close()
 def test_under_gevent_a_stream_wakes_once_per_batch(redis_server, redis_prefix, node_factory):
     count, per_phase = 20, 50
     sender = node_factory(liveness_ttl=30)
-    with spawned(GEVENT_HOLDER, redis_server.url, redis_prefix, str(count), str(per_phase)) as holder:
+    with spawned(
+        GEVENT_HOLDER, redis_server.url, redis_prefix, str(count), str(per_phase), stdin=True, capture_stderr=False
+    ) as holder:
         assert read_line(holder, 30).strip() == "ready"
         sender.send_many([(None, msg(f"a{i}")) for i in range(per_phase)])  # phase 1: one batch, one round trip
         tell(holder, "go")
@@ -357,7 +339,7 @@ def test_a_burst_of_100000_messages_to_slow_consumers_stays_bounded(redis_server
     other_reader = readers(other, elsewhere)
     sender = node_factory()
     pad = "x" * 600
-    with spawned(BURST_HOLDER, redis_server.url, redis_prefix, str(markers)) as holder:
+    with spawned(BURST_HOLDER, redis_server.url, redis_prefix, str(markers), stdin=True, capture_stderr=False) as holder:
         assert read_line(holder, 30).strip() == "ready"
         for j in range(markers):  # 100,000 messages of ~700 bytes (70 MB if all were queued)
             batch = [([f"slow-{i % 3}"], msg(f"{pad}{i}")) for i in range(j * per_marker, (j + 1) * per_marker)]
