@@ -28,8 +28,9 @@ instead and POST to the URL its ``endpoint`` event names
 
 What it shows: tools (``echo``; ``slow_count`` reports progress and logs
 while it works; ``set_note`` changes the resource ``note://current`` and
-notifies its subscribers), resources with subscriptions, a prompt, and
-``logging/setLevel``.
+notifies its subscribers; ``ask_note`` and ``draft_note`` ask the client,
+by elicitation and by sampling, with ``ctx.request``), resources with
+subscriptions, a prompt, and ``logging/setLevel``.
 
 Streams are resumable (an event store keeps what was sent, in memory or in
 Redis): a client that loses its GET stream, or the stream of a POST, comes
@@ -105,6 +106,16 @@ TOOLS: list[dict[str, Any]] = [
         "name": "set_note",
         "description": f"Replace the note at {NOTE_URI}; subscribers are notified.",
         "inputSchema": {"type": "object", "properties": {"text": {"type": "string"}}, "required": ["text"]},
+    },
+    {
+        "name": "ask_note",
+        "description": "Ask the user for a new note (elicitation), then set it.",
+        "inputSchema": {"type": "object", "properties": {}},
+    },
+    {
+        "name": "draft_note",
+        "description": "Ask the client's model to draft a note on a topic (sampling).",
+        "inputSchema": {"type": "object", "properties": {"topic": {"type": "string"}}, "required": ["topic"]},
     },
 ]
 
@@ -207,6 +218,10 @@ class NoteServer:
             return self.slow_count(n, delay, ctx)
         if name == "set_note":
             return self.set_note(str(args.get("text", "")))
+        if name == "ask_note":
+            return self.ask_note(ctx)
+        if name == "draft_note":
+            return self.draft_note(str(args.get("topic", "")), ctx)
         raise JsonRpcError(INVALID_PARAMS, f"Unknown tool: {name}")
 
     @staticmethod
@@ -225,6 +240,29 @@ class NoteServer:
         if self.transport is not None:
             self.transport.resource_updated(NOTE_URI)  # only subscribed sessions hear of it
         return _text("note updated")
+
+    def ask_note(self, ctx: RequestContext) -> Result:
+        """Ask the user, wait for the answer: the client may POST it to any worker."""
+        answer = ctx.request(
+            "elicitation/create",
+            {
+                "mode": "form",
+                "message": "What should the note say?",
+                "requestedSchema": {"type": "object", "properties": {"text": {"type": "string"}}, "required": ["text"]},
+            },
+            timeout=300,  # a human is typing
+        )
+        if answer.get("action") != "accept":
+            return _text(f"note unchanged ({answer.get('action')})")
+        return self.set_note(str((answer.get("content") or {}).get("text", "")))
+
+    @staticmethod
+    def draft_note(topic: str, ctx: RequestContext) -> Result:
+        """Borrow the client's model; its reply may reach any worker too."""
+        message = {"role": "user", "content": {"type": "text", "text": f"Write a one-line note about {topic}."}}
+        result = ctx.request("sampling/createMessage", {"messages": [message], "maxTokens": 100})
+        content = result.get("content") or {}
+        return _text(str(content.get("text", "")) if isinstance(content, dict) else "")
 
     # -- resources and prompts ---------------------------------------------
 

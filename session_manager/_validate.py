@@ -27,12 +27,17 @@ def session_id(value: Any) -> str:
 
 def session_ids(sessions: Iterable[str]) -> Sequence[str]:
     """Return the ids of a ``send`` as a sequence, checking every one is a str."""
-    if isinstance(sessions, (str, bytes)):
+    kind = type(sessions)
+    ids: Sequence[str]
+    if kind is list or kind is tuple:  # the common case first: this runs on every send
+        ids = sessions  # type: ignore[assignment]  # a list or tuple, by the check above
+    elif isinstance(sessions, (str, bytes)):
         raise TypeError(
             "sessions must be an iterable of session ids or None, not a single "
-            f"{type(sessions).__name__}; wrap one id in a list"
+            f"{kind.__name__}; wrap one id in a list"
         )
-    ids = sessions if isinstance(sessions, (list, tuple)) else list(sessions)
+    else:
+        ids = sessions if isinstance(sessions, (list, tuple)) else list(sessions)
     for sid in ids:
         if type(sid) is not str:
             raise TypeError(f"session ids must be str, not {type(sid).__name__}")

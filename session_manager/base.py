@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import abc
+import threading
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
@@ -10,6 +11,7 @@ from typing import TYPE_CHECKING, Any
 from . import _validate
 from ._validate import LOG_LEVELS
 from .errors import BackendUnavailableError
+from .replies import PendingReplies, PendingReply
 from .stream import StreamController
 
 if TYPE_CHECKING:
@@ -154,6 +156,37 @@ class StreamSessionManager(abc.ABC):
             except BackendUnavailableError as exc:
                 raise batch_error(str(exc), len(batch), index, 1) from exc
 
+    def expect_reply(self, session_id: str, request_id: str, timeout: float) -> PendingReply:
+        """Register a server-to-client request of *session_id* before it is sent; return what waits for its reply.
+
+        The client POSTs its reply as a new HTTP request, perhaps to another
+        process: :meth:`deliver_reply`, called there, hands it to this
+        waiter. After *timeout* seconds (or :meth:`PendingReply.cancel`) a
+        reply finds nothing. This default serves one process; a backend
+        shared by several (Redis) routes replies between them.
+        """
+        _validate.session_id(session_id)
+        return self._pending_replies().add(session_id, request_id)
+
+    def deliver_reply(self, session_id: str, request_id: str, reply: str) -> bool:
+        """Hand *reply* (a serialized JSON-RPC response) to the request of *session_id* awaiting it, wherever it waits.
+
+        Returns False if no such request is pending: never sent, already
+        answered, timed out, or sent to another session.
+        """
+        _validate.session_id(session_id)
+        return self._pending_replies().resolve(session_id, request_id, _validate.message(reply))
+
+    def _pending_replies(self) -> PendingReplies:
+        """This manager's registry of requests awaiting a reply in this process (made on first use)."""
+        registry: PendingReplies | None = getattr(self, "_replies", None)
+        if registry is None:
+            with _REPLIES_LOCK:
+                registry = getattr(self, "_replies", None)
+                if registry is None:
+                    registry = self._replies = PendingReplies()
+        return registry
+
     @abc.abstractmethod
     def close(self) -> None:
         """Close every stream and release background threads and connections."""
@@ -163,6 +196,10 @@ class StreamSessionManager(abc.ABC):
 
     def __exit__(self, *exc_info: object) -> None:
         self.close()
+
+
+#: Guards the first use of a stream manager's reply registry (subclasses need not call a base __init__).
+_REPLIES_LOCK = threading.Lock()
 
 
 @dataclass(frozen=True)

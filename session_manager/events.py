@@ -38,7 +38,7 @@ from typing import NamedTuple
 
 from . import _validate
 from .errors import EventGoneError, InvalidEventIdError
-from .sse import encode_event, encode_message, with_id
+from .sse import encode_event, encode_message
 
 __all__ = [
     "DEFAULT_MAX_EVENTS",
@@ -153,19 +153,21 @@ class EventStore(abc.ABC):
     def delete(self, session_id: str) -> None:
         """Forget every log of the session; idempotent."""
 
-    def append_many(self, session_ids: Iterable[str], message: str) -> list[tuple[str, str]]:
-        """Store *message* on the GET stream log of each session; return ``(session id, event id)`` pairs.
+    def append_many(self, session_ids: Iterable[str], message: str) -> list[tuple[str, list[str]]]:
+        """Store *message* on the GET stream log of each session; return ``(event id, session ids)`` groups.
 
-        Sessions without a GET stream log are left out. Consecutive pairs
-        may share one event id string (a store that stores the message once
-        for all of them): callers can then frame it once.
+        Every session in a group got the message under that group's event
+        id, so a caller frames the event once per group. Sessions without a
+        GET stream log are in no group. This default stores per session (a
+        group each); a store that stores the message once for many sessions
+        returns them all in one group.
         """
-        stored = []
+        groups = []
         for session_id in session_ids:
             event_id = self.append(session_id, GET_STREAM, message)
             if event_id is not None:
-                stored.append((session_id, event_id))
-        return stored
+                groups.append((event_id, [session_id]))
+        return groups
 
     def append_broadcast(self, message: str) -> str | None:
         """Store a message sent to every session once, if this store can; return its event id.
@@ -271,13 +273,12 @@ class InMemoryEventStore(EventStore):
             log.events.append((position, message))
         return f"{stream_id}.{position}"
 
-    def append_many(self, session_ids: Iterable[str], message: str) -> list[tuple[str, str]]:
-        # One position and one stored tuple for every session: the event has the same id on each stream.
+    def append_many(self, session_ids: Iterable[str], message: str) -> list[tuple[str, list[str]]]:
+        # One position and one stored tuple for every session: one group, one id on each stream.
         if type(message) is not str:
             _validate.message(message)
         position = next(self._positions)
         entry = (position, message)
-        event_id = f"{GET_STREAM}.{position}"
         sessions = self._sessions  # dict reads and deque appends are atomic: no lock per session
         stored = []
         for session_id in session_ids:
@@ -286,8 +287,8 @@ class InMemoryEventStore(EventStore):
                 log = logs.get(GET_STREAM)
                 if log is not None:
                     log.events.append(entry)
-                    stored.append((session_id, event_id))
-        return stored
+                    stored.append(session_id)
+        return [(f"{GET_STREAM}.{position}", stored)] if stored else []
 
     def append_broadcast(self, message: str) -> str | None:
         # Stored once, in the log every GET stream replays from (what came after it opened).
@@ -352,7 +353,7 @@ def resume_frames(last_event_id: str, events: Iterable[tuple[str, str]], retry: 
 
 def event_frame(event_id: str, message: str) -> bytes:
     """The SSE frame of one stored event (replayed, or caught up)."""
-    return with_id(event_id, encode_message(message))
+    return encode_message(message, id=event_id)
 
 
 def _check_stream_id(stream_id: object) -> str:

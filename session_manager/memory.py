@@ -13,7 +13,7 @@ from ._fields import FieldStoreInfoManager
 from .base import StreamSessionManager
 from .errors import SessionNotFoundError, StreamConflictError
 from .events import EventStore, get_stream_id, replay_frames
-from .sse import encode_event, encode_message, with_id
+from .sse import encode_event, encode_message
 from .stream import StreamController
 
 __all__ = ["InMemoryInfoSessionManager", "InMemoryStreamSessionManager"]
@@ -115,16 +115,30 @@ class InMemoryStreamSessionManager(StreamSessionManager):
         return controller is not None and not controller.closed
 
     def send(self, sessions: Iterable[str] | None, data: str) -> None:
-        frame = encode_message(data)
-        if self._store is not None:
-            self._send_stored(sessions, data, frame)
+        store = self._store
+        if store is not None:
+            # Store and queue as one step. The store's bulk calls are its fast path:
+            # one that stores one entry for many sessions (the in-memory one) returns
+            # them in one group under one id, framed here once.
+            with self._send_lock:
+                if sessions is None:
+                    event_id = store.append_broadcast(data)
+                    if event_id is not None:  # stored once, replayed by every GET stream
+                        self._broadcast(encode_message(data, event_id))
+                        return
+                    with self._lock:
+                        sessions = list(self._logged)
+                streams = self._streams
+                for event_id, stored in store.append_many(_validate.session_ids(sessions), data):
+                    framed = encode_message(data, event_id)
+                    for sid in stored:
+                        controller = streams.get(sid)
+                        if controller is not None and not controller.enqueue_frame(framed):
+                            self._forget(sid, controller)
             return
+        frame = encode_message(data)
         if sessions is None:
-            with self._lock:
-                targets = self._streams.copy()  # far cheaper than a list of item tuples
-            for sid, controller in targets.items():
-                if not controller.enqueue_frame(frame):
-                    self._forget(sid, controller)
+            self._broadcast(frame)
             return
         lookup = self._streams.get
         for sid in _validate.session_ids(sessions):
@@ -132,38 +146,13 @@ class InMemoryStreamSessionManager(StreamSessionManager):
             if target is not None and not target.enqueue_frame(frame):
                 self._forget(sid, target)
 
-    def _send_stored(self, sessions: Iterable[str] | None, data: str, frame: bytes) -> None:
-        """Store *data* for every target and queue it with its id, as one step.
-
-        The store's bulk calls are its fast path: a store that stores one
-        entry for many sessions (the in-memory one) returns one id for all,
-        framed here once.
-        """
-        store = self._store
-        assert store is not None
-        streams = self._streams
-        with self._send_lock:
-            if sessions is None:
-                event_id = store.append_broadcast(data)
-                if event_id is not None:  # stored once, replayed by every GET stream
-                    framed = with_id(event_id, frame)
-                    with self._lock:
-                        targets = streams.copy()
-                    for sid, target in targets.items():
-                        if not target.enqueue_frame(framed):
-                            self._forget(sid, target)
-                    return
-                with self._lock:
-                    ids: Iterable[str] = list(self._logged)
-            else:
-                ids = _validate.session_ids(sessions)
-            framed_id, framed = None, b""
-            for sid, event_id in store.append_many(ids, data):
-                if event_id != framed_id:  # one id for many sessions: framed once
-                    framed_id, framed = event_id, with_id(event_id, frame)
-                controller = streams.get(sid)
-                if controller is not None and not controller.enqueue_frame(framed):
-                    self._forget(sid, controller)
+    def _broadcast(self, frame: bytes) -> None:
+        """Queue *frame* on every registered stream."""
+        with self._lock:
+            targets = self._streams.copy()  # far cheaper than a list of item tuples
+        for sid, controller in targets.items():
+            if not controller.enqueue_frame(frame):
+                self._forget(sid, controller)
 
     def close(self) -> None:
         with self._lock:

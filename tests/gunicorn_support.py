@@ -272,10 +272,11 @@ class Served:
 
 
 @contextlib.asynccontextmanager
-async def connect_spread(url: str) -> AsyncIterator[tuple[Peer, Served]]:
+async def connect_spread(url: str, **callbacks: Any) -> AsyncIterator[tuple[Peer, Served]]:
     """The official client, initialized, with no keep-alive: every request takes a new connection.
 
     So gunicorn spreads initialize, the GET stream and each POST over its workers.
+    *callbacks* go to ``ClientSession`` (``sampling_callback``, ``elicitation_callback``...).
     """
     pushed: list[Any] = []
     logs: list[Any] = []
@@ -302,7 +303,7 @@ async def connect_spread(url: str) -> AsyncIterator[tuple[Peer, Served]]:
     async with (
         http,
         streamable_http_client(url, http_client=http) as (read, write),
-        ClientSession(read, write, message_handler=on_message, logging_callback=on_log) as session,
+        ClientSession(read, write, message_handler=on_message, logging_callback=on_log, **callbacks) as session,
     ):
         await session.initialize()
         yield Peer(session, pushed, logs, sid), served

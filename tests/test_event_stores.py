@@ -46,11 +46,12 @@ def test_replay_after_an_event_returns_exactly_what_followed(event_store, new_id
 def test_append_many_stores_on_each_get_log_and_skips_sessions_without_one(event_store, new_id):
     a, b, never = new_id(), new_id(), new_id()
     primers = {sid: event_store.open(sid, get_stream_id(sid)) for sid in (a, b)}
-    stored = event_store.append_many([a, never, b], "bulk")
-    assert [sid for sid, _ in stored] == [a, b]
-    for sid, event_id in stored:
-        assert parse_event_id(event_id)[0] == get_stream_id(sid)
-        assert event_store.replay(sid, primers[sid]).events == [(event_id, "bulk")]
+    groups = event_store.append_many([a, never, b], "bulk")
+    assert [sid for _, sids in groups for sid in sids] == [a, b]
+    for event_id, sids in groups:
+        for sid in sids:
+            assert parse_event_id(event_id)[0] == get_stream_id(sid)
+            assert event_store.replay(sid, primers[sid]).events == [(event_id, "bulk")]
     assert event_store.append_many([], "nothing") == []
 
 

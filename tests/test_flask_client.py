@@ -143,7 +143,7 @@ def test_initialize_tools_resources_prompts(example: Example) -> None:
             assert session.server_info.name == "session-manager-example"
             capabilities = session.server_capabilities
             assert capabilities.resources.subscribe is True and capabilities.logging is not None
-            assert [t.name for t in (await session.list_tools()).tools] == ["echo", "slow_count", "set_note"]
+            assert [t.name for t in (await session.list_tools()).tools] == ["echo", "slow_count", "set_note", "ask_note", "draft_note"]
             echoed = await session.call_tool("echo", {"text": "héllo"})
             assert echoed.content[0].text == "héllo" and not echoed.is_error
             resources = (await session.list_resources()).resources

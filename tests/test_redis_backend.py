@@ -774,3 +774,32 @@ def test_info_is_shared_by_managers_of_different_processes(redis_server, redis_p
     finally:
         one.close()
         two.close()
+
+
+# -- replies to server-to-client requests, across processes ---------------------------
+
+
+def test_a_reply_delivered_by_another_node_reaches_the_waiting_one_and_leaves_no_key(node_factory, redis_server):
+    waiting, answering = node_factory(), node_factory()
+    client = redis.Redis.from_url(redis_server.url)
+    pending = waiting.expect_reply("sess", "s2c-00000000000000d1", 5)
+    assert client.exists(f"{waiting._prefix}reply:s2c-00000000000000d1:sess") == 1
+    assert not answering.deliver_reply("other", "s2c-00000000000000d1", '"foreign"')  # another session's key
+    assert answering.deliver_reply("sess", "s2c-00000000000000d1", '"hello"')
+    assert pending.wait(5) == '"hello"'
+    assert not answering.deliver_reply("sess", "s2c-00000000000000d1", '"twice"')  # taken once
+    assert client.exists(f"{waiting._prefix}reply:s2c-00000000000000d1:sess") == 0
+    pending.cancel()
+    assert len(waiting._node().replies) == 0
+
+
+def test_a_pending_reply_key_expires_with_its_timeout(node_factory, redis_server):
+    waiting = node_factory()
+    client = redis.Redis.from_url(redis_server.url)
+    pending = waiting.expect_reply("sess", "s2c-00000000000000d2", 0.3)
+    key = f"{waiting._prefix}reply:s2c-00000000000000d2:sess"
+    assert 0 < client.pttl(key) <= 300
+    assert pending.wait(0.3) is None
+    pending.cancel()
+    assert wait_until(lambda: client.exists(key) == 0, timeout=5)  # Redis expired it
+    assert not node_factory().deliver_reply("sess", "s2c-00000000000000d2", '"late"')

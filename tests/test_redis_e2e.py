@@ -21,6 +21,7 @@ from typing import Any
 
 import anyio
 import pytest
+from mcp import types
 
 from examples.server import NOTE_URI
 from session_manager.redis import RedisStreamSessionManager
@@ -28,7 +29,8 @@ from session_manager.wsgi._session_ids import mint_session_id
 
 from .conftest import Reader
 from .conftest_redis import TEST_LIVENESS_TTL
-from .flask_support import PYTHON, REPO, RawStream, events_of, free_port, wait_until
+from .flask_support import LATEST, PYTHON, REPO, RawStream, events_of, free_port, initialize_message, wait_until
+from .gunicorn_app import WORKER_HEADER
 from .gunicorn_support import (
     EXAMPLE_APP,
     EXAMPLE_CONFIG,
@@ -43,6 +45,7 @@ from .gunicorn_support import (
 )
 from .redis_server import RedisServer
 from .resume_support import stream_readers
+from .sse_parser import iter_events
 from .test_flask_client import run
 
 # The 2025-era methods this transport serves are deprecated for 2026-07-28 clients only.
@@ -419,3 +422,71 @@ def test_redis_down_is_503_with_a_json_rpc_error_then_service_resumes(
     assert stream.take(1)[0]["method"] == "notifications/resources/updated"
     server.close()
     assert "Traceback" not in server.stderr(), server.stderr()
+
+
+# -- server-to-client requests: the reply may reach any worker ------------------------
+
+
+def test_official_client_answers_elicitation_and_sampling_whichever_worker_gets_the_reply(cluster: Gunicorn) -> None:
+    """ask_note elicits, draft_note samples; the reply POST is tried until it lands on another worker."""
+
+    async def on_elicit(context: Any, params: types.ElicitRequestParams) -> types.ElicitResult:
+        return types.ElicitResult(action="accept", content={"text": "from the user"})
+
+    async def on_sample(context: Any, params: types.CreateMessageRequestParams) -> types.CreateMessageResult:
+        asked = params.messages[0].content.text
+        reply = types.TextContent(type="text", text=f"draft: {asked}")
+        return types.CreateMessageResult(role="assistant", content=reply, model="test-model")
+
+    async def test() -> None:
+        async with connect_spread(cluster.url, elicitation_callback=on_elicit, sampling_callback=on_sample) as (
+            peer,
+            served,
+        ):
+            for tool, arguments, expected in (
+                ("ask_note", {}, "note updated"),
+                ("draft_note", {"topic": "tea"}, "draft: Write a one-line note about tea."),
+            ):
+                for _ in range(ATTEMPTS):
+                    result = await peer.session.call_tool(tool, arguments)
+                    assert result.content[0].text == expected and not result.is_error
+                    asked_on = served.last("POST", "tools/call")
+                    replies = [pid for verb, method, status, pid in served.records if verb == "POST" and status == 202]
+                    if replies and replies[-1] != asked_on:  # the last 202 is the reply (initialized came first)
+                        break
+                    await anyio.sleep(0.02)
+                else:
+                    pytest.fail(f"no reply to {tool} reached a worker other than the tool's: {served.records}")
+
+    run(test)
+
+
+def test_a_reply_posted_to_another_worker_resumes_the_handler(cluster: Gunicorn) -> None:
+    """Forced: the tool runs on one worker (its pinned connection), the reply goes to another's."""
+    asking, answering, *_ = workers = cluster.pinned()
+    try:
+        hello = initialize_message()
+        hello["params"]["capabilities"]["sampling"] = {}
+        initialized = asking.send("POST", hello)
+        assert initialized.status_code == 200, initialized.text
+        sid = initialized.headers["Mcp-Session-Id"]
+        params = {"name": "draft_note", "arguments": {"topic": "x"}}
+        call = {"jsonrpc": "2.0", "id": 5, "method": "tools/call", "params": params}
+        headers = {"Accept": "application/json, text/event-stream", "Content-Type": "application/json"}
+        headers |= {"Mcp-Session-Id": sid, "MCP-Protocol-Version": LATEST}
+        response = asking.http.post(asking.url, data=json.dumps(call), headers=headers, stream=True, timeout=30)
+        assert response.headers[WORKER_HEADER] == str(asking.pid)
+        events = iter_events(response.iter_content(chunk_size=None))
+        request = next(json.loads(e.data) for e in events if e.data)
+        assert request["method"] == "sampling/createMessage"
+        result = {"role": "assistant", "content": {"type": "text", "text": "drafted elsewhere"}, "model": "m"}
+        accepted = answering.send("POST", {"jsonrpc": "2.0", "id": request["id"], "result": result}, sid)
+        assert accepted.status_code == 202 and answering.pid != asking.pid
+        final = next(json.loads(e.data) for e in events if e.data)
+        assert final == {"jsonrpc": "2.0", "id": 5, "result": {"content": [{"type": "text", "text": "drafted elsewhere"}]}}
+        response.close()
+        duplicate = answering.send("POST", {"jsonrpc": "2.0", "id": request["id"], "result": result}, sid)
+        assert duplicate.status_code == 202  # accepted, and dropped: nothing waits any more
+    finally:
+        for worker in workers:
+            worker.close()

@@ -8,6 +8,7 @@ marker sent afterwards has arrived, anything earlier would have too.
 from __future__ import annotations
 
 import json
+import threading
 
 import pytest
 
@@ -227,3 +228,61 @@ def test_send_many_drops_a_slow_consumer_and_reaches_the_others(streams, open_st
     assert ns(fast.take(20)) == list(range(20))
     assert slow.overflowed and slow.closed
     assert not streams.has(slow_id)
+
+
+# -- replies to server-to-client requests ---------------------------------------------
+
+
+def test_a_reply_reaches_its_waiter_once_and_only_in_its_session(streams, new_id):
+    sid, other = new_id(), new_id()
+    pending = streams.expect_reply(sid, "s2c-00000000000000aa", 5)
+    assert not streams.deliver_reply(other, "s2c-00000000000000aa", '{"jsonrpc":"2.0","id":"x","result":{}}')
+    assert not streams.deliver_reply(sid, "s2c-00000000000000bb", '{"unknown":1}')
+    assert streams.deliver_reply(sid, "s2c-00000000000000aa", '{"answer":1}')
+    assert pending.wait(5) == '{"answer":1}'
+    assert not streams.deliver_reply(sid, "s2c-00000000000000aa", '{"answer":2}')  # a duplicate
+    pending.cancel()
+    assert pending.wait(0) == '{"answer":1}'
+
+
+def test_a_reply_after_the_waiter_gave_up_finds_nothing(streams, new_id):
+    sid = new_id()
+    pending = streams.expect_reply(sid, "s2c-00000000000000cc", 5)
+    assert pending.wait(0.05) is None
+    pending.cancel()
+    assert not streams.deliver_reply(sid, "s2c-00000000000000cc", '{"late":1}')
+    assert pending.wait(0) is None
+
+
+def test_many_threads_waiting_each_get_their_own_reply(streams, new_id):
+    sid = new_id()
+    ids = [f"s2c-{i:016x}" for i in range(40)]
+    waiters = [streams.expect_reply(sid, rid, 10) for rid in ids]
+    got: dict[str, str | None] = {}
+
+    def wait(rid, pending):
+        got[rid] = pending.wait(10)
+        pending.cancel()
+
+    threads = [threading.Thread(target=wait, args=pair) for pair in zip(ids, waiters)]
+    for thread in threads:
+        thread.start()
+    senders = [threading.Thread(target=streams.deliver_reply, args=(sid, rid, f'"{rid}"')) for rid in reversed(ids)]
+    for thread in senders:
+        thread.start()
+    for thread in senders + threads:
+        thread.join(15)
+    assert got == {rid: f'"{rid}"' for rid in ids}
+
+
+@pytest.mark.parametrize(
+    ("call", "error"),
+    [
+        (lambda m: m.expect_reply(None, "s2c-0000000000000001", 1), TypeError),
+        (lambda m: m.deliver_reply(b"sid", "s2c-0000000000000001", "{}"), TypeError),
+        (lambda m: m.deliver_reply("sid", "s2c-0000000000000001", {"not": "serialized"}), TypeError),
+    ],
+)
+def test_reply_calls_refuse_bad_input(streams, call, error):
+    with pytest.raises(error):
+        call(streams)

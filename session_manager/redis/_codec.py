@@ -26,6 +26,9 @@ kind   message                               encoder: producers                 
                                                                                      :func:`decode_catch_up`
 ``d``  ``d <sid> <token>``                   Lua ``wire_close``: ``STREAM_DELETE``,  close the stream if its token is still
                                              ``STREAM_RESUME``                       *token*; :func:`decode_close`
+``r``  ``r <request id> <sid>\\n<reply>``    Lua ``wire_reply``:                     a client's reply to a request of
+                                             ``REPLY_DELIVER``                       session *sid* waiting in this node;
+                                                                                     :func:`decode_reply`
 ``x``  ``x``                                 Python :data:`WAKE`: ``Node.shutdown``  nothing: wakes the listener to stop
 ``b``  ``b <len> <len>...\\n<message>...``   Lua ``wire_node_batch``:                several ``m`` or ``e`` messages, each
                                              ``STREAM_SEND_MANY``                    *len* bytes long, in order;
@@ -68,6 +71,7 @@ __all__ = [
     "CLOSE",
     "LIVE",
     "LUA",
+    "REPLY",
     "STORED",
     "TARGETED",
     "WAKE",
@@ -76,12 +80,13 @@ __all__ = [
     "decode_catch_up",
     "decode_close",
     "decode_live",
+    "decode_reply",
     "encode_catch_up",
     "messages",
 ]
 
 #: The kinds of the node channel's messages (their first character).
-TARGETED, STORED, LIVE, CATCH_UP, CLOSE = "m", "e", "f", "c", "d"
+TARGETED, STORED, LIVE, CATCH_UP, CLOSE, REPLY = "m", "e", "f", "c", "d", "r"
 #: The whole wake-up message (kind ``x``).
 WAKE = "x"
 #: The first character of a batch: on the node channel, and on the broadcast channel.
@@ -116,6 +121,10 @@ end
 """,
     "wire_close": f"""local function wire_close(sid, token)
   return '{CLOSE} ' .. sid .. ' ' .. token
+end
+""",
+    "wire_reply": f"""local function wire_reply(request_id, sid, reply)
+  return '{REPLY} ' .. request_id .. ' ' .. sid .. '\\n' .. reply
 end
 """,
     "wire_stored_broadcast": """local function wire_stored_broadcast(entry_id, data)
@@ -157,6 +166,13 @@ def decode_close(payload: str) -> tuple[str, str]:
     """``d``: the session id and the token of the stream to close."""
     _, session_id, token = payload.split(" ", 2)
     return session_id, token
+
+
+def decode_reply(payload: str) -> tuple[str, str, str]:
+    """``r``: the request id, the session id (the rest of the line: it may hold spaces) and the reply."""
+    head, _, reply = payload.partition("\n")
+    _, request_id, session_id = head.split(" ", 2)
+    return request_id, session_id, reply
 
 
 def decode_broadcast(payload: str) -> tuple[str | None, str]:

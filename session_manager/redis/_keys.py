@@ -28,6 +28,9 @@ Streams (:class:`~session_manager.redis.RedisStreamSessionManager`):
   of the node and registration holding the stream; ``-<node>:<n>`` is a
   tombstone left by a ``delete`` from another node until the owner has
   closed the stream.
+- ``reply:<request id>:<sid>`` (string, TTL the request's timeout): the
+  node whose handler waits for the client's reply to a server-to-client
+  request; the reply takes it (at most once) and goes to that node's channel.
 - channels ``node:<node>`` (one per process) and ``broadcast``: their
   messages are in :mod:`._codec`.
 
@@ -62,6 +65,7 @@ LAYOUT: dict[str, str] = {
     "stream": "stream:{sid}",
     "node_channel": "node:{node}",
     "broadcast_channel": "broadcast",
+    "reply": "reply:{rid}:{sid}",
     # info
     "session": "session:{sid}",
     "session_uris": "subs:{sid}",
@@ -121,6 +125,9 @@ class Keys:
 
     def stream(self, session_id: str) -> str:
         return self._stream + session_id
+
+    def reply(self, request_id: str, session_id: str) -> str:
+        return self.prefix + LAYOUT["reply"].format(rid=request_id, sid=session_id)
 
     def node_channel(self, node: str) -> str:
         return self.node_channel_head + node

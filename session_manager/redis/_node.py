@@ -69,6 +69,7 @@ from typing import Any, TypeVar
 import redis as redis_py
 
 from ..events import GET_STREAM, event_frame, get_stream_id
+from ..replies import PendingReplies
 from ..sse import encode_id, encode_message
 from ..stream import StreamController
 from . import _codec as wire
@@ -272,6 +273,8 @@ class Node:
         #: Streams closed because their consumer fell behind.
         self.slow_consumers_dropped = 0
         self.outbox = Outbox(self)  # the listener's
+        #: Handlers of this process waiting for a client's reply (``r`` messages resolve them).
+        self.replies = PendingReplies()
 
     # -- bookkeeping -------------------------------------------------------
 
@@ -631,6 +634,9 @@ class Node:
             entry = self.streams.get(sid)
             if entry is not None and entry.token == token:
                 self.end(entry)
+        elif kind == wire.REPLY:
+            request_id, sid, reply = wire.decode_reply(payload)
+            self.replies.resolve(sid, request_id, reply)  # False: its handler gave up meanwhile
         elif payload != wire.WAKE:
             logger.warning("ignoring an unknown message on the node channel: %.80r", payload)
 

@@ -33,6 +33,27 @@ def _script(*chunks: str) -> str:
     return "".join(_LIBRARY[name] for name in used) + body
 
 
+# -- replies to server-to-client requests ---------------------------------------
+
+#: Hand a client's reply to the node whose handler waits for it, at most once.
+#: KEYS: the request's reply key (holding the waiting node). ARGV: node channel
+#: head, request id, session id, reply, the calling node. Returns 0 if nothing
+#: waits (unknown, answered, expired), 2 if the caller's node waits (it hands the
+#: reply over itself), 1 once published to the waiting node.
+REPLY_DELIVER = _script("""
+local node = redis.call('GET', KEYS[1])
+if not node then
+  return 0
+end
+redis.call('DEL', KEYS[1])
+if node == ARGV[5] then
+  return 2
+end
+redis.call('PUBLISH', ARGV[1] .. node, wire_reply(ARGV[2], ARGV[3], ARGV[4]))
+return 1
+""")
+
+
 # -- streams -----------------------------------------------------------------
 
 #: Forget ended streams. KEYS: stream keys. ARGV: one token per key. Deletes a

@@ -78,6 +78,7 @@ from .._validate import positive_seconds
 from ..base import Message, StreamSessionManager, batch_error, checked_batch
 from ..errors import BackendUnavailableError, StreamConflictError
 from ..events import EventStore, get_stream_id, resume_frames
+from ..replies import PendingReply
 from ..sse import encode_event
 from ..stream import StreamController
 from . import _scripts as lua
@@ -247,6 +248,7 @@ class RedisStreamSessionManager(RedisBacked, StreamSessionManager):
         self._claim = register(lua.STREAM_CLAIM)
         self._delete = register(lua.STREAM_DELETE)
         self._send = register(lua.STREAM_SEND_MANY)
+        self._deliver = register(lua.REPLY_DELIVER)
         self._store = event_store
         #: ARGV[1..4] of the scripts that touch event logs ('' prefix: no store).
         self._store_args: tuple[str | int, ...] = ("", 0, 0, 0)
@@ -470,6 +472,44 @@ class RedisStreamSessionManager(RedisBacked, StreamSessionManager):
                 sent, unknown = plan.outcome(failed.done, failed.unsure)
                 error = batch_error(str(error), len(batch), sent, unknown)
             raise error from failed.cause
+
+    def expect_reply(self, session_id: str, request_id: str, timeout: float) -> PendingReply:
+        """See :meth:`StreamSessionManager.expect_reply`: a reply POSTed to any process finds this one.
+
+        The reply key ``reply:<request id>:<sid>`` names this node for
+        *timeout* seconds (then Redis drops it: nothing outlives the wait);
+        this node's listener takes the reply off its channel.
+        """
+        _validate.session_id(session_id)
+        ttl_ms = milliseconds(timeout, "timeout")
+        node = self._slot.started()
+        if not node.ready.wait(0 if node.failures else self._timeout):
+            raise self._errors.unavailable(
+                "the listener of this process is not connected, so no reply could reach it; "
+                "see the session_manager.redis log"
+            )
+        pending = node.replies.add(session_id, request_id)
+        try:
+            with self._errors:
+                self._client.set(self._keys.reply(request_id, session_id), node.node, px=ttl_ms)
+        except BaseException:
+            pending.cancel()
+            raise
+        return pending
+
+    def deliver_reply(self, session_id: str, request_id: str, reply: str) -> bool:
+        """See :meth:`StreamSessionManager.deliver_reply`: one script takes the reply key, so a reply is handed over once."""
+        _validate.session_id(session_id)
+        _validate.message(reply)
+        node = self._node()
+        outcome = self._run_once(
+            self._deliver,
+            [self._keys.reply(request_id, session_id)],
+            [self._channel_head, request_id, session_id, reply, node.node],
+        )
+        if outcome == 2:  # it waits in this process
+            return node.replies.resolve(session_id, request_id, reply)
+        return bool(outcome)
 
     def close(self) -> None:
         first, node = self._slot.close()

@@ -45,6 +45,7 @@ from .._jsonrpc import (
 )
 from ..notifier import Notifier
 from ._app import McpApp
+from ._client_requests import DEFAULT_REQUEST_TIMEOUT, REQUEST_TIMEOUT, ClientRequestError
 from ._context import RequestContext
 from ._handler import Handler
 from ._handshake import (
@@ -70,6 +71,7 @@ __all__ = [
     "DEFAULT_CLOSE_TIMEOUT",
     "DEFAULT_MAX_BODY_SIZE",
     "DEFAULT_PROTOCOL_VERSION",
+    "DEFAULT_REQUEST_TIMEOUT",
     "DEFAULT_RETRY",
     "INTERNAL_ERROR",
     "INVALID_PARAMS",
@@ -78,7 +80,9 @@ __all__ = [
     "LEGACY_PROTOCOL_VERSION",
     "METHOD_NOT_FOUND",
     "PARSE_ERROR",
+    "REQUEST_TIMEOUT",
     "SUPPORTED_PROTOCOL_VERSIONS",
+    "ClientRequestError",
     "Handler",
     "JsonRpcError",
     "LegacySse",

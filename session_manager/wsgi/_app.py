@@ -25,7 +25,8 @@ from ..notifier import Notifier
 from ..sse import encode_event
 from ..stream import StreamController
 from ._checks import accepts, check_content_type, check_peer, method_not_allowed, read_message, url_path
-from ._handler import Handler, OnSuccess, invoke, notify_handler
+from ._client_requests import ClientRequests
+from ._handler import Handler, OnSuccess, invoke
 from ._handshake import PROTOCOL_HEADER, SESSION_HEADER, SUPPORTED_PROTOCOL_VERSIONS, HandshakeSteps, not_found
 from ._legacy_sse import LegacySse
 from ._lifecycle import Lifecycle, shutting_down
@@ -97,8 +98,9 @@ class McpApp(Notifier):
         self.handler = handler
         #: The transport's options, checked (:class:`McpOptions`).
         self.options = McpOptions(**settings) if options is None else options
-        self._handshake = HandshakeSteps(self.options, self.managers)
-        self._lifecycle = Lifecycle()
+        self._lifecycle = lifecycle = Lifecycle()
+        requests = ClientRequests(self.managers, closing=lambda: lifecycle.closing)  # waiting handlers give up
+        self._handshake = HandshakeSteps(self.options, self.managers, requests)
         self._posts = PostStreams()
         self.managers.info.keep_alive_while(self._lifecycle.is_running)
         #: The legacy HTTP+SSE URLs, if served (*legacy_sse*).
@@ -203,13 +205,22 @@ class McpApp(Notifier):
             raise HttpError(406, SERVER_ERROR, f"Not Acceptable: Accept must allow {JSON} or {SSE}")
         use_sse = sse_ok and not (self.options.json_response and json_ok)
         message = read_message(request.stream, request.content_length, self.options.max_body_size)
+        try:
+            return self._answer_message(request, message, use_sse)
+        except HttpError as error:
+            if error.id is None:  # refused once the message was read: the client learns which one
+                error.id = message.id
+            raise
+
+    def _answer_message(self, request: Request, message: Message, use_sse: bool) -> Response:
+        """A parsed message: ``initialize``, or one of an existing session."""
         if message.method == "initialize":
             return self._initialize(request, message, use_sse)
         steps = self._handshake
         key = self._session_key(request)
         info = steps.session_info(key)
         if message.kind != REQUEST:
-            notify_handler(self.handler, message, steps.context(key, info, message, steps.to_session(key)))
+            steps.client_message(self.handler, key, info, message)
             return empty_response(202)
         try:
             record = steps.bookkeeping(key, message)
@@ -239,7 +250,7 @@ class McpApp(Notifier):
             raise
         controller.enqueue_frame(OPENED)
         self._posts.add(post)
-        ctx = self._handshake.context(key, info, message, post.send)
+        ctx = self._handshake.context(key, info, message, post.send, post.close_early)
         try:
             self._lifecycle.start(
                 key, message.method or "request", self._posts.run, post, self.handler, message, ctx, record

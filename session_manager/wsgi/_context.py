@@ -4,17 +4,23 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from .._jsonrpc import notification
 from .._mcp import log_enabled, log_notification, progress_notification
 from ..errors import BackendUnavailableError
+from ._client_requests import DEFAULT_REQUEST_TIMEOUT
+
+if TYPE_CHECKING:
+    from ._client_requests import ClientRequests
 
 __all__ = ["RequestContext"]
 
 logger = logging.getLogger(__name__)
 
 Emit = Callable[[str], object]
+#: Ends the current request's stream with a ``retry`` hint (milliseconds, or the transport's); False if it cannot.
+CloseStream = Callable[[int | None], bool]
 
 
 class RequestContext:
@@ -27,7 +33,10 @@ class RequestContext:
     On the legacy HTTP+SSE transport everything goes to the session's one
     stream.
     Emitting never blocks and never raises for a gone client: it returns
-    whether the message was handed over.
+    whether the message was handed over. :meth:`request` asks the client
+    something and waits for its reply, which may reach any process;
+    :meth:`close_stream` ends the request's stream early (the client
+    resumes it).
 
     Attributes: ``session_id`` (the key the managers know the session by:
     the ``Mcp-Session-Id``, prefixed by the principal when one is
@@ -38,6 +47,8 @@ class RequestContext:
     """
 
     __slots__ = (
+        "_client",
+        "_close_stream",
         "_emit",
         "client_capabilities",
         "client_info",
@@ -61,6 +72,8 @@ class RequestContext:
         method: str | None,
         progress_token: str | int | None,
         emit: Emit,
+        client: ClientRequests | None = None,
+        close_stream: CloseStream | None = None,
     ) -> None:
         self.session_id = session_id
         self.protocol_version = protocol_version
@@ -71,6 +84,8 @@ class RequestContext:
         self.method = method
         self.progress_token = progress_token
         self._emit = emit
+        self._client = client
+        self._close_stream = close_stream
 
     def send(self, data: str) -> bool:
         """Emit one serialized JSON-RPC message; False if it could not be handed over."""
@@ -95,6 +110,37 @@ class RequestContext:
         if not log_enabled(level, self.log_level):
             return False
         return self.send(log_notification(level, data, logger))
+
+    def request(
+        self, method: str, params: dict[str, Any] | None = None, *, timeout: float = DEFAULT_REQUEST_TIMEOUT
+    ) -> dict[str, Any]:
+        """Send a request to the client (``sampling/createMessage``, ``elicitation/create``, ``roots/list``...); return its result.
+
+        Blocks until the client's reply comes, which it may POST to any
+        process of the server. Raises
+        :class:`~session_manager.wsgi.ClientRequestError` when there is no
+        result: the client answered with an error, did not answer within
+        *timeout* seconds, lacks the capability the method needs, the
+        request could not be sent, or the session ended meanwhile.
+        """
+        if self._client is None:
+            raise RuntimeError("this context cannot send requests to the client")
+        return self._client.request(self.session_id, self.client_capabilities, self.send, method, params, timeout)
+
+    def close_stream(self, retry: int | None = None) -> bool:
+        """End the current request's SSE stream now, with a ``retry`` hint; the handler keeps running.
+
+        What the handler sends afterwards, its response included, is stored:
+        the client comes back with ``GET`` and ``Last-Event-ID`` (on any
+        process) and gets it. *retry* is in milliseconds (default: the
+        transport's ``retry`` option). Returns False, changing nothing,
+        when the stream could not be resumed: no event store, or the
+        request has no stream of its own (a JSON answer, the legacy
+        transport).
+        """
+        if retry is not None and (type(retry) is not int or retry < 0):
+            raise ValueError(f"retry must be a non-negative int (milliseconds), got {retry!r}")
+        return self._close_stream is not None and self._close_stream(retry)
 
     def __repr__(self) -> str:
         return f"<RequestContext session={self.session_id!r} method={self.method!r} id={self.request_id!r}>"

@@ -21,8 +21,9 @@ from typing import Any
 from .._jsonrpc import INVALID_PARAMS, INVALID_REQUEST, REQUEST, SESSION_NOT_FOUND, HttpError, JsonRpcError, Message
 from .._validate import LOG_LEVELS
 from ..base import SessionInfo, SessionManagers
-from ._context import Emit, RequestContext
-from ._handler import OnSuccess
+from ._client_requests import ClientRequests
+from ._context import CloseStream, Emit, RequestContext
+from ._handler import Handler, OnSuccess, notify_handler
 from ._options import McpOptions
 from ._session_ids import is_minted, mint_session_id, session_key
 
@@ -78,11 +79,13 @@ def _progress_token(message: Message) -> str | int | None:
 class HandshakeSteps:
     """The session steps of one transport, on its options and managers."""
 
-    __slots__ = ("managers", "options")
+    __slots__ = ("client_requests", "managers", "options")
 
-    def __init__(self, options: McpOptions, managers: SessionManagers) -> None:
+    def __init__(self, options: McpOptions, managers: SessionManagers, client_requests: ClientRequests) -> None:
         self.options = options
         self.managers = managers
+        #: The handlers' requests to their clients, and the replies that come back.
+        self.client_requests = client_requests
 
     # -- initialize ----------------------------------------------------------------
 
@@ -207,11 +210,24 @@ class HandshakeSteps:
         return None
 
     def to_session(self, key: str) -> Emit:
-        """An emitter to the session's stream, wherever (with a shared backend) it is held."""
-        return functools.partial(self.managers.streams.send, [key])
+        """An emitter to the session's stream, wherever (with a shared backend) it is held.
 
-    @staticmethod
-    def context(key: str, info: SessionInfo, message: Message, emit: Emit) -> RequestContext:
+        It returns False, sending nothing, while the session has no open
+        stream: the message would go nowhere.
+        """
+        streams = self.managers.streams
+
+        def emit(data: str) -> bool:
+            if not streams.has(key):
+                return False
+            streams.send([key], data)
+            return True
+
+        return emit
+
+    def context(
+        self, key: str, info: SessionInfo, message: Message, emit: Emit, close_stream: CloseStream | None = None
+    ) -> RequestContext:
         """The handler's view of the session, and where what it emits goes."""
         return RequestContext(
             session_id=key,
@@ -223,4 +239,11 @@ class HandshakeSteps:
             method=message.method,
             progress_token=_progress_token(message),
             emit=emit,
+            client=self.client_requests,
+            close_stream=close_stream,
         )
+
+    def client_message(self, handler: Handler, key: str, info: SessionInfo, message: Message) -> None:
+        """A client notification or response: a reply to a handler's request goes to it, the rest to *handler*."""
+        if not self.client_requests.take_reply(key, message):
+            notify_handler(handler, message, self.context(key, info, message, self.to_session(key)))

@@ -29,7 +29,7 @@ from ..sse import encode_event
 from ..stream import StreamController
 from ._checks import accepts, check_content_type, method_not_allowed, read_message, url_path
 from ._context import RequestContext
-from ._handler import Handler, OnSuccess, invoke, notify_handler
+from ._handler import Handler, OnSuccess, invoke
 from ._handshake import LEGACY_SUPPORTED_PROTOCOL_VERSIONS
 from ._responses import SSE, sse_response
 
@@ -162,7 +162,7 @@ class LegacySse:
             emit(error_response(message.id, error))
             return _accepted()
         if prepared is None:
-            notify_handler(app.handler, message, steps.context(key, info, message, emit))
+            steps.client_message(app.handler, key, info, message)
             return _accepted()
         info, record = prepared
         ctx = steps.context(key, info, message, emit)

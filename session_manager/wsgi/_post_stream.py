@@ -93,6 +93,24 @@ class PostStream:
             self._send(reply)
             self._end()
 
+    def close_early(self, retry: int | None) -> bool:
+        """End the client's connection now, with a ``retry`` hint; what follows is stored for its resume.
+
+        False (nothing changes) without a store, whose log is what the
+        client resumes from, or once the handler is over.
+        """
+        if self._store is None:
+            return False
+        with self._lock:
+            if self._done:
+                return False
+            controller = self._controller
+            hint = controller.retry if retry is None else retry
+            if hint is not None:
+                controller.enqueue_frame(encode_event(retry=hint))
+            controller.close(drain=True)
+        return True
+
     def end(self) -> None:
         """The handler is over (whatever happened): end the stream after what is queued."""
         with self._lock:
