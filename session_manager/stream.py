@@ -51,9 +51,10 @@ class StreamController:
     stopped reading.
 
     Frames handed to :meth:`prime` before reading starts (a priming event,
-    a replay) come first. With *retry* (milliseconds), a stream the server
-    closes ends with a ``retry`` field telling the client when to
-    reconnect.
+    a replay) come first, even if the stream is closed before it is read
+    (at shutdown, say): its client still gets an event id to resume from.
+    With *retry* (milliseconds), a stream the server closes ends with a
+    ``retry`` field telling the client when to reconnect.
 
     Close callbacks (*on_close* and :meth:`add_close_callback`) run exactly
     once when the stream is over: the reader finished, the reader was
@@ -174,7 +175,9 @@ class StreamController:
 
         By default the reader stops at once and frames still queued are
         dropped (with an event store the client gets them back by resuming;
-        a controller with *retry* tells it when, in its last frame). With
+        a controller with *retry* tells it when, in its last frame). Frames
+        given to :meth:`prime` are not queued: a stream closed before it is
+        read still sends them (then the retry hint) before it ends. With
         ``drain=True`` frames queued so far are delivered first (how a POST
         stream ends after its response).
         """
@@ -218,7 +221,10 @@ class StreamController:
         try:
             preamble, self._preamble = self._preamble, []
             for start in range(0, len(preamble), _MAX_BATCH):
-                if self._state is _CLOSED:
+                # Closed while they go out: stop between batches. Closed before the
+                # first read (at shutdown, say; close() released it then): they all
+                # go out, so the client has an event id to resume from.
+                if self._state is _CLOSED and self._callbacks is not None:
                     break
                 yield b"".join(preamble[start : start + _MAX_BATCH])
             del preamble

@@ -632,6 +632,62 @@ def test_a_stream_the_server_closes_ends_with_its_retry_hint():
     assert list(frames) == [b"retry: 2500\n\n"]
 
 
+def test_close_before_first_read_still_sends_the_priming_event():
+    # Shutdown closes a POST stream whose client has not read its first byte:
+    # the priming event (its id, the retry hint) must still reach the client,
+    # or it has nothing to resume from. Queued frames are dropped as usual.
+    on_close = Counter()
+    controller = StreamController(keepalive=LONG, retry=2500, on_close=on_close)
+    controller.prime([encode_event("", id="p00000000.0", retry=2500)])
+    controller.enqueue(msg("queued"))
+    controller.close()
+    assert on_close.calls == 1  # released at once, as any stream closed before being read
+    chunks = list(controller)  # neither blocks nor waits for a ping
+    assert chunks == [b"id: p00000000.0\nretry: 2500\ndata: \n\n", b"retry: 2500\n\n"]
+    events = parse(chunks)
+    assert [(e.id, e.data) for e in events] == [("p00000000.0", "")]
+    assert on_close.calls == 1
+
+
+def test_close_before_first_read_still_sends_a_whole_replay():
+    replay = [encode_event(f"r{i}", id=f"p00000000.{i}") for i in range(200)]  # several batches
+    controller = StreamController(keepalive=LONG, retry=100)
+    controller.prime(replay)
+    controller.close()
+    chunks = list(controller)
+    assert b"".join(chunks) == b"".join(replay) + b"retry: 100\n\n"
+
+
+def test_close_before_first_read_without_retry_sends_only_the_primed_frames():
+    controller = StreamController(keepalive=LONG)
+    controller.prime([b"id: x\ndata: \n\n"])
+    controller.close()
+    assert list(controller) == [b"id: x\ndata: \n\n"]
+
+
+def test_close_while_a_replay_goes_out_stops_between_batches():
+    # Closed after reading started: the reader stops promptly, mid-replay.
+    controller = StreamController(keepalive=LONG, retry=100)
+    controller.prime([encode_event(f"r{i}") for i in range(200)])
+    frames = iter(controller)
+    first = next(frames)
+    controller.close()
+    assert list(frames) == [b"retry: 100\n\n"]
+    assert [e.data for e in parse([first])] == [f"r{i}" for i in range(64)]
+
+
+def test_wsgi_close_before_first_read_ends_without_frames():
+    # The WSGI server closing an unread body (client gone) is not a server
+    # close to report: nothing is sent, the stream is released.
+    on_close = Counter()
+    controller = StreamController(keepalive=LONG, retry=100, on_close=on_close)
+    controller.prime([b"id: x\ndata: \n\n"])
+    frames = iter(controller)
+    frames.close()
+    assert controller.closed and on_close.calls == 1
+    assert list(frames) == []
+
+
 def test_on_overflow_runs_once_when_the_consumer_falls_behind():
     calls = []
     controller = StreamController(maxsize=2, on_overflow=lambda: calls.append(1))
