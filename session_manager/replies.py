@@ -38,31 +38,35 @@ def is_request_id(value: object) -> bool:
 class PendingReply:
     """One server-to-client request waiting for its reply (a serialized JSON-RPC response)."""
 
-    __slots__ = ("_event", "_registry", "_reply", "request_id", "session_id")
+    # A held lock, released by the reply, is the cheapest waitable (an Event is a
+    # Condition, a lock and a deque); gevent patches it like any lock.
+    __slots__ = ("_registry", "_reply", "_signal", "request_id", "session_id")
 
     def __init__(self, registry: PendingReplies, session_id: str, request_id: str) -> None:
         self.session_id = session_id
         self.request_id = request_id
         self._registry = registry
-        self._event = threading.Event()
         self._reply: str | None = None
+        self._signal = threading.Lock()
+        self._signal.acquire()
 
     def wait(self, timeout: float | None) -> str | None:
         """The reply, once it came; None if it did not within *timeout* seconds."""
-        self._event.wait(timeout)
+        if self._reply is None and self._signal.acquire(timeout=-1 if timeout is None else max(timeout, 0)):
+            self._signal.release()  # answered: every later wait returns at once
         return self._reply
 
     def resolve(self, reply: str) -> None:
         """Hand over *reply*; the registry made sure this happens at most once."""
         self._reply = reply
-        self._event.set()
+        self._signal.release()
 
     def cancel(self) -> None:
         """Stop waiting (answered, timed out, given up): a later reply finds nothing. Idempotent."""
         self._registry.discard(self)
 
     def __repr__(self) -> str:
-        state = "answered" if self._event.is_set() else "pending"
+        state = "pending" if self._reply is None else "answered"
         return f"<PendingReply {self.request_id} session={self.session_id!r} {state}>"
 
 
