@@ -82,10 +82,11 @@ class HttpError(Exception):
         *,
         id: RequestId | None = None,
         headers: Mapping[str, str] | None = None,
+        data: Any = None,
     ) -> None:
         super().__init__(message)
         self.status = status
-        self.error = JsonRpcError(code, message)
+        self.error = JsonRpcError(code, message, data)
         self.id = id
         self.headers = dict(headers or {})
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import abc
+import secrets
 import threading
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
@@ -198,8 +199,9 @@ class StreamSessionManager(abc.ABC):
         self.close()
 
 
-#: Guards the first use of a stream manager's reply registry (subclasses need not call a base __init__).
+#: Guard the first use of a manager's reply registry and secrets (subclasses need not call a base __init__).
 _REPLIES_LOCK = threading.Lock()
+_SECRETS_LOCK = threading.Lock()
 
 
 @dataclass(frozen=True)
@@ -304,6 +306,18 @@ class InfoSessionManager(abc.ABC):
         Backends whose stream manager refreshes the session by itself (Redis
         with Redis) need nothing, which is the default.
         """
+
+    def shared_secret(self, name: str) -> bytes:
+        """A random 32-byte secret named *name*, the same for every process on this backend (made on first use).
+
+        What lets workers trust what another worker sealed (the
+        ``requestState`` of a multi round-trip request) with no key to
+        configure. This default serves one process: a secret per manager.
+        """
+        _validate.text(name, "name")
+        with _SECRETS_LOCK:
+            made: dict[str, bytes] = self.__dict__.setdefault("_secrets", {})
+            return made.setdefault(name, secrets.token_bytes(32))
 
     def keep_alive_while(self, predicate: Callable[[str], bool]) -> None:
         """Also keep sessions for which ``predicate(session_id)`` is true (e.g. a request still running).

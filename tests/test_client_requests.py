@@ -23,10 +23,11 @@ from mcp.client.streamable_http import streamable_http_client
 
 from session_manager import InMemoryEventStore, InMemoryStreamSessionManager, SessionManagers
 from session_manager.flask import METHOD_NOT_FOUND, REQUEST_TIMEOUT, ClientRequestError, JsonRpcError, RequestContext
+from session_manager.wsgi import McpApp
 
-from .flask_support import LATEST, Harness, events_of, initialize_message, reply_of, serve, wait_until
+from .flask_support import LATEST, Harness, ThreadedServer, events_of, initialize_message, reply_of, serve, wait_until
 from .legacy_support import LegacyServer
-from .sse_parser import Event, SSEParser
+from .sse_parser import Event, SSEParser, iter_events
 
 __all__ = ["serve"]  # the fixture, re-exported for pytest
 
@@ -380,3 +381,33 @@ def test_on_the_legacy_transport_the_request_and_the_reply_share_the_sessions_on
         assert client.reply_to("call")["result"] == text('{"roots": []}')
     finally:
         server.close()
+
+
+def test_a_resume_on_another_worker_follows_the_stream_until_its_response() -> None:
+    """Two apps on one set of managers act as two workers: the handler runs on one, the client resumes on the other."""
+    managers = SessionManagers(InMemoryStreamSessionManager(event_store=InMemoryEventStore()))
+    running, resuming = AskingHandler(), AskingHandler()
+    servers = [ThreadedServer(McpApp(handler, managers=managers)) for handler in (running, resuming)]
+    http = requests.Session()
+    try:
+        url_a, url_b = (f"http://127.0.0.1:{server.port}/mcp" for server in servers)
+        hello = http.post(url_a, json=initialize_message(), headers={"Accept": "application/json, text/event-stream"})
+        sid = hello.headers["Mcp-Session-Id"]
+        headers = {"Accept": "application/json, text/event-stream", "Mcp-Session-Id": sid, "MCP-Protocol-Version": LATEST}
+        closed = http.post(url_a, json=tool_call("close_then_answer", {"retry": 10}), headers=headers, timeout=10)
+        parser = SSEParser()
+        parser.feed(closed.content)  # ends at close_stream; the handler waits for release
+        resumed = http.get(url_b, headers=headers | {"Last-Event-ID": parser.last_event_id}, stream=True, timeout=10)
+        assert resumed.status_code == 200
+        running.release.set()  # the handler on A goes on: its messages reach B's resume through the store
+        events = [json.loads(e.data) for e in iter_events(resumed.iter_content(chunk_size=None)) if e.data]
+        assert events == [
+            {"jsonrpc": "2.0", "method": "notifications/test", "params": {"after": True}},
+            {"jsonrpc": "2.0", "id": 7, "result": text("closed=True")},
+        ]
+    finally:
+        running.release.set()
+        http.close()
+        for server in servers:
+            server.close()
+        managers.close()

@@ -266,8 +266,10 @@ def test_protocol_version_header(mcp: Harness) -> None:
     for version in ("2025-11-25", "2025-06-18", "2025-03-26"):
         assert mcp.post(PING, sid, headers={"MCP-Protocol-Version": version}).status_code == 200
     assert mcp.post(PING, sid, headers={"MCP-Protocol-Version": None}).status_code == 200  # absent: 2025-03-26
-    for version in ("2024-11-05", "2026-07-28", "garbage", ""):
+    for version in ("2024-11-05", "garbage", ""):
         assert_error(mcp.post(PING, sid, headers={"MCP-Protocol-Version": version}), 400, INVALID_REQUEST)
+    # 2026-07-28 is served, statelessly: a request naming it must carry its _meta (session or not).
+    assert_error(mcp.post(PING, sid, headers={"MCP-Protocol-Version": "2026-07-28"}), 400, INVALID_PARAMS)
     response = mcp.http.get(mcp.url, headers={"Accept": "text/event-stream", "Mcp-Session-Id": sid, "MCP-Protocol-Version": "x"}, timeout=10)
     assert_error(response, 400)
 

@@ -200,6 +200,13 @@ def test_under_gevent_a_stream_wakes_once_per_batch(redis_server, redis_prefix, 
         assert read_line(holder, 30).strip() == "phase 1 done"
         for i in range(per_phase):  # phase 2: K pub/sub messages, already there when the listener reads
             sender.send([f"g{j}" for j in range(count)] if i % 2 else None, msg(f"b{i}"))
+        # "Already there": Redis writes to subscribers from its event loop, so on a busy machine the last
+        # messages may still sit in its output buffer; wait until every subscriber's buffer is flushed.
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline and any(
+            int(c["obl"]) or int(c["oll"]) for c in sender._client.client_list() if "P" in c["flags"]
+        ):
+            time.sleep(0.01)
         tell(holder, "go")
         got = json.loads(read_line(holder, 30))
     expected = [[f"a{i}" for i in range(per_phase)], [f"b{i}" for i in range(per_phase)]]

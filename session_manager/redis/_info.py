@@ -16,6 +16,7 @@ from this manager's prefix and the session id.
 
 from __future__ import annotations
 
+import secrets
 import time
 from collections.abc import Callable, Mapping
 from typing import Any
@@ -78,6 +79,8 @@ class RedisInfoSessionManager(RedisBacked, FieldStoreInfoManager):
         self._unsubscribe = register(lua.INFO_UNSUBSCRIBE)
         self._delete = register(lua.INFO_DELETE)
         self._subscribers = register(lua.INFO_SUBSCRIBERS)
+        self._shared_secret = register(lua.INFO_SHARED_SECRET)
+        self._secrets: dict[str, bytes] = {}
 
     def _run(self, script: Callable[..., Any], session_id: str, *args: Any, extra_key: str | None = None) -> Any:
         """Run an info script on the keys of *session_id* (already validated)."""
@@ -129,6 +132,16 @@ class RedisInfoSessionManager(RedisBacked, FieldStoreInfoManager):
 
     def delete(self, session_id: str) -> None:
         self._run(self._delete, _validate.session_id(session_id))
+
+    def shared_secret(self, name: str) -> bytes:
+        """See :meth:`InfoSessionManager.shared_secret`: kept in Redis (``secret:<name>``), read once per process."""
+        _validate.text(name, "name")
+        secret = self._secrets.get(name)
+        if secret is None:
+            with self._errors:
+                value = self._shared_secret(keys=[self._keys.secret(name)], args=[secrets.token_hex(32)])
+            secret = self._secrets[name] = bytes.fromhex(text(value))
+        return secret
 
     def close(self) -> None:
         """Disconnect the pool this manager created (a client passed in stays open)."""

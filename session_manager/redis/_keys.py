@@ -40,6 +40,9 @@ Info (:class:`~session_manager.redis.RedisInfoSessionManager`):
   ``client_info`` and ``client_capabilities`` as JSON, ``log_level``);
 - ``subs:<sid>`` (set of the session's subscribed URIs);
 - ``uri:<uri>`` (set of the ids of the sessions subscribed to the URI).
+- ``secret:<name>`` (string, no TTL): a random secret every process shares
+  (:meth:`~session_manager.InfoSessionManager.shared_secret`), e.g. the key
+  sealing multi round-trip request states.
 
 Event logs (:class:`~session_manager.redis.RedisEventStore`):
 
@@ -75,6 +78,8 @@ LAYOUT: dict[str, str] = {
     "event_log": "event-log:{stream}:{sid}",
     "broadcast_log": "event-log:broadcast",
     "event_clock": "events-clock",
+    # shared by every process
+    "secret": "secret:{name}",
 }
 
 
@@ -131,6 +136,9 @@ class Keys:
 
     def node_channel(self, node: str) -> str:
         return self.node_channel_head + node
+
+    def secret(self, name: str) -> str:
+        return self.prefix + LAYOUT["secret"].format(name=name)
 
     def session(self, session_id: str) -> str:
         return self._session + session_id

@@ -33,6 +33,19 @@ def _script(*chunks: str) -> str:
     return "".join(_LIBRARY[name] for name in used) + body
 
 
+# -- shared secrets -------------------------------------------------------------
+
+#: The secret named by KEYS[1], set to ARGV[1] if there is none yet: the first process's wins.
+INFO_SHARED_SECRET = _script("""
+local v = redis.call('GET', KEYS[1])
+if v then
+  return v
+end
+redis.call('SET', KEYS[1], ARGV[1])
+return ARGV[1]
+""")
+
+
 # -- replies to server-to-client requests ---------------------------------------
 
 #: Hand a client's reply to the node whose handler waits for it, at most once.

@@ -11,27 +11,48 @@ follow in this file; the legacy HTTP+SSE URLs are in :mod:`._legacy_sse`.
 
 from __future__ import annotations
 
+import json
+import threading
 from collections.abc import Callable, Iterable
 from typing import TYPE_CHECKING, Any
 
 from werkzeug.exceptions import NotFound
 from werkzeug.wrappers import Request, Response
 
-from .._jsonrpc import REQUEST, SERVER_ERROR, HttpError, JsonRpcError, Message, error_response
+from .._jsonrpc import (
+    METHOD_NOT_FOUND,
+    NOTIFICATION,
+    REQUEST,
+    SERVER_ERROR,
+    HttpError,
+    JsonRpcError,
+    Message,
+    error_response,
+)
 from ..base import SessionInfo, SessionManagers
 from ..errors import StreamConflictError
-from ..events import is_get_stream, parse_event_id
+from ..events import EventStore, is_get_stream, parse_event_id, resume_frames
 from ..notifier import Notifier
 from ..sse import encode_event
 from ..stream import StreamController
 from ._checks import accepts, check_content_type, check_peer, method_not_allowed, read_message, url_path
-from ._client_requests import ClientRequests
-from ._handler import Handler, OnSuccess, invoke
-from ._handshake import PROTOCOL_HEADER, SESSION_HEADER, SUPPORTED_PROTOCOL_VERSIONS, HandshakeSteps, not_found
+from ._client_requests import INPUT_METHODS, ClientRequests, InputRounds
+from ._context import Emit, RequestContext
+from ._handler import Handler, OnSuccess, invoke, notify_handler
+from ._handshake import (
+    PROTOCOL_HEADER,
+    SESSION_HEADER,
+    SUPPORTED_PROTOCOL_VERSIONS,
+    HandshakeSteps,
+    not_found,
+    progress_token,
+)
 from ._legacy_sse import LegacySse
 from ._lifecycle import Lifecycle, shutting_down
+from ._modern import ModernRequest, ModernSteps, http_status
 from ._options import DEFAULT_CLOSE_TIMEOUT, McpOptions
-from ._post_stream import PostStream, PostStreams, replay_only, stored_reply
+from ._post_stream import PostStream, PostStreams, follow, has_response, resume_elsewhere, stored_reply
+from ._request_state import StateSealer
 from ._responses import (
     JSON,
     OPENED,
@@ -54,6 +75,34 @@ MCP_METHODS = ("GET", "POST", "DELETE")
 
 #: Serves one MCP URL: a werkzeug request in, a response out, never raising.
 Endpoint = Callable[[Request], Response]
+#: Seconds a stateless SSE answer waits for the handler's first message: an immediate refusal
+#: (unknown method, missing capability) then gets its HTTP status (404, 400) instead of a 200 stream.
+_FIRST_MESSAGE_GRACE = 0.5
+
+
+def _nowhere(data: str) -> bool:
+    """The emitter of a stateless request without a stream of its own: there is nowhere to send."""
+    return False
+
+
+def _discovering(handler: Handler) -> Handler:
+    """*handler* for ``server/discover``: one that does not know the method answers from the options, as for ``initialize``."""
+
+    def discover(message: dict[str, Any], ctx: RequestContext) -> dict[str, Any] | None:
+        try:
+            return handler(message, ctx)
+        except JsonRpcError as error:
+            if error.code != METHOD_NOT_FOUND:
+                raise
+            return {}
+
+    return discover
+
+
+def _error_code(reply: str) -> int:
+    """The JSON-RPC error code of a serialized reply (0 for a result)."""
+    error = json.loads(reply).get("error")
+    return error["code"] if isinstance(error, dict) else 0
 
 
 class McpApp(Notifier):
@@ -101,6 +150,8 @@ class McpApp(Notifier):
         self._lifecycle = lifecycle = Lifecycle()
         requests = ClientRequests(self.managers, closing=lambda: lifecycle.closing)  # waiting handlers give up
         self._handshake = HandshakeSteps(self.options, self.managers, requests)
+        self._modern = ModernSteps(self.options)
+        self._state_sealer: StateSealer | None = None
         self._posts = PostStreams()
         self.managers.info.keep_alive_while(self._lifecycle.is_running)
         #: The legacy HTTP+SSE URLs, if served (*legacy_sse*).
@@ -184,6 +235,8 @@ class McpApp(Notifier):
         method = request.method
         if method == "POST":
             return self._post(request)
+        if method in ("GET", "DELETE") and self._modern.stateless_only(request.headers.get(PROTOCOL_HEADER)):
+            raise method_not_allowed(("POST",))  # no session, no stream: only POST exists in this era
         if method == "GET":
             return self._get(request)
         if method == "DELETE":
@@ -206,6 +259,9 @@ class McpApp(Notifier):
         use_sse = sse_ok and not (self.options.json_response and json_ok)
         message = read_message(request.stream, request.content_length, self.options.max_body_size)
         try:
+            headers = request.headers
+            if self._modern.is_modern(message, headers.get(PROTOCOL_HEADER), headers.get(SESSION_HEADER)):
+                return self._stateless(request, message, use_sse)
             return self._answer_message(request, message, use_sse)
         except HttpError as error:
             if error.id is None:  # refused once the message was read: the client learns which one
@@ -260,6 +316,83 @@ class McpApp(Notifier):
             controller.close()
             raise
         return sse_response(controller)
+
+    # -- the stateless era (2026-07-28) ------------------------------------------------
+
+    def _stateless(self, request: Request, message: Message, use_sse: bool) -> Response:
+        """A request that stands alone: checked, then answered as JSON or on its own SSE stream; no session."""
+        declared = self._modern.check(message, request.headers.get)
+        if message.kind != REQUEST:  # a notification (a response answers nothing in this era)
+            if message.kind == NOTIFICATION:
+                notify_handler(self.handler, message, self._stateless_context(message, declared, _nowhere))
+            return empty_response(202)
+        rounds = None
+        if message.method in INPUT_METHODS:
+            try:
+                rounds = InputRounds(self._sealer(), self._principal(request), message, declared.client_capabilities)
+            except JsonRpcError as error:
+                return self._stateless_reply(error_response(message.id, error), False, use_sse)
+        complete = self._modern.complete(message.method)
+        handler = _discovering(self.handler) if message.method == "server/discover" else self.handler
+        if not use_sse:
+            ctx = self._stateless_context(message, declared, _nowhere, rounds)
+            return self._stateless_reply(*invoke(handler, message, ctx, complete), use_sse)
+        controller = self._new_stream(request)
+        cancel = threading.Event()
+        controller.add_close_callback(cancel.set)  # the client closed the stream: the request is cancelled
+        post = PostStream("", controller, None)
+        post.first_sent = threading.Event()
+        controller.enqueue_frame(OPENED)
+        ctx = self._stateless_context(message, declared, post.send, rounds, cancel)
+        try:
+            self._lifecycle.start("", message.method or "request", self._posts.run, post, handler, message, ctx, complete)
+        except BaseException:
+            controller.close()
+            raise
+        post.first_sent.wait(_FIRST_MESSAGE_GRACE)
+        first = post.first
+        if first is not None and first[1] and http_status(_error_code(first[0])) != 200:
+            controller.close()  # refused at once (unknown method, missing capability): said with the HTTP status too
+            return json_response(first[0], http_status(_error_code(first[0])))
+        return sse_response(controller)
+
+    def _stateless_context(
+        self,
+        message: Message,
+        declared: ModernRequest,
+        emit: Emit,
+        rounds: InputRounds | None = None,
+        cancel: threading.Event | None = None,
+    ) -> RequestContext:
+        """The handler's view of a stateless request: what it declared, its own stream, its input rounds."""
+        return RequestContext(
+            session_id=None,
+            protocol_version=declared.protocol_version,
+            client_info=declared.client_info,
+            client_capabilities=declared.client_capabilities,
+            log_level=declared.log_level,
+            request_id=message.id if message.kind == REQUEST else None,
+            method=message.method,
+            progress_token=progress_token(message),
+            emit=emit,
+            rounds=rounds,
+            cancel=cancel,
+        )
+
+    @staticmethod
+    def _stateless_reply(reply: str, ok: bool, use_sse: bool) -> Response:
+        """A stateless reply sent at once: JSON (with the error's HTTP status) or a one-message stream."""
+        if use_sse and (ok or http_status(_error_code(reply)) == 200):
+            return sse_response([encode_event(reply)])
+        return json_response(reply, 200 if ok else http_status(_error_code(reply)))
+
+    def _sealer(self) -> StateSealer:
+        """What seals request states: the configured keys, or the secret every worker shares through the info manager."""
+        sealer = self._state_sealer
+        if sealer is None:
+            keys = self.options.state_keys or (self.managers.info.shared_secret("request-state"),)
+            sealer = self._state_sealer = StateSealer(keys, self.options.state_ttl)
+        return sealer
 
     def _initialize(self, request: Request, message: Message, use_sse: bool) -> Response:
         """Mint a session, store what the client declared, answer with the InitializeResult."""
@@ -348,10 +481,35 @@ class McpApp(Notifier):
         assert store is not None
         post = self._posts.get(key, stream_id)
         if post is None:
-            return sse_response(replay_only(store, key, stream_id, last_event_id, self.options.retry))
+            return self._follow_post(request, store, key, stream_id, last_event_id)
         controller = self._new_stream(request)
         try:
             post.take_over(controller, last_event_id)
+        except BaseException:
+            controller.close()
+            raise
+        return sse_response(controller)
+
+    def _follow_post(
+        self, request: Request, store: EventStore, key: str, stream_id: str, last_event_id: str
+    ) -> Response:
+        """Resume a POST stream this process does not feed: the events stored after the id, then its log followed.
+
+        Its handler finished, or runs in another process: either way its
+        messages and response land in the shared store, so this resume
+        reads them from there until the response (:func:`follow`).
+        """
+        retry = self.options.retry
+        replay = resume_elsewhere(store, key, stream_id, last_event_id)
+        frames = resume_frames(last_event_id, replay.events, retry)
+        if has_response(replay.events):
+            return sse_response(frames)
+        controller = self._new_stream(request)
+        controller.prime(frames)
+        latest = replay.events[-1][0] if replay.events else last_event_id
+        lifecycle = self._lifecycle
+        try:
+            lifecycle.start(key, "resume", follow, store, key, latest, controller, lambda: lifecycle.closing)
         except BaseException:
             controller.close()
             raise

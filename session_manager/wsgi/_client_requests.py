@@ -15,16 +15,27 @@ from __future__ import annotations
 
 import json
 import logging
-import math
 import time
 from collections.abc import Callable
 from typing import Any
 
-from .._jsonrpc import INTERNAL_ERROR, INVALID_REQUEST, RESPONSE, JsonRpcError, Message, encode
+from .._jsonrpc import INTERNAL_ERROR, INVALID_PARAMS, INVALID_REQUEST, RESPONSE, JsonRpcError, Message, encode
+from .._validate import positive_seconds
 from ..base import SessionManagers
 from ..replies import is_request_id, new_request_id
+from ._request_state import StateSealer, params_digest
 
-__all__ = ["DEFAULT_REQUEST_TIMEOUT", "REQUEST_TIMEOUT", "ClientRequestError", "ClientRequests"]
+__all__ = [
+    "DEFAULT_REQUEST_TIMEOUT",
+    "INPUT_METHODS",
+    "MISSING_CLIENT_CAPABILITY",
+    "REQUEST_TIMEOUT",
+    "ClientRequestError",
+    "ClientRequests",
+    "InputRequired",
+    "InputRounds",
+    "check_request",
+]
 
 logger = logging.getLogger(__name__)
 
@@ -32,6 +43,8 @@ logger = logging.getLogger(__name__)
 DEFAULT_REQUEST_TIMEOUT = 60.0
 #: The JSON-RPC code of a request the client did not answer in time (as the official SDKs use it).
 REQUEST_TIMEOUT = -32001
+#: The JSON-RPC code of a stateless request that needs a capability its client did not declare.
+MISSING_CLIENT_CAPABILITY = -32021
 #: How often a waiting handler checks that its session still exists, in seconds.
 _SESSION_CHECK_INTERVAL = 1.0
 #: The client capability each server-to-client method needs.
@@ -58,6 +71,14 @@ class ClientRequestError(JsonRpcError):
 Emit = Callable[[str], object]
 
 
+def check_request(method: object, params: object) -> None:
+    """``TypeError`` unless *method* and *params* can make a request."""
+    if type(method) is not str or not method:
+        raise TypeError(f"method must be a non-empty str, not {method!r:.80}")
+    if params is not None and not isinstance(params, dict):
+        raise TypeError(f"params must be a dict or None, not {type(params).__name__}")
+
+
 class ClientRequests:
     """The server-to-client requests of one transport, on its managers."""
 
@@ -81,12 +102,8 @@ class ClientRequests:
         Raises :class:`ClientRequestError`; ``TypeError``/``ValueError`` for
         bad arguments.
         """
-        if type(method) is not str or not method:
-            raise TypeError(f"method must be a non-empty str, not {method!r:.80}")
-        if params is not None and not isinstance(params, dict):
-            raise TypeError(f"params must be a dict or None, not {type(params).__name__}")
-        if isinstance(timeout, bool) or not isinstance(timeout, (int, float)) or not 0 < timeout < math.inf:
-            raise ValueError(f"timeout must be a positive number of seconds, got {timeout!r}")
+        check_request(method, params)
+        timeout = positive_seconds(timeout, "timeout")
         needed = _CAPABILITIES.get(method)
         if needed is not None and capabilities is not None and needed not in capabilities:
             raise ClientRequestError(
@@ -149,3 +166,89 @@ def _result(method: str, reply: str) -> dict[str, Any]:
         raise ClientRequestError("error", error["code"], error["message"], error.get("data"))
     result: dict[str, Any] = response["result"]
     return result
+
+
+# -- the stateless era: multi round-trip requests ---------------------------------------
+
+#: The only requests that may answer "input required" (2026-07-28).
+INPUT_METHODS = frozenset({"tools/call", "prompts/get", "resources/read"})
+
+
+class InputRequired(BaseException):
+    """Raised by ``ctx.request`` in a stateless request that lacks an answer: the round ends here.
+
+    The transport answers with :attr:`result` (an ``input_required``
+    result); the client retries with the answers and the handler runs
+    again from the start, this time getting them. A ``BaseException``, so
+    that a handler's ``except Exception`` does not swallow it.
+    """
+
+    def __init__(self, result: dict[str, Any]) -> None:
+        super().__init__("input required")
+        self.result = result
+
+
+class InputRounds:
+    """The answers a stateless request brought (sealed state, ``inputResponses``), and how to ask for more."""
+
+    __slots__ = ("_answers", "_capabilities", "_count", "_digest", "_method", "_principal", "_sealer")
+
+    def __init__(
+        self,
+        sealer: StateSealer,
+        principal: str | None,
+        message: Message,
+        capabilities: dict[str, Any],
+    ) -> None:
+        params = message.params
+        method = message.method or ""
+        self._sealer, self._principal, self._method = sealer, principal, method
+        self._digest = params_digest(method, params)
+        self._capabilities = capabilities
+        self._count = 0
+        answers: dict[str, Any] = {}
+        if params.get("requestState") is not None:
+            answers.update(sealer.open(params["requestState"], principal, self._digest))
+        responses = params.get("inputResponses")
+        if responses is not None:
+            if not isinstance(responses, dict):
+                raise JsonRpcError(INVALID_PARAMS, "Invalid params: inputResponses must be an object")
+            answers.update(responses)
+        self._answers = answers
+
+    def request(self, method: str, params: dict[str, Any] | None, key: str | None) -> dict[str, Any]:
+        """The client's answer to one request (keyed by *key*, or by its rank among the handler's requests)."""
+        if key is None:
+            key = f"r{self._count}"
+        self._count += 1
+        return self.request_all({key: (method, params)})[key]
+
+    def request_all(self, requests: dict[str, tuple[str, dict[str, Any] | None]]) -> dict[str, dict[str, Any]]:
+        """The client's answers to every request of *requests*; the round ends with all those it lacks."""
+        if self._method not in INPUT_METHODS:
+            raise ClientRequestError(
+                "unsupported", INVALID_REQUEST, f"{self._method} cannot ask the client for input in this protocol version"
+            )
+        missing: dict[str, dict[str, Any]] = {}
+        for key, (method, params) in requests.items():
+            check_request(method, params)
+            needed = _CAPABILITIES.get(method)
+            if needed is not None and needed not in self._capabilities:
+                raise ClientRequestError(
+                    "capability",
+                    MISSING_CLIENT_CAPABILITY,
+                    f"Missing required client capability: {needed} (for {method})",
+                    {"requiredCapabilities": {needed: {}}},
+                )
+            if key not in self._answers:
+                missing[key] = {"method": method, "params": params or {}}
+        if missing:
+            state = self._sealer.seal(self._principal, self._digest, self._answers)
+            raise InputRequired({"resultType": "input_required", "inputRequests": missing, "requestState": state})
+        results = {}
+        for key in requests:
+            answer = self._answers[key]
+            if not isinstance(answer, dict):
+                raise JsonRpcError(INVALID_PARAMS, f"Invalid params: inputResponses[{key!r}] must be an object")
+            results[key] = answer
+        return results

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable
+import threading
+import time
+from collections.abc import Callable, Mapping
 from typing import TYPE_CHECKING, Any
 
 from .._jsonrpc import notification
@@ -12,7 +14,7 @@ from ..errors import BackendUnavailableError
 from ._client_requests import DEFAULT_REQUEST_TIMEOUT
 
 if TYPE_CHECKING:
-    from ._client_requests import ClientRequests
+    from ._client_requests import ClientRequests, InputRounds
 
 __all__ = ["RequestContext"]
 
@@ -38,18 +40,27 @@ class RequestContext:
     :meth:`close_stream` ends the request's stream early (the client
     resumes it).
 
+    A stateless request (protocol 2026-07-28, :attr:`stateless`) has no
+    session (``session_id`` is ``None``): what the client declared comes
+    with the request, messages go only on its own stream, logs only if the
+    request set a log level, :meth:`request` becomes a multi round-trip
+    request, and :attr:`cancelled` turns true when the client closes the
+    request's stream.
+
     Attributes: ``session_id`` (the key the managers know the session by:
     the ``Mcp-Session-Id``, prefixed by the principal when one is
     configured; pass it to the transport's ``notify``/``log``),
     ``protocol_version``, ``client_info``, ``client_capabilities``,
     ``log_level``, ``request_id`` (``None`` for notifications),
-    ``method`` and ``progress_token``.
+    ``method``, ``progress_token`` and ``stateless``.
     """
 
     __slots__ = (
+        "_cancel",
         "_client",
         "_close_stream",
         "_emit",
+        "_input",
         "client_capabilities",
         "client_info",
         "log_level",
@@ -63,7 +74,7 @@ class RequestContext:
     def __init__(
         self,
         *,
-        session_id: str,
+        session_id: str | None,
         protocol_version: str | None,
         client_info: dict[str, Any] | None,
         client_capabilities: dict[str, Any] | None,
@@ -74,6 +85,8 @@ class RequestContext:
         emit: Emit,
         client: ClientRequests | None = None,
         close_stream: CloseStream | None = None,
+        rounds: InputRounds | None = None,
+        cancel: threading.Event | None = None,
     ) -> None:
         self.session_id = session_id
         self.protocol_version = protocol_version
@@ -86,6 +99,30 @@ class RequestContext:
         self._emit = emit
         self._client = client
         self._close_stream = close_stream
+        self._input = rounds
+        self._cancel = cancel
+
+    @property
+    def stateless(self) -> bool:
+        """Whether this is a stateless request (2026-07-28): no session, everything in the request."""
+        return self.session_id is None
+
+    @property
+    def cancelled(self) -> bool:
+        """Whether the client gave up on this request (it closed the request's stream); stop work then.
+
+        Only a stateless request is ever cancelled this way: in a session,
+        a dropped stream is resumed, not cancelled.
+        """
+        return self._cancel is not None and self._cancel.is_set()
+
+    def wait_cancelled(self, timeout: float | None = None) -> bool:
+        """Sleep up to *timeout* seconds, waking early if the client gives up; return :attr:`cancelled`."""
+        if self._cancel is None:
+            if timeout is not None:
+                time.sleep(timeout)
+            return False
+        return self._cancel.wait(timeout)
 
     def send(self, data: str) -> bool:
         """Emit one serialized JSON-RPC message; False if it could not be handed over."""
@@ -106,13 +143,21 @@ class RequestContext:
         return self.send(progress_notification(self.progress_token, progress, total, message))
 
     def log(self, level: str, data: Any, logger: str | None = None) -> bool:
-        """Emit a ``notifications/message``, dropped below the session's log level."""
+        """Emit a ``notifications/message``, dropped below the log level (a stateless request without one: all)."""
+        if self.stateless and self.log_level is None:
+            log_enabled(level, None)  # still checks the level
+            return False
         if not log_enabled(level, self.log_level):
             return False
         return self.send(log_notification(level, data, logger))
 
     def request(
-        self, method: str, params: dict[str, Any] | None = None, *, timeout: float = DEFAULT_REQUEST_TIMEOUT
+        self,
+        method: str,
+        params: dict[str, Any] | None = None,
+        *,
+        timeout: float = DEFAULT_REQUEST_TIMEOUT,
+        key: str | None = None,
     ) -> dict[str, Any]:
         """Send a request to the client (``sampling/createMessage``, ``elicitation/create``, ``roots/list``...); return its result.
 
@@ -122,10 +167,32 @@ class RequestContext:
         result: the client answered with an error, did not answer within
         *timeout* seconds, lacks the capability the method needs, the
         request could not be sent, or the session ended meanwhile.
+
+        In a stateless request this is a multi round-trip request: without
+        the answer the handler stops here, the client gets an
+        ``input_required`` result, and on its retry (any worker) the handler
+        runs again and this call returns the answer. The handler must so
+        ask the same things in the same order each time; *key* names the
+        request in ``inputRequests`` (default ``r0``, ``r1``... in order).
         """
+        if self._input is not None:
+            return self._input.request(method, params, key)
         if self._client is None:
             raise RuntimeError("this context cannot send requests to the client")
-        return self._client.request(self.session_id, self.client_capabilities, self.send, method, params, timeout)
+        return self._client.request(self.session_id or "", self.client_capabilities, self.send, method, params, timeout)
+
+    def request_all(
+        self, requests: Mapping[str, tuple[str, dict[str, Any] | None]], *, timeout: float = DEFAULT_REQUEST_TIMEOUT
+    ) -> dict[str, dict[str, Any]]:
+        """Several requests to the client at once, ``{key: (method, params)}``; their results by key.
+
+        In a session they all go out, then each is waited for; in a
+        stateless request they form one ``input_required`` round.
+        """
+        requests = dict(requests)
+        if self._input is not None:
+            return self._input.request_all(requests)
+        return {key: self.request(method, params, timeout=timeout) for key, (method, params) in requests.items()}
 
     def close_stream(self, retry: int | None = None) -> bool:
         """End the current request's SSE stream now, with a ``retry`` hint; the handler keeps running.
@@ -136,7 +203,7 @@ class RequestContext:
         transport's ``retry`` option). Returns False, changing nothing,
         when the stream could not be resumed: no event store, or the
         request has no stream of its own (a JSON answer, the legacy
-        transport).
+        transport, a stateless request).
         """
         if retry is not None and (type(retry) is not int or retry < 0):
             raise ValueError(f"retry must be a non-negative int (milliseconds), got {retry!r}")

@@ -16,6 +16,7 @@ from typing import Any
 
 from .._jsonrpc import INTERNAL_ERROR, JsonRpcError, Message, error_response, result_response
 from ..errors import SessionManagerError
+from ._client_requests import InputRequired
 from ._context import RequestContext
 
 __all__ = ["Handler", "OnSuccess", "invoke", "notify_handler"]
@@ -37,6 +38,8 @@ def invoke(
 
     A :class:`JsonRpcError` becomes its error response; any other exception
     is logged with its traceback and answered with a bare internal error.
+    :class:`InputRequired` (a stateless request asking its client for
+    input) becomes its ``input_required`` result.
     """
     assert message.id is not None
     try:
@@ -48,6 +51,8 @@ def invoke(
         if on_success is not None:
             result = on_success(result)
         return result_response(message.id, result), True
+    except InputRequired as need:  # a stateless request's round ends: the client answers, then retries
+        return result_response(message.id, need.result), False
     except JsonRpcError as error:
         return error_response(message.id, error), False
     except SessionManagerError as exc:

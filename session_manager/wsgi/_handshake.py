@@ -37,6 +37,7 @@ __all__ = [
     "SUPPORTED_PROTOCOL_VERSIONS",
     "HandshakeSteps",
     "not_found",
+    "progress_token",
 ]
 
 #: The revision this transport implements.
@@ -70,7 +71,8 @@ def _after(action: Callable[[], object]) -> OnSuccess:
     return on_success
 
 
-def _progress_token(message: Message) -> str | int | None:
+def progress_token(message: Message) -> str | int | None:
+    """The ``_meta.progressToken`` of a message, if it has a usable one."""
     meta = message.params.get("_meta")
     token = meta.get("progressToken") if isinstance(meta, dict) else None
     return token if type(token) in (str, int) else None
@@ -237,7 +239,7 @@ class HandshakeSteps:
             log_level=info.log_level,
             request_id=message.id if message.kind == REQUEST else None,
             method=message.method,
-            progress_token=_progress_token(message),
+            progress_token=progress_token(message),
             emit=emit,
             client=self.client_requests,
             close_stream=close_stream,

@@ -7,15 +7,17 @@ it), so an option is defined, defaulted and validated in exactly one place.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
 from werkzeug.wrappers import Request
 
 from .. import __version__
+from .._validate import positive_seconds
 from ..stream import DEFAULT_KEEPALIVE, DEFAULT_MAXSIZE, StreamController
 from ._checks import Allowlist
+from ._request_state import DEFAULT_STATE_TTL, StateSealer
 
 __all__ = [
     "DEFAULT_ALLOWED_HOSTS",
@@ -38,6 +40,9 @@ DEFAULT_MAX_BODY_SIZE = 4 * 1024 * 1024
 DEFAULT_RETRY = 1000
 #: Seconds ``close()`` waits for running handlers by default.
 DEFAULT_CLOSE_TIMEOUT = 5.0
+
+#: The protocol eras an endpoint can serve (both by default).
+ERAS = ("handshake", "modern")
 
 #: ``principal(request) -> str | None``: the authenticated principal of a request (werkzeug ``Request``).
 Principal = Callable[[Request], str | None]
@@ -72,6 +77,17 @@ class McpOptions:
     - *retry*: milliseconds a client should wait before reconnecting to a
       stream the server ended (the SSE ``retry`` field, sent when a stream
       is primed and when the server closes it); ``None`` sends none.
+    - *eras*: which protocol eras the endpoint serves: ``"handshake"``
+      (sessions, 2025-11-25 and before) and ``"modern"`` (stateless,
+      2026-07-28); both by default, on one URL.
+    - *cache_ttl_ms*, *cache_scope*: the cache hints of cacheable
+      stateless results (lists, ``resources/read``, ``server/discover``)
+      that the handler leaves out; by default nothing is cached.
+    - *state_keys*: the keys (bytes, 16 or more) that seal the
+      ``requestState`` of multi round-trip requests; the first seals, all
+      open (rotation). Every worker must have the same: by default they are
+      one random key kept by the info manager (shared through Redis).
+      *state_ttl*: seconds a ``requestState`` stays valid.
 
     ``hosts`` and ``origins`` are the parsed allowlists.
     """
@@ -87,6 +103,11 @@ class McpOptions:
     stream_maxsize: int = DEFAULT_MAXSIZE
     principal: Principal | None = None
     retry: int | None = DEFAULT_RETRY
+    eras: Iterable[str] = ERAS
+    cache_ttl_ms: int = 0
+    cache_scope: str = "private"
+    state_keys: Sequence[bytes] | None = None
+    state_ttl: float = DEFAULT_STATE_TTL
     hosts: Allowlist | None = field(init=False, repr=False, compare=False)
     origins: Allowlist | None = field(init=False, repr=False, compare=False)
 
@@ -97,11 +118,24 @@ class McpOptions:
             raise ValueError(f"max_body_size must be a positive int, got {self.max_body_size!r}")
         # A stream with these settings validates them (the same checks as every stream), failing early.
         StreamController(keepalive=self.keepalive, maxsize=self.stream_maxsize, retry=self.retry)
+        eras = _entries(self.eras)
+        if isinstance(eras, str) or not eras or not set(eras) <= set(ERAS):
+            raise ValueError(f"eras must name one or both of {', '.join(map(repr, ERAS))}, got {self.eras!r}")
+        if type(self.cache_ttl_ms) is not int or self.cache_ttl_ms < 0:
+            raise ValueError(f"cache_ttl_ms must be a non-negative int, got {self.cache_ttl_ms!r}")
+        if self.cache_scope not in ("public", "private"):
+            raise ValueError(f"cache_scope must be 'public' or 'private', got {self.cache_scope!r}")
+        state_keys = None if self.state_keys is None else tuple(self.state_keys)
+        if state_keys is not None:
+            StateSealer(state_keys)  # checks them
+        positive_seconds(self.state_ttl, "state_ttl")
         hosts, origins = _entries(self.allowed_hosts), _entries(self.allowed_origins)
         settings = {
             "server_info": dict(self.server_info or _DEFAULT_SERVER_INFO),
             "capabilities": dict(self.capabilities or {}),
             "json_response": bool(self.json_response),
+            "eras": tuple(eras),
+            "state_keys": state_keys,
             "allowed_hosts": hosts,
             "allowed_origins": origins,
             "hosts": None if hosts is None else Allowlist(hosts, origins=False),

@@ -11,32 +11,79 @@ request's own thread does: call the handler, send its reply, end the stream.
 
 from __future__ import annotations
 
+import json
 import logging
 import threading
+import time
+from collections.abc import Callable, Iterable
 
 from .._jsonrpc import Message
-from ..errors import SessionManagerError
-from ..events import EventStore, new_post_stream_id, replay_frames
+from ..errors import EventGoneError, SessionManagerError
+from ..events import EventStore, Replay, event_frame, new_post_stream_id, replay_frames
 from ..sse import encode_event, encode_id, encode_message
 from ..stream import StreamController
 from ._context import RequestContext
 from ._handler import Handler, OnSuccess, invoke
 
-__all__ = ["PostStream", "PostStreams", "replay_only", "stored_reply"]
+__all__ = ["FOLLOW_FOR", "FOLLOW_INTERVAL", "PostStream", "PostStreams", "follow", "has_response", "resume_elsewhere", "stored_reply"]
 
 logger = logging.getLogger(__name__)
 
 
-def replay_only(store: EventStore, key: str, stream_id: str, last_event_id: str, retry: int | None) -> list[bytes]:
-    """The whole body of a resume of a stream this process no longer feeds: the replay, then ``retry``.
+#: Seconds between two reads of the log of a POST stream that another process feeds.
+FOLLOW_INTERVAL = 0.1
+#: Longest a resume follows such a stream before it ends with ``retry`` (the client comes back).
+FOLLOW_FOR = 30.0
 
-    The client polls again after *retry* if the response was not in it
-    (the handler runs in another process, or has not answered yet).
+
+def resume_elsewhere(store: EventStore, key: str, stream_id: str, last_event_id: str) -> Replay:
+    """The events after *last_event_id* of a POST stream this process does not feed (finished, or fed by another).
+
+    Raises what :meth:`~session_manager.EventStore.replay` raises, and
+    :class:`~session_manager.EventGoneError` for an id of another stream.
     """
-    frames = replay_frames(store, key, stream_id, last_event_id, retry)
-    if retry is not None:
-        frames.append(encode_event(retry=retry))
-    return frames
+    replay = store.replay(key, last_event_id)
+    if replay.stream_id != stream_id:
+        raise EventGoneError(last_event_id, "unknown")
+    return replay
+
+
+def has_response(events: Iterable[tuple[str, str]]) -> bool:
+    """Whether the response (the stream's last message) is among *events*."""
+    return any(_is_response(message) for _, message in events)
+
+
+def _is_response(message: str) -> bool:
+    if '"method"' in message:  # most messages of a stream are notifications: no parse for them
+        return False
+    parsed = json.loads(message)
+    return isinstance(parsed, dict) and "id" in parsed and "method" not in parsed
+
+
+def follow(
+    store: EventStore, key: str, last_event_id: str, controller: StreamController, stop: Callable[[], bool]
+) -> None:
+    """Feed *controller* the events another process stores on a POST stream, until its response.
+
+    The body of a resume that reached a process other than the one running
+    the handler: it reads the stream's log every :data:`FOLLOW_INTERVAL`
+    seconds and ends once the response went out, or after
+    :data:`FOLLOW_FOR` seconds (then the client resumes again), or when the
+    client leaves, the log goes (the session ended) or *stop* says so.
+    """
+    last, deadline = last_event_id, time.monotonic() + FOLLOW_FOR
+    try:
+        while not controller.closed and not stop() and time.monotonic() < deadline:
+            for event_id, message in store.replay(key, last).events:
+                controller.enqueue_frame(event_frame(event_id, message))
+                last = event_id
+                if _is_response(message):
+                    return
+            time.sleep(FOLLOW_INTERVAL)
+    except SessionManagerError as exc:  # the log is gone, or the backend is down: the client learns on resuming
+        logger.info("stopped following a POST stream: %s", exc)
+    finally:
+        controller.close(drain=True)
 
 
 def stored_reply(store: EventStore, key: str, reply: str, retry: int | None) -> StreamController:
@@ -57,7 +104,7 @@ class PostStream:
     now, then live, with no gap and no duplicate.
     """
 
-    __slots__ = ("_controller", "_done", "_lock", "_store", "key", "stream_id")
+    __slots__ = ("_controller", "_done", "_lock", "_store", "first", "first_sent", "key", "stream_id")
 
     def __init__(self, key: str, controller: StreamController, store: EventStore | None) -> None:
         self.key = key
@@ -65,6 +112,10 @@ class PostStream:
         self._controller = controller
         self._lock = threading.Lock()
         self._done = False
+        #: The first message sent on the stream, and whether it was the response (set once, under the lock).
+        self.first: tuple[str, bool] | None = None
+        #: Set when :attr:`first` is, for a caller that waits for it (None: nobody does).
+        self.first_sent: threading.Event | None = None
         self.stream_id: str | None = None
         if store is not None:
             self.stream_id = new_post_stream_id()
@@ -73,6 +124,8 @@ class PostStream:
     def send(self, data: str) -> bool:
         """Emit one message; True if it was queued to the client or stored for a resume."""
         with self._lock:
+            if self.first is None:
+                self._set_first(data, False)
             return self._send(data)
 
     def _send(self, data: str) -> bool:
@@ -90,8 +143,15 @@ class PostStream:
     def finish(self, reply: str) -> None:
         """Send the response; the stream ends once its client has it."""
         with self._lock:
+            if self.first is None:
+                self._set_first(reply, True)
             self._send(reply)
             self._end()
+
+    def _set_first(self, data: str, is_reply: bool) -> None:
+        self.first = (data, is_reply)
+        if self.first_sent is not None:
+            self.first_sent.set()
 
     def close_early(self, retry: int | None) -> bool:
         """End the client's connection now, with a ``retry`` hint; what follows is stored for its resume.
