@@ -411,3 +411,33 @@ def test_a_resume_on_another_worker_follows_the_stream_until_its_response() -> N
         for server in servers:
             server.close()
         managers.close()
+
+
+def test_a_reply_from_another_principal_never_reaches_the_handler(serve: Any) -> None:
+    from flask import request
+
+    harness: Harness = serve(AskingHandler(), principal=lambda: request.headers.get("X-User"))
+    alice, bob = {"X-User": "alice"}, {"X-User": "bob"}
+    sid = harness.initialize(**alice)
+    response = harness.post(tool_call("ask", {"method": "roots/list"}), sid, headers=alice, stream=True)
+    events = iter_events(response.iter_content(chunk_size=None))
+    request_id = next(json.loads(e.data) for e in events if e.data)["id"]
+    forged = {"jsonrpc": "2.0", "id": request_id, "result": {"roots": [{"uri": "file:///bob"}]}}
+    assert harness.post(forged, sid, headers=bob).status_code == 404  # bob does not even see alice's session
+    assert harness.handler.outcomes.empty()
+    assert harness.post(forged | {"result": {"roots": []}}, sid, headers=alice).status_code == 202
+    assert harness.handler.outcomes.get(timeout=10) == {"roots": []}
+    response.close()
+
+
+def test_in_json_mode_progress_travels_on_the_get_stream_not_in_the_json_body(serve: Any) -> None:
+    """What json_response cannot order (README): the body holds only the response; progress goes to the GET stream."""
+    harness: Harness = serve(json_response=True)
+    sid = harness.initialize()
+    stream = harness.open_stream(sid)
+    message = {"jsonrpc": "2.0", "id": 9, "method": "test/emit", "params": {"count": 2, "_meta": {"progressToken": "t"}}}
+    response = harness.post(message, sid)
+    assert response.headers["Content-Type"] == "application/json"
+    assert response.json() == {"jsonrpc": "2.0", "id": 9, "result": {"sent": [True, True, True, True]}}
+    pushed = stream.take(4)
+    assert [m["method"] for m in pushed] == ["notifications/test", "notifications/progress"] * 2
