@@ -29,7 +29,7 @@ from session_manager import (
     Notifier,  # fan-out and JSON-RPC framing; no Flask needed
     SessionManagers,
 )
-from session_manager.redis import RedisInfoSessionManager, RedisStreamSessionManager
+from session_manager.redis import RedisInfoSessionManager, RedisStreamSessionManager, RedisSubscriptionManager
 
 REDIS_URL_ENV = "MCP_REDIS_URL"  # as in examples/server.py
 
@@ -112,7 +112,10 @@ def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     # Same URL and (default) prefix as the server. This process only sends:
     # no listener or heartbeat starts, nothing runs in the background.
-    managers = SessionManagers(RedisStreamSessionManager(args.redis), RedisInfoSessionManager(args.redis))
+    # Listen streams (2026-07-28 clients) get list changes and resource updates through the third manager.
+    managers = SessionManagers(
+        RedisStreamSessionManager(args.redis), RedisInfoSessionManager(args.redis), RedisSubscriptionManager(args.redis)
+    )
     with managers:
         try:
             print(notify(Notifier(managers), args))

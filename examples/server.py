@@ -300,11 +300,14 @@ def redis_managers(url: str, *, events: bool = True, **stream_options: Any) -> S
         RedisEventStore,
         RedisInfoSessionManager,
         RedisStreamSessionManager,
+        RedisSubscriptionManager,
     )
 
     if events:
         stream_options.setdefault("event_store", RedisEventStore(url))
-    return SessionManagers(RedisStreamSessionManager(url, **stream_options), RedisInfoSessionManager(url))
+    streams = RedisStreamSessionManager(url, **stream_options)
+    # The third manager: 2026-07-28 listen streams, notified from any worker.
+    return SessionManagers(streams, RedisInfoSessionManager(url), RedisSubscriptionManager(url))
 
 
 def memory_managers(*, events: bool = True) -> SessionManagers:

@@ -19,6 +19,7 @@ from .memory import InMemoryInfoSessionManager, InMemoryStreamSessionManager
 from .notifier import Notifier
 from .sse import encode_comment, encode_event
 from .stream import StreamController
+from .subscriptions import InMemorySubscriptionManager, ListenFilter, SubscriptionManager
 
 __version__ = "0.1.0"
 
@@ -30,8 +31,10 @@ __all__ = [
     "InMemoryEventStore",
     "InMemoryInfoSessionManager",
     "InMemoryStreamSessionManager",
+    "InMemorySubscriptionManager",
     "InfoSessionManager",
     "InvalidEventIdError",
+    "ListenFilter",
     "Notifier",
     "Replay",
     "SessionInfo",
@@ -41,6 +44,7 @@ __all__ = [
     "StreamConflictError",
     "StreamController",
     "StreamSessionManager",
+    "SubscriptionManager",
     "encode_comment",
     "encode_event",
 ]

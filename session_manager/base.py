@@ -19,6 +19,7 @@ if TYPE_CHECKING:
     from typing_extensions import Self  # typing.Self from Python 3.11 on
 
     from .events import EventStore
+    from .subscriptions import SubscriptionManager
 
 __all__ = [
     "LOG_LEVELS",
@@ -335,26 +336,33 @@ class InfoSessionManager(abc.ABC):
 
 
 class SessionManagers:
-    """The pair a transport needs: ``.streams`` and ``.info``.
+    """What a transport needs: ``.streams`` and ``.info`` (sessions), ``.subscriptions`` (2026-07-28 listen streams).
 
-    Both default to the in-memory backends, right for one process.
+    All default to the in-memory backends, right for one process.
     """
 
-    __slots__ = ("info", "streams")
+    __slots__ = ("info", "streams", "subscriptions")
 
     def __init__(
         self,
         streams: StreamSessionManager | None = None,
         info: InfoSessionManager | None = None,
+        subscriptions: SubscriptionManager | None = None,
     ) -> None:
         from .memory import InMemoryInfoSessionManager, InMemoryStreamSessionManager
+        from .subscriptions import InMemorySubscriptionManager, SubscriptionManager
 
         if streams is not None and not isinstance(streams, StreamSessionManager):
             raise TypeError(f"streams must be a StreamSessionManager, not {type(streams).__name__}")
         if info is not None and not isinstance(info, InfoSessionManager):
             raise TypeError(f"info must be an InfoSessionManager, not {type(info).__name__}")
+        if subscriptions is not None and not isinstance(subscriptions, SubscriptionManager):
+            raise TypeError(f"subscriptions must be a SubscriptionManager, not {type(subscriptions).__name__}")
         self.streams: StreamSessionManager = InMemoryStreamSessionManager() if streams is None else streams
         self.info: InfoSessionManager = InMemoryInfoSessionManager() if info is None else info
+        self.subscriptions: SubscriptionManager = (
+            InMemorySubscriptionManager() if subscriptions is None else subscriptions
+        )
         self.info.track_streams(self.streams)
 
     def delete(self, session_id: str) -> None:
@@ -368,11 +376,14 @@ class SessionManagers:
         self.streams.delete(session_id)
 
     def close(self) -> None:
-        """Close both managers."""
+        """Close every manager."""
         try:
-            self.streams.close()
+            self.subscriptions.close()
         finally:
-            self.info.close()
+            try:
+                self.streams.close()
+            finally:
+                self.info.close()
 
     def __enter__(self) -> Self:
         return self
@@ -381,4 +392,4 @@ class SessionManagers:
         self.close()
 
     def __repr__(self) -> str:
-        return f"SessionManagers(streams={self.streams!r}, info={self.info!r})"
+        return f"SessionManagers(streams={self.streams!r}, info={self.info!r}, subscriptions={self.subscriptions!r})"

@@ -19,10 +19,12 @@ from session_manager import (
     InMemoryStreamSessionManager,
     StreamSessionManager,
 )
+from session_manager.subscriptions import InMemorySubscriptionManager, SubscriptionManager
 
 StreamFactory = Callable[[pytest.FixtureRequest], StreamSessionManager]
 StoreFactory = Callable[[pytest.FixtureRequest], EventStore]
 InfoFactory = Callable[[pytest.FixtureRequest], InfoSessionManager]
+SubscriptionFactory = Callable[[pytest.FixtureRequest], SubscriptionManager]
 
 STREAM_BACKENDS: dict[str, StreamFactory] = {
     "memory": lambda request: InMemoryStreamSessionManager(),
@@ -32,6 +34,11 @@ STREAM_BACKENDS: dict[str, StreamFactory] = {
 INFO_BACKENDS: dict[str, InfoFactory] = {
     "memory": lambda request: InMemoryInfoSessionManager(),
     "redis": lambda request: request.getfixturevalue("redis_info"),  # tests/conftest_redis.py
+}
+
+SUBSCRIPTION_BACKENDS: dict[str, SubscriptionFactory] = {
+    "memory": lambda request: InMemorySubscriptionManager(),
+    "redis": lambda request: request.getfixturevalue("redis_subscriptions"),  # tests/conftest_redis.py
 }
 
 #: Event stores with small bounds: ``max_events`` = 50, ``max_streams`` = 3.

@@ -12,8 +12,15 @@ from typing import Any
 import pytest
 
 from session_manager import EventStore, InfoSessionManager, StreamController, StreamSessionManager
+from session_manager.subscriptions import SubscriptionManager
 
-from .backends import EVENT_STORE_BACKENDS, INFO_BACKENDS, RESUMABLE_STREAM_BACKENDS, STREAM_BACKENDS
+from .backends import (
+    EVENT_STORE_BACKENDS,
+    INFO_BACKENDS,
+    RESUMABLE_STREAM_BACKENDS,
+    STREAM_BACKENDS,
+    SUBSCRIPTION_BACKENDS,
+)
 from .sse_parser import iter_events
 
 pytest_plugins = ["tests.conftest_redis"]
@@ -36,6 +43,12 @@ def streams(request: pytest.FixtureRequest) -> Iterator[StreamSessionManager]:
 def info(request: pytest.FixtureRequest) -> Iterator[InfoSessionManager]:
     """A fresh info manager, once per backend."""
     yield from _made(INFO_BACKENDS, request)
+
+
+@pytest.fixture(params=sorted(SUBSCRIPTION_BACKENDS))
+def subscriptions(request: pytest.FixtureRequest) -> Iterator[SubscriptionManager]:
+    """A fresh subscription manager (listen streams), once per backend."""
+    yield from _made(SUBSCRIPTION_BACKENDS, request)
 
 
 @pytest.fixture(params=sorted(EVENT_STORE_BACKENDS))

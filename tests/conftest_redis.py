@@ -12,7 +12,12 @@ from collections.abc import Callable, Iterator
 
 import pytest
 
-from session_manager.redis import RedisEventStore, RedisInfoSessionManager, RedisStreamSessionManager
+from session_manager.redis import (
+    RedisEventStore,
+    RedisInfoSessionManager,
+    RedisStreamSessionManager,
+    RedisSubscriptionManager,
+)
 
 from .redis_server import MISSING, RedisServer, find_binary
 
@@ -84,6 +89,14 @@ def node_factory(redis_server: RedisServer, redis_prefix: str) -> Iterator[Calla
 def redis_info(redis_server: RedisServer, redis_prefix: str) -> Iterator[RedisInfoSessionManager]:
     """An info manager on the shared server with its own prefix."""
     manager = RedisInfoSessionManager(redis_server.url, prefix=redis_prefix)
+    yield manager
+    manager.close()
+
+
+@pytest.fixture
+def redis_subscriptions(redis_server: RedisServer, redis_prefix: str) -> Iterator[RedisSubscriptionManager]:
+    """A subscription manager on the shared server with its own prefix."""
+    manager = RedisSubscriptionManager(redis_server.url, prefix=redis_prefix)
     yield manager
     manager.close()
 

@@ -56,7 +56,7 @@ FENCE = "```"
 REDIS_URL_ENV = "MCP_REDIS_URL"
 SERVER_URL_ENV = "MCP_URL"
 #: What the README holds; a change of these numbers is a change of what this file must test.
-PYTHON_BLOCK_COUNT = 10
+PYTHON_BLOCK_COUNT = 11
 SERVER_LINE_COUNT = 6  # ./scripts/run-example.sh is shown twice
 SERVER_COMMAND_COUNT = 5
 NOTIFY_LINE_COUNT = 3

@@ -5,6 +5,8 @@
   process reaches them through pub/sub.
 - :class:`RedisInfoSessionManager`: session metadata in Redis hashes and sets.
 - :class:`RedisEventStore`: resumable streams, their logs in Redis streams.
+- :class:`RedisSubscriptionManager`: 2026-07-28 listen streams; a list change
+  or resource update from any process reaches them (one PUBLISH each).
 
 One module a job (all private):
 
@@ -15,6 +17,7 @@ One module a job (all private):
               heartbeat threads, fork handling, catch-up bookkeeping, failure behaviour
 ``_codec``    the pub/sub messages: every encoder (Python and Lua) and decoder
 ``_info``     the info manager
+``_subscriptions``  the subscription manager: listen streams notified from any process (one PUBLISH per notification)
 ``_events``   the event store, its event ids and its replies
 ``_keys``     every key and channel name, defined once (for Python and Lua)
 ``_scripts``  the Lua scripts (each call one atomic round trip)
@@ -44,5 +47,6 @@ except ImportError as exc:
 from ._events import RedisEventStore
 from ._info import RedisInfoSessionManager
 from ._streams import RedisStreamSessionManager
+from ._subscriptions import RedisSubscriptionManager
 
-__all__ = ["RedisEventStore", "RedisInfoSessionManager", "RedisStreamSessionManager"]
+__all__ = ["RedisEventStore", "RedisInfoSessionManager", "RedisStreamSessionManager", "RedisSubscriptionManager"]

@@ -34,6 +34,9 @@ Streams (:class:`~session_manager.redis.RedisStreamSessionManager`):
 - channels ``node:<node>`` (one per process) and ``broadcast``: their
   messages are in :mod:`._codec`.
 
+Listen streams (:class:`~session_manager.redis.RedisSubscriptionManager`):
+the channel ``subscriptions`` (its messages are in :mod:`._subscriptions`).
+
 Info (:class:`~session_manager.redis.RedisInfoSessionManager`):
 
 - ``session:<sid>`` (hash: ``created``, ``ttl`` (ms), ``protocol_version``,
@@ -68,6 +71,7 @@ LAYOUT: dict[str, str] = {
     "stream": "stream:{sid}",
     "node_channel": "node:{node}",
     "broadcast_channel": "broadcast",
+    "subscriptions_channel": "subscriptions",
     "reply": "reply:{rid}:{sid}",
     # info
     "session": "session:{sid}",
@@ -116,7 +120,7 @@ def _head(name: str) -> str:
 class Keys:
     """The names under one prefix that Python passes to Redis (the scripts build the rest)."""
 
-    __slots__ = ("_session", "_session_uris", "_stream", "_uri", "broadcast_channel", "node_channel_head", "prefix")
+    __slots__ = ("_session", "_session_uris", "_stream", "_uri", "broadcast_channel", "node_channel_head", "prefix", "subscriptions_channel")
 
     def __init__(self, prefix: str) -> None:
         self.prefix = prefix
@@ -127,6 +131,7 @@ class Keys:
         #: ``node:<node>`` without the node id: a script appends the id of the node it reads in a stream key.
         self.node_channel_head = prefix + _head("node_channel")
         self.broadcast_channel = prefix + LAYOUT["broadcast_channel"]
+        self.subscriptions_channel = prefix + LAYOUT["subscriptions_channel"]
 
     def stream(self, session_id: str) -> str:
         return self._stream + session_id

@@ -20,6 +20,7 @@ from werkzeug.exceptions import NotFound
 from werkzeug.wrappers import Request, Response
 
 from .._jsonrpc import (
+    INVALID_PARAMS,
     METHOD_NOT_FOUND,
     NOTIFICATION,
     REQUEST,
@@ -33,8 +34,9 @@ from ..base import SessionInfo, SessionManagers
 from ..errors import StreamConflictError
 from ..events import EventStore, is_get_stream, parse_event_id, resume_frames
 from ..notifier import Notifier
-from ..sse import encode_event
+from ..sse import encode_event, encode_message
 from ..stream import StreamController
+from ..subscriptions import ListenFilter, acknowledged_message
 from ._checks import accepts, check_content_type, check_peer, method_not_allowed, read_message, url_path
 from ._client_requests import INPUT_METHODS, ClientRequests, InputRounds
 from ._context import Emit, RequestContext
@@ -75,6 +77,8 @@ MCP_METHODS = ("GET", "POST", "DELETE")
 
 #: Serves one MCP URL: a werkzeug request in, a response out, never raising.
 Endpoint = Callable[[Request], Response]
+#: The 2026-07-28 method that opens a listen stream.
+LISTEN = "subscriptions/listen"
 #: Seconds a stateless SSE answer waits for the handler's first message: an immediate refusal
 #: (unknown method, missing capability) then gets its HTTP status (404, 400) instead of a 200 stream.
 _FIRST_MESSAGE_GRACE = 0.5
@@ -190,6 +194,8 @@ class McpApp(Notifier):
         left running. Idempotent. Call it when the process stops (e.g.
         gunicorn's ``worker_exit``), not from a request.
         """
+        self._lifecycle.stop_accepting()
+        self.managers.subscriptions.close_all("shutdown")  # each listen stream gets its request's result
         return self._lifecycle.close(self.managers, timeout)
 
     # -- what every MCP URL does -------------------------------------------------------
@@ -272,6 +278,10 @@ class McpApp(Notifier):
         """A parsed message: ``initialize``, or one of an existing session."""
         if message.method == "initialize":
             return self._initialize(request, message, use_sse)
+        if message.method == LISTEN and message.kind == REQUEST:  # a 2026-07-28 method: sessions have GET streams
+            raise HttpError(
+                404, METHOD_NOT_FOUND, f"Method not found: {LISTEN} needs protocol 2026-07-28 (no session)", id=message.id
+            )
         steps = self._handshake
         key = self._session_key(request)
         info = steps.session_info(key)
@@ -326,6 +336,8 @@ class McpApp(Notifier):
             if message.kind == NOTIFICATION:
                 notify_handler(self.handler, message, self._stateless_context(message, declared, _nowhere))
             return empty_response(202)
+        if message.method == LISTEN:
+            return self._listen(request, message, use_sse)
         rounds = None
         if message.method in INPUT_METHODS:
             try:
@@ -354,6 +366,30 @@ class McpApp(Notifier):
         if first is not None and first[1] and http_status(_error_code(first[0])) != 200:
             controller.close()  # refused at once (unknown method, missing capability): said with the HTTP status too
             return json_response(first[0], http_status(_error_code(first[0])))
+        return sse_response(controller)
+
+    def _listen(self, request: Request, message: Message, use_sse: bool) -> Response:
+        """``subscriptions/listen``: a stream that acknowledges the filter, then carries what it asked for.
+
+        The stream is registered with the subscription manager, so a list
+        change or resource update raised in any process reaches it; it ends
+        when the client leaves or the server shuts down (with the listen
+        request's result).
+        """
+        if not use_sse:
+            raise HttpError(406, SERVER_ERROR, f"Not Acceptable: subscriptions/listen answers with {SSE}", id=message.id)
+        assert message.id is not None
+        try:
+            wanted = ListenFilter.parse(message.params.get("notifications"))
+        except (TypeError, ValueError) as exc:
+            raise HttpError(400, INVALID_PARAMS, f"Invalid params: {exc}", id=message.id) from None
+        controller = self._new_stream(request)
+        controller.prime([OPENED, encode_message(acknowledged_message(message.id, wanted))])
+        try:
+            self.managers.subscriptions.create(message.id, wanted, controller)
+        except BaseException:
+            controller.close()
+            raise
         return sse_response(controller)
 
     def _stateless_context(

@@ -34,6 +34,7 @@ __all__ = [
     "ClientRequests",
     "InputRequired",
     "InputRounds",
+    "cannot_ask",
     "check_request",
 ]
 
@@ -58,8 +59,9 @@ class ClientRequestError(JsonRpcError):
     error: *code*, *message* and *data* are the client's), ``"timeout"``,
     ``"capability"`` (the client did not declare what the method needs),
     ``"undelivered"`` (no open stream to send the request on),
-    ``"session"`` (the session ended while waiting) or ``"closing"`` (the
-    server shuts down). Left uncaught in a
+    ``"session"`` (the session ended while waiting), ``"closing"`` (the
+    server shuts down) or ``"unsupported"`` (a stateless request other than
+    ``tools/call``, ``prompts/get`` and ``resources/read``). Left uncaught in a
     handler, it answers the handler's own request with that error.
     """
 
@@ -174,6 +176,17 @@ def _result(method: str, reply: str) -> dict[str, Any]:
 INPUT_METHODS = frozenset({"tools/call", "prompts/get", "resources/read"})
 
 
+def cannot_ask(method: str | None) -> ClientRequestError:
+    """The error of a request that cannot ask its client anything (reason ``"unsupported"``).
+
+    In 2026-07-28 only ``tools/call``, ``prompts/get`` and ``resources/read``
+    may ask (by input rounds); a notification never can.
+    """
+    return ClientRequestError(
+        "unsupported", INVALID_REQUEST, f"{method or 'a notification'} cannot ask the client for input"
+    )
+
+
 class InputRequired(BaseException):
     """Raised by ``ctx.request`` in a stateless request that lacks an answer: the round ends here.
 
@@ -225,10 +238,6 @@ class InputRounds:
 
     def request_all(self, requests: dict[str, tuple[str, dict[str, Any] | None]]) -> dict[str, dict[str, Any]]:
         """The client's answers to every request of *requests*; the round ends with all those it lacks."""
-        if self._method not in INPUT_METHODS:
-            raise ClientRequestError(
-                "unsupported", INVALID_REQUEST, f"{self._method} cannot ask the client for input in this protocol version"
-            )
         missing: dict[str, dict[str, Any]] = {}
         for key, (method, params) in requests.items():
             check_request(method, params)

@@ -11,7 +11,7 @@ from typing import TYPE_CHECKING, Any
 from .._jsonrpc import notification
 from .._mcp import log_enabled, log_notification, progress_notification
 from ..errors import BackendUnavailableError
-from ._client_requests import DEFAULT_REQUEST_TIMEOUT
+from ._client_requests import DEFAULT_REQUEST_TIMEOUT, cannot_ask
 
 if TYPE_CHECKING:
     from ._client_requests import ClientRequests, InputRounds
@@ -112,7 +112,9 @@ class RequestContext:
         """Whether the client gave up on this request (it closed the request's stream); stop work then.
 
         Only a stateless request is ever cancelled this way: in a session,
-        a dropped stream is resumed, not cancelled.
+        a dropped stream is resumed, not cancelled. The server learns that
+        the client left when it next writes to the stream, so at the latest
+        one ``keepalive`` interval later (pings are writes).
         """
         return self._cancel is not None and self._cancel.is_set()
 
@@ -177,9 +179,9 @@ class RequestContext:
         """
         if self._input is not None:
             return self._input.request(method, params, key)
-        if self._client is None:
-            raise RuntimeError("this context cannot send requests to the client")
-        return self._client.request(self.session_id or "", self.client_capabilities, self.send, method, params, timeout)
+        if self._client is None or self.session_id is None:
+            raise cannot_ask(self.method)
+        return self._client.request(self.session_id, self.client_capabilities, self.send, method, params, timeout)
 
     def request_all(
         self, requests: Mapping[str, tuple[str, dict[str, Any] | None]], *, timeout: float = DEFAULT_REQUEST_TIMEOUT
@@ -192,6 +194,8 @@ class RequestContext:
         requests = dict(requests)
         if self._input is not None:
             return self._input.request_all(requests)
+        if self._client is None or self.session_id is None:
+            raise cannot_ask(self.method)
         return {key: self.request(method, params, timeout=timeout) for key, (method, params) in requests.items()}
 
     def close_stream(self, retry: int | None = None) -> bool:

@@ -101,11 +101,17 @@ class Lifecycle:
         with self._lock:
             tracked.discard(item)
 
+    def stop_accepting(self) -> None:
+        """From now on new requests, streams and threads get 503 (the first step of :meth:`close`)."""
+        with self._lock:
+            self._closing = True
+
     def close(self, managers: SessionManagers, timeout: float) -> bool:
         """Shut down: end every stream, wait up to *timeout* seconds for the handlers, close *managers*.
 
-        Streams end at once, each with its ``retry`` hint so clients
-        reconnect (elsewhere, or here after a restart). Then the ended
+        Open streams end at once, each with its ``retry`` hint so clients
+        reconnect (elsewhere, or here after a restart); streams already
+        ending (draining their last frames) finish doing so. Then the ended
         streams are given until the same deadline to be released (their
         close callbacks, e.g. unregistering them, run before the managers
         close). Returns True if no handler was left running. Idempotent.
@@ -117,7 +123,8 @@ class Lifecycle:
             controllers = list(self._controllers)
             workers = list(self._workers)
         for controller in controllers:
-            controller.close()
+            if not controller.closed:  # one already ending (a response, a listen result) delivers what it has
+                controller.close()
         deadline = time.monotonic() + timeout
         for thread in workers:
             thread.join(max(0.0, deadline - time.monotonic()))

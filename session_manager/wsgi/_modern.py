@@ -60,6 +60,8 @@ CACHEABLE_METHODS = frozenset(
 _NAMED_BY = {"tools/call": "name", "prompts/get": "name", "resources/read": "uri"}
 #: ``=?base64?...?=``: how a client sends a header value that is not plain visible ASCII.
 _BASE64_VALUE = re.compile(r"=\?base64\?(.*)\?=")
+#: What a header value may hold as such (visible ASCII and spaces).
+_PLAIN_HEADER = re.compile(r"[\x20-\x7e]*")
 _STATUS = {METHOD_NOT_FOUND: 404, HEADER_MISMATCH: 400, MISSING_CLIENT_CAPABILITY: 400, UNSUPPORTED_PROTOCOL_VERSION: 400}
 
 
@@ -87,8 +89,12 @@ def http_status(code: int) -> int:
 
 
 def _decode_header(value: str | None) -> str | None:
-    """A header value as the client meant it: ``=?base64?...?=`` decoded, surrounding spaces trimmed."""
-    if value is None:
+    """A header value as the client meant it: ``=?base64?...?=`` decoded, surrounding spaces trimmed.
+
+    ``None`` (matches nothing) for a value with characters a header may not
+    carry as such: anything but visible ASCII and spaces must come base64-encoded.
+    """
+    if value is None or not _PLAIN_HEADER.fullmatch(value):
         return None
     value = value.strip()
     match = _BASE64_VALUE.fullmatch(value)
@@ -160,7 +166,7 @@ class ModernSteps:
                 UNSUPPORTED_PROTOCOL_VERSION,
                 f"Unsupported protocol version: {str(version)[:64]!r}",
                 id=id,
-                data={"supported": list(self.supported), "requested": version if type(version) is str else None},
+                data={"supported": list(MODERN_PROTOCOL_VERSIONS), "requested": version if type(version) is str else None},
             )
         capabilities, client_info, level = meta[_META_CAPABILITIES], meta.get(_META_CLIENT_INFO), meta.get(_META_LOG_LEVEL)
         if not isinstance(capabilities, dict) or not (client_info is None or isinstance(client_info, dict)):
@@ -180,7 +186,9 @@ class ModernSteps:
             mirrored.append(("Mcp-Name", message.params[field]))
         for name, expected in mirrored:
             value = header(name)
-            got = _decode_header(value) if name == "Mcp-Name" else (None if value is None else value.strip())
+            got = _decode_header(value)
+            if name != "Mcp-Name" and got != (None if value is None else value.strip()):
+                got = None  # only Mcp-Name may be base64-encoded
             if got is None or got != expected:
                 state = "missing" if value is None else "does not match the body"
                 raise HttpError(400, HEADER_MISMATCH, f"Header mismatch: the {name} header {state}", id=message.id)
