@@ -12,6 +12,7 @@ follow in this file; the legacy HTTP+SSE URLs are in :mod:`._legacy_sse`.
 from __future__ import annotations
 
 import json
+import logging
 import threading
 from collections.abc import Callable, Iterable
 from typing import TYPE_CHECKING, Any
@@ -51,8 +52,9 @@ from ._handshake import (
 )
 from ._legacy_sse import LegacySse
 from ._lifecycle import Lifecycle, shutting_down
-from ._modern import ModernRequest, ModernSteps, http_status
+from ._modern import HEADER_MISMATCH, ModernRequest, ModernSteps, decode_header, http_status
 from ._options import DEFAULT_CLOSE_TIMEOUT, McpOptions
+from ._param_headers import ToolHeaders, mismatch
 from ._post_stream import PostStream, PostStreams, follow, has_response, resume_elsewhere, stored_reply
 from ._request_state import StateSealer
 from ._responses import (
@@ -70,6 +72,8 @@ if TYPE_CHECKING:
     from _typeshed.wsgi import StartResponse, WSGIEnvironment
 
 __all__ = ["MCP_METHODS", "McpApp"]
+
+logger = logging.getLogger(__name__)
 
 LAST_EVENT_ID_HEADER = "Last-Event-ID"
 #: Methods the Streamable HTTP endpoint serves; anything else is 405 with this ``Allow``.
@@ -155,6 +159,7 @@ class McpApp(Notifier):
         requests = ClientRequests(self.managers, closing=lambda: lifecycle.closing)  # waiting handlers give up
         self._handshake = HandshakeSteps(self.options, self.managers, requests)
         self._modern = ModernSteps(self.options)
+        self._tool_headers = ToolHeaders()
         self._state_sealer: StateSealer | None = None
         self._posts = PostStreams()
         self.managers.info.keep_alive_while(self._lifecycle.is_running)
@@ -332,6 +337,8 @@ class McpApp(Notifier):
     def _stateless(self, request: Request, message: Message, use_sse: bool) -> Response:
         """A request that stands alone: checked, then answered as JSON or on its own SSE stream; no session."""
         declared = self._modern.check(message, request.headers.get)
+        if message.method == "tools/call" and message.kind == REQUEST:
+            self._check_param_headers(request, message, declared)
         if message.kind != REQUEST:  # a notification (a response answers nothing in this era)
             if message.kind == NOTIFICATION:
                 notify_handler(self.handler, message, self._stateless_context(message, declared, _nowhere))
@@ -367,6 +374,35 @@ class McpApp(Notifier):
             controller.close()  # refused at once (unknown method, missing capability): said with the HTTP status too
             return json_response(first[0], http_status(_error_code(first[0])))
         return sse_response(controller)
+
+    def _check_param_headers(self, request: Request, message: Message, declared: ModernRequest) -> None:
+        """400 (-32020) unless the ``Mcp-Param-*`` headers mirror the tool's annotated arguments."""
+        name, arguments = message.params.get("name"), message.params.get("arguments")
+        if type(name) is not str:
+            return  # the handler refuses the call
+        found = self._tool_headers.of(name, lambda cursor: self._tools_page(message, declared, cursor))
+        if found:
+            reason = mismatch(found, arguments if isinstance(arguments, dict) else {}, request.headers.get, decode_header)
+            if reason is not None:
+                raise HttpError(400, HEADER_MISMATCH, f"Header mismatch: {reason}", id=message.id)
+
+    def _tools_page(self, message: Message, declared: ModernRequest, cursor: str | None) -> dict[str, Any]:
+        """One page of the handler's own ``tools/list``, asked as the client would (its ``_meta``): the annotations' source."""
+        params: dict[str, Any] = {"_meta": message.params["_meta"]}
+        if cursor is not None:
+            params["cursor"] = cursor
+        listing = Message({"jsonrpc": "2.0", "id": 0, "method": "tools/list", "params": params}, REQUEST, 0, "tools/list")
+        try:
+            page = self.handler(listing.raw, self._stateless_context(listing, declared, _nowhere))
+        except Exception:
+            logger.warning("tools/list failed while learning the Mcp-Param headers of the tools", exc_info=True)
+            return {}
+        return page if isinstance(page, dict) else {}
+
+    def broadcast(self, method: str, params: dict[str, Any] | None = None) -> None:
+        if method == "notifications/tools/list_changed":
+            self._tool_headers.forget()  # the tools' annotations are learned again
+        super().broadcast(method, params)
 
     def _listen(self, request: Request, message: Message, use_sse: bool) -> Response:
         """``subscriptions/listen``: a stream that acknowledges the filter, then carries what it asked for.

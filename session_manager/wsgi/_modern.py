@@ -34,6 +34,7 @@ __all__ = [
     "UNSUPPORTED_PROTOCOL_VERSION",
     "ModernRequest",
     "ModernSteps",
+    "decode_header",
 ]
 
 #: The stateless revisions this transport serves, newest first.
@@ -88,7 +89,7 @@ def http_status(code: int) -> int:
     return _STATUS.get(code, 200)
 
 
-def _decode_header(value: str | None) -> str | None:
+def decode_header(value: str | None) -> str | None:
     """A header value as the client meant it: ``=?base64?...?=`` decoded, surrounding spaces trimmed.
 
     ``None`` (matches nothing) for a value with characters a header may not
@@ -104,7 +105,10 @@ def _decode_header(value: str | None) -> str | None:
     try:
         if len(payload) % 4:
             raise ValueError("unpadded")
-        return base64.b64decode(payload, validate=True).decode("utf-8")
+        decoded = base64.b64decode(payload, validate=True)
+        if base64.b64encode(decoded).decode("ascii") != payload:
+            raise ValueError("not canonical")  # only what an encoder makes
+        return decoded.decode("utf-8")
     except (binascii.Error, ValueError):
         return None  # malformed: matches nothing
 
@@ -186,7 +190,7 @@ class ModernSteps:
             mirrored.append(("Mcp-Name", message.params[field]))
         for name, expected in mirrored:
             value = header(name)
-            got = _decode_header(value)
+            got = decode_header(value)
             if name != "Mcp-Name" and got != (None if value is None else value.strip()):
                 got = None  # only Mcp-Name may be base64-encoded
             if got is None or got != expected:
