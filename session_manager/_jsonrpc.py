@@ -7,6 +7,8 @@ included, so this module is the only place that knows the envelope.
 from __future__ import annotations
 
 import json
+import math
+import re
 from collections.abc import Mapping
 from typing import Any
 
@@ -135,10 +137,48 @@ def parse_message(body: bytes) -> Message:
     one JSON-RPC 2.0 message (batches included) is an invalid request (-32600).
     """
     try:
-        value = json.loads(body.decode("utf-8"), parse_constant=_reject_constant)
+        text = body.decode("utf-8")
+        value = json.loads(text, parse_constant=_reject_constant, parse_float=_finite_float)
+        if _SURROGATE_ESCAPE.search(text) and _has_lone_surrogate(value):
+            raise ValueError("lone surrogate")
     except (UnicodeDecodeError, ValueError, RecursionError):
-        raise HttpError(400, PARSE_ERROR, "Parse error: the body is not valid UTF-8 JSON") from None
+        raise HttpError(
+            400,
+            PARSE_ERROR,
+            "Parse error: the body is not valid UTF-8 JSON (no NaN, Infinity, out-of-range numbers "
+            "or unpaired surrogate escapes)",
+        ) from None
     return check_message(value)
+
+
+#: A ``\uD800``-``\uDFFF`` escape: only a body holding one can decode to a lone surrogate (checked then).
+_SURROGATE_ESCAPE = re.compile(r"\\u[dD][89a-fA-F]")
+
+
+def _finite_float(text: str) -> float:
+    """A JSON number as a float; ValueError for one too large for it (``1e999`` would become infinity)."""
+    number = float(text)
+    if number in (math.inf, -math.inf):
+        raise ValueError(f"number out of range: {text[:32]}")
+    return number
+
+
+def _has_lone_surrogate(value: Any) -> bool:
+    """Whether any string in decoded JSON holds an unpaired surrogate, which no UTF-8 reply could carry."""
+    stack = [value]
+    while stack:
+        item = stack.pop()
+        if isinstance(item, str):
+            try:
+                item.encode("utf-8")
+            except UnicodeEncodeError:
+                return True
+        elif isinstance(item, dict):
+            stack.extend(item.keys())
+            stack.extend(item.values())
+        elif isinstance(item, list):
+            stack.extend(item)
+    return False
 
 
 def check_message(value: Any) -> Message:

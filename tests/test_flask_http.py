@@ -346,6 +346,27 @@ def test_malformed_json_is_a_parse_error(mcp: Harness, body: bytes) -> None:
 
 
 @pytest.mark.parametrize(
+    "fragment",
+    [rb'"\ud800"', rb'"a\uDFFFb"', rb'{"\udbff": 1}', rb"1e999", rb"-1E400"],
+    ids=["lone high surrogate", "lone low surrogate", "surrogate in a key", "1e999", "-1E400"],
+)
+def test_unpaired_surrogates_and_out_of_range_numbers_are_parse_errors_and_create_nothing(
+    mcp: Harness, fragment: bytes
+) -> None:
+    """No UTF-8 reply can carry a lone surrogate, and 1e999 would become infinity: refused before anything runs."""
+    sid = mcp.initialize()
+    call = b'{"jsonrpc":"2.0","id":5,"method":"test/ctx","params":{"x":%s}}' % fragment
+    assert assert_error(mcp.post(call, sid), 400, PARSE_ERROR)["id"] is None
+    before = len(mcp.managers.info)
+    hello = b'{"jsonrpc":"2.0","id":%s,"method":"initialize","params":{"protocolVersion":"2025-11-25",' % fragment
+    hello += b'"capabilities":{},"clientInfo":{"name":"x","version":"1"}}}'
+    assert assert_error(mcp.post(hello), 400, PARSE_ERROR)["id"] is None
+    assert len(mcp.managers.info) == before  # no session created
+    ok = rb'{"jsonrpc":"2.0","id":6,"method":"test/ctx","params":{"x":"\ud83d\ude00","y":1.5e10}}'
+    assert reply_of(mcp.post(ok, sid))["result"]["method"] == "test/ctx"  # a surrogate pair is fine
+
+
+@pytest.mark.parametrize(
     "message, expected_id",
     [
         ([PING], None),
