@@ -441,3 +441,38 @@ def test_in_json_mode_progress_travels_on_the_get_stream_not_in_the_json_body(se
     assert response.json() == {"jsonrpc": "2.0", "id": 9, "result": {"sent": [True, True, True, True]}}
     pushed = stream.take(4)
     assert [m["method"] for m in pushed] == ["notifications/test", "notifications/progress"] * 2
+
+
+# -- bounds: handlers per process, what a session stores ------------------------------------
+
+
+def test_past_max_handlers_a_request_gets_503_with_retry_after_and_others_go_on(serve: Any) -> None:
+    harness: Harness = serve(AskingHandler(), max_handlers=2)
+    sid = harness.initialize()
+    held = [StreamedCall(harness, sid, tool_call("close_then_answer", {}, id=i)) for i in (1, 2)]  # both wait
+    wait_until(lambda: len(harness.bp.transport._lifecycle._workers) == 2, what="two running handlers")
+    refused = harness.post(tool_call("close_then_answer", {}, id=3), sid)
+    assert refused.status_code == 503 and refused.headers["Retry-After"] == "1"
+    assert refused.json()["id"] == 3 and "retry shortly" in refused.json()["error"]["message"]
+    ping = harness.post({"jsonrpc": "2.0", "id": 9, "method": "ping"}, sid, headers={"Accept": "application/json"})
+    assert ping.json()["result"] == {}  # a JSON answer runs inline: no handler thread
+    harness.handler.release.set()
+    for call in held:
+        assert call.next_message()["params"] == {"before": True}
+        call.close()
+    wait_until(lambda: not harness.bp.transport._lifecycle._workers, what="the handlers to end")
+    again = StreamedCall(harness, sid, tool_call("close_then_answer", {}, id=4))
+    assert again.next_message()["params"] == {"before": True}
+    again.close()
+
+
+def test_a_session_stores_at_most_max_session_info_bytes(serve: Any) -> None:
+    harness: Harness = serve(max_session_info=1000)
+    message = initialize_message()
+    message["params"]["clientInfo"] = {"name": "x" * 2000, "version": "1"}
+    refused = harness.post(message)
+    assert refused.status_code == 400 and refused.headers.get("Mcp-Session-Id") is None
+    error = refused.json()["error"]
+    assert error["code"] == -32602 and "at most 1000" in error["message"]
+    assert len(harness.managers.info) == 0  # nothing stored
+    assert harness.initialize()  # a normal client is fine

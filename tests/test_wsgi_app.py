@@ -164,6 +164,14 @@ def test_options_are_one_frozen_object_with_the_defaults_defined_once() -> None:
         ({"allowed_hosts": "localhost"}, TypeError),
         ({"allowed_origins": ["not an origin"]}, ValueError),
         ({"no_such_option": 1}, TypeError),
+        ({"max_handlers": 0}, ValueError),
+        ({"max_session_info": 0}, ValueError),
+        ({"eras": "modern"}, ValueError),
+        ({"eras": ("modern", "future")}, ValueError),
+        ({"cache_ttl_ms": -1}, ValueError),
+        ({"cache_scope": "shared"}, ValueError),
+        ({"state_keys": [b"short"]}, ValueError),
+        ({"state_ttl": 0}, ValueError),
     ],
 )
 def test_every_entry_point_checks_options_the_same_way(options: dict[str, Any], error: type[Exception]) -> None:

@@ -155,7 +155,7 @@ class McpApp(Notifier):
         self.handler = handler
         #: The transport's options, checked (:class:`McpOptions`).
         self.options = McpOptions(**settings) if options is None else options
-        self._lifecycle = lifecycle = Lifecycle()
+        self._lifecycle = lifecycle = Lifecycle(self.options.max_handlers)
         requests = ClientRequests(self.managers, closing=lambda: lifecycle.closing)  # waiting handlers give up
         self._handshake = HandshakeSteps(self.options, self.managers, requests)
         self._modern = ModernSteps(self.options)

@@ -15,6 +15,7 @@ error) or :class:`JsonRpcError`.
 from __future__ import annotations
 
 import functools
+import json
 from collections.abc import Callable, Sequence
 from typing import Any
 
@@ -91,12 +92,12 @@ class HandshakeSteps:
 
     # -- initialize ----------------------------------------------------------------
 
-    @staticmethod
-    def negotiate(message: Message, supported: Sequence[str]) -> SessionInfo:
+    def negotiate(self, message: Message, supported: Sequence[str]) -> SessionInfo:
         """What an ``initialize`` request declares, with the negotiated protocol version.
 
         400 (:class:`HttpError`) if it is not a request; :class:`JsonRpcError`
-        (invalid params) if its params are not the declared types. The
+        (invalid params) if its params are not the declared types, or client
+        info and capabilities exceed the *max_session_info* option. The
         version is the client's if *supported*, else the latest.
         """
         if message.kind != REQUEST:
@@ -109,6 +110,13 @@ class HandshakeSteps:
             raise JsonRpcError(
                 INVALID_PARAMS,
                 "Invalid params: initialize needs a string protocolVersion and objects capabilities and clientInfo",
+            )
+        size = len(json.dumps([client_info, capabilities], ensure_ascii=False).encode("utf-8", "surrogatepass"))
+        if size > self.options.max_session_info:
+            raise JsonRpcError(
+                INVALID_PARAMS,
+                f"Invalid params: clientInfo and capabilities take {size} bytes; a session stores at most "
+                f"{self.options.max_session_info}",
             )
         version = requested if requested in supported else LATEST_PROTOCOL_VERSION
         return SessionInfo(protocol_version=version, client_info=client_info, client_capabilities=capabilities)

@@ -23,7 +23,7 @@ from .._jsonrpc import INTERNAL_ERROR, HttpError
 from ..base import SessionManagers
 from ..stream import StreamController
 
-__all__ = ["Lifecycle", "shutting_down"]
+__all__ = ["Lifecycle", "shutting_down", "too_busy"]
 
 logger = logging.getLogger(__name__)
 
@@ -33,12 +33,24 @@ def shutting_down() -> HttpError:
     return HttpError(503, INTERNAL_ERROR, "Service Unavailable: the server is shutting down")
 
 
+def too_busy(limit: int) -> HttpError:
+    """503 with ``Retry-After`` when *limit* handlers already run in this process."""
+    return HttpError(
+        503,
+        INTERNAL_ERROR,
+        f"Service Unavailable: {limit} requests are being handled in this process; retry shortly",
+        headers={"Retry-After": "1"},
+    )
+
+
 class Lifecycle:
     """The open streams and running request threads of one transport; refuses new ones once closing."""
 
-    __slots__ = ("_closing", "_controllers", "_lock", "_running", "_workers")
+    __slots__ = ("_closing", "_controllers", "_lock", "_running", "_workers", "max_handlers")
 
-    def __init__(self) -> None:
+    def __init__(self, max_handlers: int | None = None) -> None:
+        #: Most request threads running at once (None: no bound); one more gets 503.
+        self.max_handlers = max_handlers
         self._lock = threading.Lock()
         self._closing = False
         self._controllers: set[StreamController] = set()
@@ -62,7 +74,9 @@ class Lifecycle:
     def start(self, key: str, name: str, run: Callable[..., object], *args: Any) -> None:
         """Run ``run(*args)`` on a new thread (greenlet under gevent) on behalf of session *key*.
 
-        503 once closing. The thread is tracked until it ends, so
+        503 once closing, or while :attr:`max_handlers` threads run (with
+        ``Retry-After``: a bound on what abandoned slow calls can hold). The
+        thread is tracked until it ends, so
         :meth:`close` can wait for it, and while it runs the session is
         kept alive (:meth:`is_running`). The HTTP request may end first: a
         client that went away does not cancel its request. The thread sees
@@ -82,6 +96,8 @@ class Lifecycle:
         with self._lock:
             if self._closing:
                 raise shutting_down()
+            if self.max_handlers is not None and len(self._workers) >= self.max_handlers:
+                raise too_busy(self.max_handlers)
             self._workers.add(thread)
             self._running[key] = self._running.get(key, 0) + 1
         thread.start()

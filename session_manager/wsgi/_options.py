@@ -24,6 +24,8 @@ __all__ = [
     "DEFAULT_ALLOWED_ORIGINS",
     "DEFAULT_CLOSE_TIMEOUT",
     "DEFAULT_MAX_BODY_SIZE",
+    "DEFAULT_MAX_HANDLERS",
+    "DEFAULT_MAX_SESSION_INFO",
     "DEFAULT_RETRY",
     "McpOptions",
     "Principal",
@@ -40,6 +42,10 @@ DEFAULT_MAX_BODY_SIZE = 4 * 1024 * 1024
 DEFAULT_RETRY = 1000
 #: Seconds ``close()`` waits for running handlers by default.
 DEFAULT_CLOSE_TIMEOUT = 5.0
+#: Request handlers running at once per process, by default.
+DEFAULT_MAX_HANDLERS = 512
+#: Bytes of client info and capabilities a session may store, by default.
+DEFAULT_MAX_SESSION_INFO = 64 * 1024
 
 #: The protocol eras an endpoint can serve (both by default).
 ERAS = ("handshake", "modern")
@@ -77,6 +83,12 @@ class McpOptions:
     - *retry*: milliseconds a client should wait before reconnecting to a
       stream the server ended (the SSE ``retry`` field, sent when a stream
       is primed and when the server closes it); ``None`` sends none.
+    - *max_handlers*: request handlers (threads, greenlets) running at once
+      in this process; one more request gets 503 with ``Retry-After``
+      (``None``: no bound). Handlers of clients that left keep running until
+      they return, so this bounds what they can hold.
+    - *max_session_info*: bytes of client info and capabilities one session
+      may store (``initialize``); more gets 400 -32602.
     - *eras*: which protocol eras the endpoint serves: ``"handshake"``
       (sessions, 2025-11-25 and before) and ``"modern"`` (stateless,
       2026-07-28); both by default, on one URL.
@@ -103,6 +115,8 @@ class McpOptions:
     stream_maxsize: int = DEFAULT_MAXSIZE
     principal: Principal | None = None
     retry: int | None = DEFAULT_RETRY
+    max_handlers: int | None = DEFAULT_MAX_HANDLERS
+    max_session_info: int = DEFAULT_MAX_SESSION_INFO
     eras: Iterable[str] = ERAS
     cache_ttl_ms: int = 0
     cache_scope: str = "private"
@@ -118,6 +132,10 @@ class McpOptions:
             raise ValueError(f"max_body_size must be a positive int, got {self.max_body_size!r}")
         # A stream with these settings validates them (the same checks as every stream), failing early.
         StreamController(keepalive=self.keepalive, maxsize=self.stream_maxsize, retry=self.retry)
+        if self.max_handlers is not None and (type(self.max_handlers) is not int or self.max_handlers < 1):
+            raise ValueError(f"max_handlers must be a positive int or None, got {self.max_handlers!r}")
+        if type(self.max_session_info) is not int or self.max_session_info < 1:
+            raise ValueError(f"max_session_info must be a positive int, got {self.max_session_info!r}")
         eras = _entries(self.eras)
         if isinstance(eras, str) or not eras or not set(eras) <= set(ERAS):
             raise ValueError(f"eras must name one or both of {', '.join(map(repr, ERAS))}, got {self.eras!r}")
