@@ -24,6 +24,10 @@ logger = logging.getLogger(__name__)
 DEFAULT_SESSION_TTL = 3600.0
 
 
+
+#: Most expired sessions one call of the in-memory info manager removes on its way.
+SWEEP_STEP = 64
+
 class InMemoryStreamSessionManager(StreamSessionManager):
     """Streams of this process, in a dict guarded by a lock.
 
@@ -206,8 +210,10 @@ class InMemoryInfoSessionManager(FieldStoreInfoManager):
     events (once :meth:`track_streams` was called, as
     :class:`~session_manager.SessionManagers` does). Sessions are kept in
     order of last use, so expiry costs no timer or thread: each call that
-    looks a session up first removes the expired ones at the old end (O(1)
-    when none is due), and :meth:`expire` does it on demand. ``None`` keeps
+    looks a session up first removes up to :data:`SWEEP_STEP` expired ones
+    at the old end (O(1) when none is due: a backlog of 60,000 due at once
+    is spread over many calls, never paid by one), and :meth:`expire` does
+    it on demand. ``None`` keeps
     sessions until deleted.
     """
 
@@ -252,8 +258,8 @@ class InMemoryInfoSessionManager(FieldStoreInfoManager):
             self._sessions.move_to_end(session_id)
         return session
 
-    def expire(self) -> list[str]:
-        """Delete every session idle for *session_ttl* with no open stream; return their ids."""
+    def expire(self, limit: int | None = None) -> list[str]:
+        """Delete sessions idle for *session_ttl* with no open stream (at most *limit* of them); return their ids."""
         ttl = self._ttl
         if ttl is None:
             return []
@@ -261,7 +267,7 @@ class InMemoryInfoSessionManager(FieldStoreInfoManager):
         with self._lock:
             due = []
             for sid, session in self._sessions.items():  # oldest first: stop at the first one in use
-                if session.used > deadline:
+                if session.used > deadline or len(due) == limit:
                     break
                 due.append(sid)
         if not due:
@@ -296,8 +302,9 @@ class InMemoryInfoSessionManager(FieldStoreInfoManager):
         return oldest.used <= self._clock() - self._ttl
 
     def _sweep(self) -> None:
+        """Expire what is due, a bounded step at a time: no call pays for a whole backlog at once."""
         if self._due():
-            self.expire()
+            self.expire(SWEEP_STEP)
 
     # -- storage primitives ------------------------------------------------
 

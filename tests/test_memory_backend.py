@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import threading
 
 import pytest
@@ -161,8 +162,32 @@ def test_expiry_costs_no_thread_or_timer():
         managers.info.create(f"s{i}")
     clock.now += 2
     managers.info.create("fresh")  # sweeps on the way
+    calls = 1
+    while len(managers.info) > 1 and calls < 100:
+        managers.info.exists("fresh")  # each call sweeps a little more
+        calls += 1
     assert len(managers.info) == 1
     assert set(threading.enumerate()) == before
+
+
+def test_a_backlog_of_expired_sessions_is_swept_in_bounded_steps():
+    """Many sessions due at once: no single call pays for them all (each removes at most SWEEP_STEP)."""
+    from session_manager.memory import SWEEP_STEP
+
+    managers, clock = expiring_pair(ttl=1)
+    for i in range(3 * SWEEP_STEP + 5):
+        managers.info.create(f"s{i}")
+    clock.now += 2
+    managers.info.create("fresh")
+    sizes = [len(managers.info)]
+    while sizes[-1] > 1:
+        managers.info.exists("fresh")
+        sizes.append(len(managers.info))
+    assert sizes[0] == 3 * SWEEP_STEP + 5 + 1 - SWEEP_STEP
+    assert all(before - after <= SWEEP_STEP for before, after in itertools.pairwise(sizes))
+    assert len(sizes) == 4  # three more calls finish the backlog
+    clock.now += 2
+    assert managers.info.expire() == ["fresh"]  # expire() on demand takes everything due
 
 
 def test_expiry_racing_with_requests_from_many_threads_keeps_the_indexes_consistent():
