@@ -265,7 +265,7 @@ class InMemoryInfoSessionManager(FieldStoreInfoManager):
             return []
         deadline = self._clock() - ttl
         with self._lock:
-            due = []
+            due: list[str] = []
             for sid, session in self._sessions.items():  # oldest first: stop at the first one in use
                 if session.used > deadline or len(due) == limit:
                     break

@@ -204,7 +204,7 @@ class InputRequired(BaseException):
 class InputRounds:
     """The answers a stateless request brought (sealed state, ``inputResponses``), and how to ask for more."""
 
-    __slots__ = ("_answers", "_capabilities", "_count", "_digest", "_method", "_principal", "_sealer")
+    __slots__ = ("_answers", "_capabilities", "_count", "_method", "_params", "_principal", "_sealer")
 
     def __init__(
         self,
@@ -216,18 +216,21 @@ class InputRounds:
         params = message.params
         method = message.method or ""
         self._sealer, self._principal, self._method = sealer, principal, method
-        self._digest = params_digest(method, params)
+        self._params = params  # digested only when a state is opened or sealed: most calls never ask
         self._capabilities = capabilities
         self._count = 0
         answers: dict[str, Any] = {}
         if params.get("requestState") is not None:
-            answers.update(sealer.open(params["requestState"], principal, self._digest))
+            answers.update(sealer.open(params["requestState"], principal, self._digest()))
         responses = params.get("inputResponses")
         if responses is not None:
             if not isinstance(responses, dict):
                 raise JsonRpcError(INVALID_PARAMS, "Invalid params: inputResponses must be an object")
             answers.update(responses)
         self._answers = answers
+
+    def _digest(self) -> str:
+        return params_digest(self._method, self._params)
 
     def request(self, method: str, params: dict[str, Any] | None, key: str | None) -> dict[str, Any]:
         """The client's answer to one request (keyed by *key*, or by its rank among the handler's requests)."""
@@ -252,7 +255,7 @@ class InputRounds:
             if key not in self._answers:
                 missing[key] = {"method": method, "params": params or {}}
         if missing:
-            state = self._sealer.seal(self._principal, self._digest, self._answers)
+            state = self._sealer.seal(self._principal, self._digest(), self._answers)
             raise InputRequired({"resultType": "input_required", "inputRequests": missing, "requestState": state})
         results = {}
         for key in requests:

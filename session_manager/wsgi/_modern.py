@@ -215,7 +215,7 @@ class ModernSteps:
         return done
 
     def complete(self, method: str | None) -> Callable[[dict[str, Any]], dict[str, Any]]:
-        """Completes a handler's result: ``resultType``, and cache hints where the method's results are cacheable."""
+        """Completes a handler's result: ``resultType``, the server info in ``_meta``, and cache hints where cacheable."""
         options = self.options
         cacheable = method in CACHEABLE_METHODS
         discover = method == "server/discover"
@@ -223,6 +223,12 @@ class ModernSteps:
         def completed(result: dict[str, Any]) -> dict[str, Any]:
             if discover:
                 result = self.discover(result)
+            else:
+                meta = result.get("_meta")
+                if meta is None:
+                    result["_meta"] = {_META_SERVER_INFO: options.server_info}
+                elif isinstance(meta, dict):
+                    meta.setdefault(_META_SERVER_INFO, options.server_info)
             result.setdefault("resultType", "complete")
             if cacheable and result["resultType"] == "complete":
                 result.setdefault("ttlMs", options.cache_ttl_ms)
