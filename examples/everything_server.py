@@ -4,11 +4,14 @@ Every tool, resource, resource template, prompt, completion and log the
 server scenarios of ``@modelcontextprotocol/conformance`` expect, with the
 names and behaviour of the suite's own TypeScript everything server
 (``examples/servers/typescript/everything-server.ts`` in its repository).
+One handler serves both protocol eras on the same URL: sessions
+(``initialize``, 2025-11-25 and before) and stateless requests (2026-07-28).
 Run it (gevent, http://127.0.0.1:8000/mcp), then the suite::
 
     python examples/everything_server.py [--host 127.0.0.1] [--port 8000] [--redis redis://127.0.0.1:6379/0]
     MCP_REDIS_URL=redis://127.0.0.1:6379/0 gunicorn -k gevent -w 2 'examples.everything_server:create_app()'
     npx @modelcontextprotocol/conformance server --url http://127.0.0.1:8000/mcp --suite all
+    npx @modelcontextprotocol/conformance@0.2.0-alpha.12 server --url http://127.0.0.1:8000/mcp --requirements 2026-07-28
 
 Sessions and stored events are in memory (one process) unless a Redis URL
 is given (``--redis`` or ``$MCP_REDIS_URL``): then any number of workers
@@ -16,8 +19,10 @@ share them. Streams are resumable either way (an event store).
 
 What it shows beyond the example server (examples/server.py): a tool that
 asks the client for something and waits for the answer (``ctx.request``:
-sampling, elicitation) and a tool that ends its SSE stream early, the
-client fetching the result with ``GET`` + ``Last-Event-ID`` (``ctx.close_stream``).
+sampling, elicitation, roots), a tool that ends its SSE stream early, the
+client fetching the result with ``GET`` + ``Last-Event-ID`` (``ctx.close_stream``),
+and how the same ``ctx.request`` code asks a stateless (2026-07-28) client
+in rounds: see "Asking the client" below.
 """
 
 if __name__ == "__main__":
@@ -152,12 +157,13 @@ def multiple_content_types(args: Params, ctx: RequestContext) -> Result:
 
 
 @tool("test_tool_with_logging", "Tests tool that emits log messages during execution")
+@tool("test_logging_tool", "Logs as it works: nothing is sent when a stateless request set no logLevel")
 def tool_with_logging(args: Params, ctx: RequestContext) -> Result:
     # Each message leaves on the call's SSE stream at once (time.sleep yields under gevent).
     for step, message in enumerate(("Tool execution started", "Tool processing data", "Tool execution completed")):
         if step:
             time.sleep(0.05)
-        ctx.log("info", message)  # dropped below the session's logging/setLevel
+        ctx.log("info", message)  # dropped below the session's logging/setLevel, or the request's logLevel
     return {"content": [text("Tool with logging executed successfully")]}
 
 
@@ -196,12 +202,66 @@ def reconnection(args: Params, ctx: RequestContext) -> Result:
     }
 
 
-def ask_client(ctx: RequestContext, method: str, params: Params, what: str) -> Result | str:
-    """Send *method* to the client and wait for its result; on failure, the text explaining it."""
+# -- asking the client --------------------------------------------------------------------
+#
+# ``ctx.request(method, params)`` returns the client's answer in both eras:
+# - in a session, the request goes out on the call's SSE stream and the call
+#   waits for the client to POST the answer (to any worker);
+# - in a stateless request (2026-07-28, ``ctx.stateless``) it cannot wait: the
+#   call ends there with an ``input_required`` result naming what it needs
+#   (``key=`` names it), plus a sealed ``requestState`` holding the answers
+#   already given. The client retries with the answers; the tool runs again
+#   from the start and, this time, ``ctx.request`` returns them. So a tool asks
+#   the same things in the same order every time, and does nothing before its
+#   last question that it must not do twice. ``ctx.request_all`` asks several
+#   things at once (one round).
+# The transport checks the client's capabilities (stateless: -32021 without
+# them) and rejects a tampered, expired or foreign ``requestState``.
+
+Ask = tuple[str, Params]  # (method, params) of a request to the client
+
+
+def ask_user(message: str, field: str, kind: str = "string") -> Ask:
+    """``elicitation/create``: a form with one required field."""
+    return "elicitation/create", {"message": message, "requestedSchema": schema({field: {"type": kind}}, (field,))}
+
+
+def ask_model(prompt: str, max_tokens: int = 100) -> Ask:
+    """``sampling/createMessage``: one user message for the client's LLM."""
+    return "sampling/createMessage", {"messages": [{"role": "user", "content": text(prompt)}], "maxTokens": max_tokens}
+
+
+ASK_ROOTS: Ask = ("roots/list", {})
+#: The client capability each kind of request needs.
+NEEDS = {"elicitation/create": "elicitation", "sampling/createMessage": "sampling", "roots/list": "roots"}
+
+
+def ask_client(ctx: RequestContext, ask: Ask, what: str) -> Result | str:
+    """The client's answer to *ask*; if it failed, the text explaining why."""
     try:
-        return ctx.request(method, params)  # on the call's SSE stream; the client POSTs its answer
+        return ctx.request(*ask)
     except ClientRequestError as error:
+        if error.reason == "capability":
+            raise  # a protocol error, not a tool failure (stateless: -32021, HTTP 400)
         return f"{what} not supported or error: {error.message}"
+
+
+def answered(answer: Result, field: str) -> Any:
+    """A field of the form the user accepted (None if they declined or left it out)."""
+    content = answer.get("content") if answer.get("action") == "accept" else None
+    return content.get(field) if isinstance(content, dict) else None
+
+
+def model_reply(answer: Result) -> str:
+    """The text of a ``sampling/createMessage`` result."""
+    content = answer.get("content")
+    blocks = content if isinstance(content, list) else [content]  # one block, or several since 2025-11-25
+    return next((b["text"] for b in blocks if isinstance(b, dict) and "text" in b), "No response")
+
+
+def root_uris(answer: Result) -> str:
+    """The URIs of a ``roots/list`` result."""
+    return ", ".join(str(r.get("uri")) for r in answer.get("roots", []) if isinstance(r, dict)) or "none"
 
 
 @tool(
@@ -210,19 +270,15 @@ def ask_client(ctx: RequestContext, method: str, params: Params, what: str) -> R
     schema({"prompt": string("The prompt to send to the LLM")}, required=("prompt",)),
 )
 def sampling(args: Params, ctx: RequestContext) -> Result:
-    message = {"role": "user", "content": text(str(args.get("prompt", "")))}
-    answer = ask_client(ctx, "sampling/createMessage", {"messages": [message], "maxTokens": 100}, "Sampling")
+    answer = ask_client(ctx, ask_model(str(args.get("prompt", ""))), "Sampling")
     if isinstance(answer, str):
         return {"content": [text(answer)], "isError": True}
-    content = answer.get("content")
-    blocks = content if isinstance(content, list) else [content]  # one block, or several since 2025-11-25
-    reply = next((b["text"] for b in blocks if isinstance(b, dict) and "text" in b), "No response")
-    return {"content": [text(f"LLM response: {reply}")]}
+    return {"content": [text(f"LLM response: {model_reply(answer)}")]}
 
 
 def elicit(ctx: RequestContext, message: str, requested: dict[str, Any], prefix: str) -> Result:
     """Ask the user (``elicitation/create``); the result tells what they did."""
-    answer = ask_client(ctx, "elicitation/create", {"message": message, "requestedSchema": requested}, "Elicitation")
+    answer = ask_client(ctx, ("elicitation/create", {"message": message, "requestedSchema": requested}), "Elicitation")
     if isinstance(answer, str):
         return {"content": [text(answer)], "isError": True}
     return {
@@ -331,6 +387,98 @@ def json_schema_2020_12(args: Params, ctx: RequestContext) -> Result:
     return {"content": [text(f"JSON Schema 2020-12 tool called with: {compact(args)}")]}
 
 
+# -- tools of the 2026-07-28 scenarios (they work in a session too) ------------------------
+# The keys are those the suite expects in inputRequests.
+
+ASK_NAME = ask_user("What is your name?", "name")
+ASK_CAPITAL = ask_model("What is the capital of France?")
+
+
+@tool("test_input_required_result_elicitation", "Asks the user's name (elicitation), then greets them")
+def greet(args: Params, ctx: RequestContext) -> Result:
+    answer = ctx.request(*ASK_NAME, key="user_name")  # an answer that is not an object: -32602
+    return {"content": [text(f"Hello, {answered(answer, 'name') or 'stranger'}!")]}
+
+
+@tool("test_input_required_result_sampling", "Asks the client's LLM a question (sampling)")
+def capital(args: Params, ctx: RequestContext) -> Result:
+    answer = ctx.request(*ASK_CAPITAL, key="capital_question")
+    return {"content": [text(f"LLM response: {model_reply(answer)}")]}
+
+
+@tool("test_input_required_result_list_roots", "Asks the client for its roots (roots/list)")
+def list_roots(args: Params, ctx: RequestContext) -> Result:
+    answer = ctx.request(*ASK_ROOTS, key="client_roots")
+    return {"content": [text(f"Client roots: {root_uris(answer)}")]}
+
+
+@tool("test_input_required_result_request_state", "Asks for a confirmation; the answer comes back with requestState")
+@tool("test_input_required_result_tampered_state", "Asks for a confirmation (a tampered requestState is refused)")
+def confirm(args: Params, ctx: RequestContext) -> Result:
+    answer = ctx.request(*ask_user("Please confirm", "ok", "boolean"), key="confirm")
+    # A stateless retry reaches the tool only once the transport has verified its requestState.
+    return {"content": [text(f"state-ok: confirmed={compact(answered(answer, 'ok'))}")]}
+
+
+@tool("test_input_required_result_multiple_inputs", "Asks the user, the LLM and the client's roots at once")
+def multiple_inputs(args: Params, ctx: RequestContext) -> Result:
+    answers = ctx.request_all(  # one round: all three requests in one input_required result
+        {"user_name": ASK_NAME, "greeting": ask_model("Generate a greeting", 50), "client_roots": ASK_ROOTS}
+    )
+    name, greeting = answered(answers["user_name"], "name"), model_reply(answers["greeting"])
+    return {"content": [text(f"{greeting} {name}; roots: {root_uris(answers['client_roots'])}")]}
+
+
+@tool("test_input_required_result_multi_round", "Asks two questions, the second once the first is answered")
+def multi_round(args: Params, ctx: RequestContext) -> Result:
+    # Stateless: round 1 ends at step 1; round 2 at step 2, with a new requestState holding step 1's answer.
+    name = answered(ctx.request(*ask_user("Step 1: What is your name?", "name"), key="step1"), "name")
+    color = answered(ctx.request(*ask_user("Step 2: What is your favorite color?", "color"), key="step2"), "color")
+    return {"content": [text(f"{name}'s favorite color is {color}")]}
+
+
+@tool("test_input_required_result_capabilities", "Asks only what the client declared it can answer")
+def within_capabilities(args: Params, ctx: RequestContext) -> Result:
+    declared = ctx.client_capabilities or {}
+    asks = {"user_name": ASK_NAME, "capital_question": ASK_CAPITAL, "client_roots": ASK_ROOTS}
+    answers = ctx.request_all({key: ask for key, ask in asks.items() if NEEDS[ask[0]] in declared})
+    return {"content": [text(f"Answered: {', '.join(answers) or 'nothing (no capability declared)'}")]}
+
+
+@tool("test_missing_capability", "Needs the client's sampling capability (without it: error -32021, 2026-07-28)")
+def missing_capability(args: Params, ctx: RequestContext) -> Result:
+    answer = ctx.request(*ask_model("Say hello"))  # ClientRequestError (reason "capability") when undeclared
+    return {"content": [text(f"LLM response: {model_reply(answer)}")]}
+
+
+@tool("test_streaming_elicitation", "Reports progress, then asks the user: never a request on a stateless stream")
+def streaming_elicitation(args: Params, ctx: RequestContext) -> Result:
+    ctx.progress(50, 100, "Asking the user")  # a no-op without _meta.progressToken
+    # In a session the question is a request on this call's stream; stateless, an input_required result.
+    answer = ctx.request(*ask_user("Continue?", "ok", "boolean"), key="confirm")
+    return {"content": [text(f"Streaming complete: ok={compact(answered(answer, 'ok'))}")]}
+
+
+#: This process's app (create_app sets it): the test_trigger_* tools notify through it.
+running_app: McpApp | None = None
+
+
+# The suite's hooks: a real server calls tools_list_changed() etc. after changing the list.
+# Sessions get the notification on their GET stream, 2026-07-28 clients on their listen stream.
+@tool("test_trigger_tool_change", "Notifies every client that the tool list changed")
+def trigger_tool_change(args: Params, ctx: RequestContext) -> Result:
+    assert running_app is not None
+    running_app.tools_list_changed()
+    return {"content": [text("notifications/tools/list_changed sent")]}
+
+
+@tool("test_trigger_prompt_change", "Notifies every client that the prompt list changed")
+def trigger_prompt_change(args: Params, ctx: RequestContext) -> Result:
+    assert running_app is not None
+    running_app.prompts_list_changed()
+    return {"content": [text("notifications/prompts/list_changed sent")]}
+
+
 # -- resources and prompts ---------------------------------------------------------------
 
 RESOURCES: dict[str, dict[str, Any]] = {
@@ -387,6 +535,11 @@ PROMPTS: list[dict[str, Any]] = [
         "title": "Prompt With Image",
         "description": "A prompt that includes image content",
     },
+    {
+        "name": "test_input_required_result_prompt",
+        "title": "Prompt Asking The User",
+        "description": "A prompt that asks the user for its context first (elicitation)",
+    },
 ]
 
 
@@ -395,7 +548,10 @@ def user(*contents: dict[str, Any]) -> list[dict[str, Any]]:
     return [{"role": "user", "content": content} for content in contents]
 
 
-def prompt_messages(name: str, args: dict[str, str]) -> list[dict[str, Any]]:
+def prompt_messages(name: str, args: dict[str, str], ctx: RequestContext) -> list[dict[str, Any]]:
+    if name == "test_input_required_result_prompt":  # prompts/get may ask the client too
+        answer = ctx.request(*ask_user("What context should the prompt use?", "context"), key="user_context")
+        return user(text(f"Answer with this context in mind: {answered(answer, 'context')}"))
     if name == "test_simple_prompt":
         return user(text("This is a simple prompt for testing."))
     if name == "test_prompt_with_arguments":
@@ -461,7 +617,7 @@ def get_prompt(params: Params, ctx: RequestContext) -> Result:
     ]
     if missing:
         raise JsonRpcError(INVALID_PARAMS, f"Missing required arguments: {', '.join(missing)}")
-    return {"description": prompt["description"], "messages": prompt_messages(prompt["name"], args)}
+    return {"description": prompt["description"], "messages": prompt_messages(prompt["name"], args, ctx)}
 
 
 def set_level(params: Params, ctx: RequestContext) -> Result:
@@ -508,9 +664,13 @@ def create_app(redis_url: str | None = None) -> McpApp:
     Sessions and events in Redis with a URL (*redis_url*, else ``$MCP_REDIS_URL``), else in memory.
     Every worker calls it after the fork, so nothing is created at import.
     """
+    global running_app
     redis_url = redis_url or os.environ.get(REDIS_URL_ENV)
     managers = redis_managers(redis_url) if redis_url else memory_managers()
-    return McpApp(handle, managers=managers, server_info=SERVER_INFO, capabilities=CAPABILITIES)
+    # Both eras on one URL. Stateless requests need nothing else: requestState is sealed with a
+    # secret the workers share through the managers (or give state_keys=[...] to choose it).
+    running_app = McpApp(handle, managers=managers, server_info=SERVER_INFO, capabilities=CAPABILITIES)
+    return running_app
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -4,7 +4,8 @@
 ``.cache/node`` when the machine's node is older, and the two pinned suite
 versions into ``tests/conformance/node_modules`` (npm aliases
 ``conformance-<version>`` in tests/conformance/package.json, exact versions
-in its package-lock.json). :func:`start_run` runs one suite against a URL
+in its package-lock.json). :data:`SUITES` says which scenarios of which
+version to run (a :class:`Suite`). :func:`start_run` runs one suite against a URL
 with ``-o DIR``, so every scenario leaves its checks in
 ``DIR/server-<scenario>-<timestamp>/checks.json``; :meth:`SuiteRun.collect`
 reads them back, per scenario (:func:`finish` for several runs at once).
@@ -19,6 +20,7 @@ import shutil
 import subprocess
 import tempfile
 import time
+from collections.abc import Collection
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -28,11 +30,44 @@ from .flask_support import REPO
 #: The npm project that pins the suites, and where scripts/test.sh puts a Node when the machine's is too old.
 CONFORMANCE_DIR = REPO / "tests" / "conformance"
 NODE_DIR = REPO / ".cache" / "node"
+#: Node's cache of compiled code: each run then loads the suite's bundle faster (six runs start at once).
+COMPILE_CACHE = REPO / ".cache" / "node-compile-cache"
 MIN_NODE_MAJOR = 22
-#: Suite version -> how to select its scenarios (every one of them must pass).
-SUITES: dict[str, tuple[str, ...]] = {
-    "0.1.16": ("--suite", "all"),
-    "0.2.0-alpha.12": ("--requirements", "2025-11-25"),
+
+
+@dataclass(frozen=True)
+class Suite:
+    """One selection of scenarios of one suite version.
+
+    Every scenario it runs must pass, except the *unscored* ones (names, or
+    prefixes ending in ``-``): those the requirement set runs for visibility
+    but does not score; their results are reported, not required.
+    """
+
+    name: str
+    version: str
+    args: tuple[str, ...]
+    unscored: tuple[str, ...] = ()
+
+    def scored(self, scenario: str) -> bool:
+        return not any(scenario == u or (u.endswith("-") and scenario.startswith(u)) for u in self.unscored)
+
+
+#: Suite name -> what it runs (the names are the test ids).
+SUITES: dict[str, Suite] = {
+    suite.name: suite
+    for suite in (
+        Suite("0.1.16", "0.1.16", ("--suite", "all")),
+        Suite("2025-11-25", "0.2.0-alpha.12", ("--requirements", "2025-11-25")),
+        # Stateless requests (2026-07-28). Unscored there: the tasks extension and the two pending
+        # header scenarios (the example has no x-mcp-header tool, so one of them cannot pass).
+        Suite(
+            "2026-07-28",
+            "0.2.0-alpha.12",
+            ("--requirements", "2026-07-28"),
+            unscored=("tasks-", "http-header-validation", "http-custom-header-server-validation"),
+        ),
+    )
 }
 #: Seconds one suite run may take (they take seconds; pytest's own timeout is 300 s).
 RUN_TIMEOUT = 180
@@ -70,7 +105,7 @@ def cli(version: str) -> Path:
 
 def missing_suites() -> list[str]:
     """The pinned suite versions that are not installed."""
-    return [version for version in SUITES if not cli(version).is_file()]
+    return sorted({suite.version for suite in SUITES.values() if not cli(suite.version).is_file()})
 
 
 @dataclass
@@ -88,12 +123,16 @@ class ScenarioResult:
         parts = [f"{c.get('name')} ({c.get('errorMessage') or c.get('description')})" for c in self.with_status(status)]
         return f"{self.name}: " + "; ".join(parts)
 
+    def without(self, excused: Collection[tuple[str, str]]) -> ScenarioResult:
+        """These results less the checks *excused* (``(scenario, check name)`` pairs)."""
+        return ScenarioResult(self.name, [c for c in self.checks if (self.name, c.get("name")) not in excused])
+
 
 @dataclass
 class SuiteRun:
-    """One suite version run against one server, then its results."""
+    """One suite run against one server, then its results."""
 
-    version: str
+    suite: Suite
     backend: str
     url: str
     process: subprocess.Popen[bytes]
@@ -106,7 +145,7 @@ class SuiteRun:
 
     @property
     def label(self) -> str:
-        return f"conformance {self.version} {' '.join(SUITES[self.version])}, {self.backend}"
+        return f"conformance {self.suite.version} {' '.join(self.suite.args)}, {self.backend}"
 
     def done(self) -> bool:
         """Whether the run has ended (killed past :data:`RUN_TIMEOUT`); notes its duration when it has."""
@@ -129,12 +168,21 @@ class SuiteRun:
                 self.results[match[1]] = ScenarioResult(match[1], json.loads(checks.read_text()))
         shutil.rmtree(self.out_dir, ignore_errors=True)
 
-    def failures(self) -> list[str]:
-        """Every scenario that did not pass, with the checks that failed (or why it has none)."""
+    def scored(self, excused: Collection[tuple[str, str]] = ()) -> list[ScenarioResult]:
+        """The results of the scored scenarios, less the checks *excused*."""
+        return [r.without(excused) for r in self.results.values() if self.suite.scored(r.name)]
+
+    def failures(self, excused: Collection[tuple[str, str]] = ()) -> list[str]:
+        """Every scored scenario that did not pass, with the checks that failed (or why it has none).
+
+        *excused*: ``(scenario, check name)`` pairs that may fail (reported by the caller).
+        """
         failing = [
-            f"{name}: no results (the scenario did not complete)" for name in self.announced if name not in self.results
+            f"{name}: no results (the scenario did not complete)"
+            for name in self.announced
+            if name not in self.results and self.suite.scored(name)
         ]
-        failing += [result.describe("FAILURE") for result in self.results.values() if result.with_status("FAILURE")]
+        failing += [result.describe("FAILURE") for result in self.scored(excused) if result.with_status("FAILURE")]
         if not self.announced:
             failing.append("no scenario ran")
         if self.process.returncode:
@@ -144,9 +192,17 @@ class SuiteRun:
             )
         return failing
 
-    def warnings(self) -> list[str]:
-        """Every scenario with a check that warned (a SHOULD not met), with those checks."""
-        return [result.describe("WARNING") for result in self.results.values() if result.with_status("WARNING")]
+    def warnings(self, excused: Collection[tuple[str, str]] = ()) -> list[str]:
+        """Every scored scenario with a check that warned (a SHOULD not met), with those checks."""
+        return [result.describe("WARNING") for result in self.scored(excused) if result.with_status("WARNING")]
+
+    def unscored_failures(self) -> list[str]:
+        """The unscored scenarios that did not pass: reported, never required."""
+        return [
+            name
+            for name in self.announced
+            if not self.suite.scored(name) and (name not in self.results or self.results[name].with_status("FAILURE"))
+        ]
 
     def status(self, scenario: str, check: str) -> list[str]:
         """The statuses of the checks named *check* in *scenario* (none if it did not run)."""
@@ -154,28 +210,33 @@ class SuiteRun:
         return [] if result is None else [c.get("status", "") for c in result.checks if c.get("name") == check]
 
     def summary(self) -> str:
-        """One line: scenarios passed, failed, with warnings, and the time taken."""
-        ran = len(self.announced)
-        failed = sum(
-            1 for name in self.announced if name not in self.results or self.results[name].with_status("FAILURE")
-        )
-        warned = sum(1 for result in self.results.values() if result.with_status("WARNING"))
+        """One line: scored scenarios passed, failed, with warnings; checks passed; unscored ones failing; time taken."""
+        scored = [name for name in self.announced if self.suite.scored(name)]
+        failed = sum(1 for name in scored if name not in self.results or self.results[name].with_status("FAILURE"))
+        warned = sum(1 for result in self.scored() if result.with_status("WARNING"))
+        checks = [check for result in self.scored() for check in result.checks]
+        bad = sum(1 for check in checks if check.get("status") in ("FAILURE", "WARNING"))
+        unscored = len(self.announced) - len(scored)
+        failing = self.unscored_failures()
         status = f", exit status {self.process.returncode}" if self.process.returncode else ""
         return (
-            f"{self.label}: {ran - failed}/{ran} scenarios passed, {failed} failed, {warned} with warnings"
-            f" ({self.seconds:.1f} s{status})"
+            f"{self.label}: {len(scored) - failed}/{len(scored)} scenarios passed, {failed} failed,"
+            f" {warned} with warnings ({len(checks)} checks, {bad} failed or warned)"
+            + (f"; unscored: {unscored - len(failing)}/{unscored} passed" if unscored else "")
+            + (f", failing: {', '.join(failing)}" if failing else "")
+            + f" ({self.seconds:.1f} s{status})"
         )
 
 
-def start_run(node: str, version: str, backend: str, url: str) -> SuiteRun:
-    """Start ``conformance server --url URL`` of suite *version*, its results written to a fresh directory."""
-    out_dir = Path(tempfile.mkdtemp(prefix=f"conformance-{version}-{backend}-"))
-    args = [node, str(cli(version)), "server", "--url", url, *SUITES[version], "-o", str(out_dir)]
-    env = dict(os.environ, NO_COLOR="1", FORCE_COLOR="0")
+def start_run(node: str, suite: Suite, backend: str, url: str) -> SuiteRun:
+    """Start ``conformance server --url URL`` of *suite*, its results written to a fresh directory."""
+    out_dir = Path(tempfile.mkdtemp(prefix=f"conformance-{suite.name}-{backend}-"))
+    args = [node, str(cli(suite.version)), "server", "--url", url, *suite.args, "-o", str(out_dir)]
+    env = dict(os.environ, NO_COLOR="1", FORCE_COLOR="0", NODE_COMPILE_CACHE=str(COMPILE_CACHE))
     env.pop("NODE_OPTIONS", None)
     with open(out_dir / OUTPUT, "wb") as output:  # a file, not a pipe: runs in parallel never block on it
         process = subprocess.Popen(args, cwd=CONFORMANCE_DIR, env=env, stdout=output, stderr=subprocess.STDOUT)
-    return SuiteRun(version, backend, url, process, out_dir)
+    return SuiteRun(suite, backend, url, process, out_dir)
 
 
 def finish(runs: list[SuiteRun]) -> None:

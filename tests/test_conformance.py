@@ -1,11 +1,16 @@
 """The MCP conformance suite (npm ``@modelcontextprotocol/conformance``) against examples/everything_server.py.
 
-Two pinned suite versions (``0.1.16 --suite all`` and ``0.2.0-alpha.12
---requirements 2025-11-25``) against two deployments: the example in
+Three suites (``0.1.16 --suite all``; ``0.2.0-alpha.12 --requirements
+2025-11-25``, the session era; ``0.2.0-alpha.12 --requirements 2026-07-28``,
+stateless requests on the same URL) against two deployments: the example in
 memory (one gevent process) and on Redis behind ``gunicorn -k gevent -w 2``
-(a private redis-server). Every scenario each run announces must pass: no
-check may fail or warn, and test_reconnection's stream must really be
-resumed (server-sse-polling). The runs go in parallel, once for the module; a section at
+(a private redis-server; the retries of a multi round-trip request may reach
+either worker, which open each other's ``requestState`` with the secret they
+share through Redis). Every scored scenario each run announces must pass: no
+check may fail or warn; test_reconnection's stream must really be resumed
+(server-sse-polling), and the ``subscriptions/listen`` checks must have
+passed (see :data:`LISTEN_PENDING`). Unscored scenarios (``Suite.unscored``)
+are only reported. The runs go in parallel, once for the module; a section at
 the end of pytest's report sums them up. Needs Node 22+ and the suites
 (``./scripts/test.sh`` installs both); without them the tests are skipped,
 except under ``CI=true``, where that is a failure.
@@ -25,7 +30,19 @@ from .gunicorn_support import Gunicorn
 #: The example as gunicorn loads it (MCP_REDIS_URL set by tests/gunicorn_support.Gunicorn).
 EVERYTHING_APP = "examples.everything_server:create_app()"
 BACKENDS = ("memory", "redis")
-RUNS = [(version, backend) for version in SUITES for backend in BACKENDS]
+RUNS = [(suite, backend) for suite in SUITES for backend in BACKENDS]
+#: The checks of the 2026-07-28 ``server-stateless`` scenario that need ``subscriptions/listen``.
+LISTEN_CHECKS = (
+    "ServerSendsSubscriptionAck",
+    "ServerTagsSubscriptionId",
+    "ServerHonorsNotificationFilter",
+    "ServerSendsToolsListChangedOnSubscription",
+    "ServerSendsPromptsListChangedOnSubscription",
+)
+#: Set True only while the transport does not serve ``subscriptions/listen``: the LISTEN_CHECKS
+#: may then fail or warn (the failure message lists them), every other check must still pass, and
+#: the test fails once they all pass, asking to set this back. False: they must all be SUCCESS.
+LISTEN_PENDING = False
 
 pytestmark = pytest.mark.slow
 
@@ -41,7 +58,7 @@ def _require(what: str | None) -> None:
 
 
 def _selected(request: pytest.FixtureRequest) -> set[tuple[str, str]]:
-    """The (suite version, backend) pairs of this module's tests selected in this session."""
+    """The (suite name, backend) pairs of this module's tests selected in this session."""
     module = sys.modules[__name__]
     return {
         item.callspec.params["run"]
@@ -84,7 +101,7 @@ def conformance(request: pytest.FixtureRequest) -> dict[tuple[str, str], tuple[S
     try:
         for backend in sorted({backend for _, backend in wanted}):
             servers[backend] = _start(backend, request)
-        runs += [start_run(node, version, backend, servers[backend].url) for version, backend in wanted]
+        runs += [start_run(node, SUITES[name], backend, servers[backend].url) for name, backend in wanted]
         finish(runs)
     finally:
         for run in runs:
@@ -92,10 +109,13 @@ def conformance(request: pytest.FixtureRequest) -> dict[tuple[str, str], tuple[S
                 run.process.kill()
                 run.process.wait()
         for server in servers.values():
+            if isinstance(server, Gunicorn):
+                server.stop()  # its graceful stop takes a while: under way while the others close
+        for server in servers.values():
             server.close()
     logs = {backend: _log(server) for backend, server in servers.items()}
     request.config.pluginmanager.register(_Summary(runs), f"mcp-conformance-summary-{id(runs)}")
-    return {(run.version, run.backend): (run, logs[run.backend]) for run in runs}
+    return {(run.suite.name, run.backend): (run, logs[run.backend]) for run in runs}
 
 
 def _log(server: ServerProcess) -> str:
@@ -103,20 +123,32 @@ def _log(server: ServerProcess) -> str:
     return server.full_stderr() if isinstance(server, Gunicorn) else server.stderr()
 
 
-@pytest.mark.parametrize("run", RUNS, ids=[f"{version}-{backend}" for version, backend in RUNS])
+@pytest.mark.parametrize("run", RUNS, ids=[f"{suite}-{backend}" for suite, backend in RUNS])
 def test_every_conformance_scenario_passes(
     run: tuple[str, str], conformance: dict[tuple[str, str], tuple[SuiteRun, str]]
 ) -> None:
     suite, log = conformance[run]
-    failures = suite.failures()
+    stateless = suite.suite.name == "2026-07-28"
+    listen = {check: suite.status("server-stateless", check) for check in LISTEN_CHECKS} if stateless else {}
+    excused = {("server-stateless", check) for check in LISTEN_CHECKS} if LISTEN_PENDING else set()
+    pending = f"\n(pending, not required: subscriptions/listen checks {listen})" if listen and LISTEN_PENDING else ""
+    failures = suite.failures(excused)
     assert not failures, (
         f"{suite.label}: {len(failures)} scenario(s) failed:\n"
         + "\n".join(failures)
+        + pending
         + (f"\n\nserver log (tail):\n{log[-3000:]}")
     )
-    warnings = suite.warnings()
-    assert not warnings, f"{suite.label}: {len(warnings)} scenario(s) warned:\n" + "\n".join(warnings)
-    # The example ends test_reconnection's stream early: the result must come back on the resumed stream.
-    resumed = suite.status("server-sse-polling", "ServerDisconnectResume")
-    assert resumed == ["SUCCESS"], f"{suite.label}: server-sse-polling did not resume a closed stream: {resumed}"
+    warnings = suite.warnings(excused)
+    assert not warnings, f"{suite.label}: {len(warnings)} scenario(s) warned:\n" + "\n".join(warnings) + pending
+    if stateless:
+        passed = all(statuses == ["SUCCESS"] for statuses in listen.values())
+        if LISTEN_PENDING:
+            assert not passed, f"{suite.label}: the subscriptions/listen checks pass: set LISTEN_PENDING = False"
+        else:
+            assert passed, f"{suite.label}: subscriptions/listen checks did not all pass: {listen}"
+    else:
+        # The example ends test_reconnection's stream early: the result must come back on the resumed stream.
+        resumed = suite.status("server-sse-polling", "ServerDisconnectResume")
+        assert resumed == ["SUCCESS"], f"{suite.label}: server-sse-polling did not resume a closed stream: {resumed}"
     assert "Traceback" not in log, f"the server logged an error during {suite.label}:\n{log[-3000:]}"
