@@ -120,6 +120,15 @@ def simple_text(args: Params, ctx: RequestContext) -> Result:
     return {"content": [text("This is a simple text response for testing.")]}
 
 
+@tool(
+    "test_custom_header",
+    "Echoes its region; 2026-07-28 clients mirror it in the Mcp-Param-Region header, which the transport checks",
+    schema({"region": string("A region name", **{"x-mcp-header": "Region"})}),
+)
+def custom_header(args: Params, ctx: RequestContext) -> Result:
+    return {"content": [text(f"region: {args.get('region')}")]}
+
+
 @tool("test_image_content", "Tests image content response")
 def image_content(args: Params, ctx: RequestContext) -> Result:
     return {"content": [{"type": "image", "data": IMAGE, "mimeType": "image/png"}]}
