@@ -10,20 +10,23 @@
 
 One module a job (all private):
 
-============  ==========================================================================
-``_streams``  the stream manager: public API and routing (create, resume, send,
-              send_many: a batch in one round trip, delete)
-``_node``     the per-process node: local streams, listener (batched delivery) and
-              heartbeat threads, fork handling, catch-up bookkeeping, failure behaviour
-``_codec``    the pub/sub messages: every encoder (Python and Lua) and decoder
-``_info``     the info manager
-``_subscriptions``  the subscription manager: listen streams notified from any process (one PUBLISH per notification)
-``_events``   the event store, its event ids and its replies
-``_keys``     every key and channel name, defined once (for Python and Lua)
-``_scripts``  the Lua scripts (each call one atomic round trip)
-``_common``   client set-up, the gevent check, Redis error translation, script calls
-              run at most once (sends and appends are never retried)
-============  ==========================================================================
+==================  =========================================================================
+``_streams``        the stream manager: public API and routing (create, resume, send,
+                    send_many: a batch in one round trip, delete)
+``_node``           the per-process node: local streams, listener (batched delivery) and
+                    heartbeat threads, fork handling, catch-up bookkeeping, failure behaviour
+``_codec``          the pub/sub messages: every encoder (Python and Lua) and decoder
+``_info``           the info manager
+``_subscriptions``  the subscription manager: listen streams notified from any process
+                    (one PUBLISH per notification, local fan-out through an index)
+``_events``         the event store, its event ids and its replies
+``_keys``           every key and channel name, defined once (for Python and Lua)
+``_scripts``        the Lua scripts (each call one atomic round trip)
+``_listener``       a pub/sub connection kept alive (reconnects with backoff, PING probes),
+                    for every listener
+``_common``         client set-up, the gevent check, Redis error translation, script calls
+                    run at most once (sends and appends are never retried)
+==================  =========================================================================
 
 Each component takes a ``redis://`` URL or a :class:`redis.Redis` client (a
 client passed in is used as configured and left open by ``close``; give it

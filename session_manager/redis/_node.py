@@ -59,7 +59,6 @@ import collections
 import itertools
 import logging
 import os
-import random
 import secrets
 import threading
 import time
@@ -77,6 +76,7 @@ from . import _scripts as lua
 from ._common import REDIS_DOWN, check_gevent
 from ._events import position, replay_events
 from ._keys import Keys
+from ._listener import POLL, keep_listening, messages
 
 __all__ = ["BATCH", "Node", "NodeConfig", "NodeSlot", "Outbox", "Registration", "chunks"]
 
@@ -84,10 +84,6 @@ logger = logging.getLogger(__name__)
 
 #: Most keys handled by one script call (bounds the time Redis spends in it).
 BATCH = 1000
-#: Reconnection backoff of the listener, in seconds.
-_BACKOFF_MIN, _BACKOFF_MAX = 0.1, 5.0
-#: Longest the listener waits for a message before checking whether to stop.
-_POLL = 1.0
 #: Most messages, and about the most bytes, the listener reads before it queues what they carry.
 _BATCH_MESSAGES = 1000
 _BATCH_BYTES = 4 * 1024 * 1024
@@ -401,7 +397,7 @@ class Node:
         current = threading.current_thread()
         for thread in self.threads:
             if thread is not current and thread.ident is not None:
-                thread.join(self.config.timeout + _POLL)
+                thread.join(self.config.timeout + POLL)
                 if thread.is_alive():
                     logger.warning("%s did not stop in time", thread.name)
         self.pending.extend((sid, entry.token) for sid, entry in entries)
@@ -482,38 +478,11 @@ class Node:
     # -- listener ----------------------------------------------------------
 
     def listen(self) -> None:
-        """Thread: the node's one subscription; reconnects with backoff until stopped."""
-        backoff = _BACKOFF_MIN
-        last_log = 0.0
-        while not self.stop.is_set():
-            pubsub = self.config.client.pubsub()  # type: ignore[no-untyped-call]  # redis-py leaves it unannotated
-            try:
-                pubsub.subscribe(self.channel, self.config.keys.broadcast_channel)
-                self.serve(pubsub)
-            except REDIS_DOWN as exc:
-                if self.ready.is_set():  # it was working: a new outage starts
-                    self.failures, backoff = 0, _BACKOFF_MIN
-                self.failures += 1
-                now = time.monotonic()
-                if self.failures == 1 or now - last_log > 60:
-                    last_log = now
-                    logger.warning(
-                        "Redis listener disconnected (%s: %s); reconnecting with backoff (attempt %d)",
-                        type(exc).__name__, exc, self.failures,
-                    )
-            except Exception:
-                self.failures += 1
-                logger.exception("Redis listener failed unexpectedly; restarting it")
-            finally:
-                self.ready.clear()
-                try:
-                    pubsub.close()
-                except Exception:  # closing a broken connection may fail too
-                    logger.debug("closing the listener's connection failed", exc_info=True)
-            if not self.stop.is_set():
-                self.stop.wait(backoff * random.uniform(0.5, 1.0))
-                backoff = min(backoff * 2, _BACKOFF_MAX)
-        logger.debug("Redis listener stopped")
+        """Thread: the node's one subscription (its channel and the broadcast channel); reconnects until stopped."""
+        keep_listening(
+            self, self.config.client, (self.channel, self.config.keys.broadcast_channel), self.serve,
+            lambda: "Redis listener",
+        )
 
     def serve(self, pubsub: redis_py.client.PubSub) -> None:
         """Dispatch messages until stopped; raises REDIS_DOWN when the connection is lost.
@@ -523,22 +492,8 @@ class Node:
         frames they carry are queued (:class:`Outbox`), also when the
         connection fails part way.
         """
-        interval = self.config.interval
         self.confirmed = 0
-        last_seen = time.monotonic()
-        ping_sent: float | None = None
-        while not self.stop.is_set():
-            message = pubsub.get_message(timeout=min(_POLL, interval))
-            now = time.monotonic()
-            if message is None:
-                if ping_sent is None:
-                    if now - last_seen >= interval:
-                        pubsub.ping()  # a reply proves the connection is alive
-                        ping_sent = now
-                elif now - ping_sent > max(self.config.timeout, interval):
-                    raise redis_py.exceptions.ConnectionError("no reply to PING on the pub/sub connection")
-                continue
-            last_seen, ping_sent = now, None
+        for message in messages(pubsub, self.stop, self.config.interval, self.config.timeout):
             try:
                 count = size = 0
                 while True:

@@ -63,10 +63,7 @@ from __future__ import annotations
 
 import logging
 import os
-import random
 import threading
-import time
-from typing import Any
 
 import redis as redis_py
 
@@ -85,6 +82,7 @@ from ..subscriptions import (
 )
 from ._common import REDIS_DOWN, CallsFailed, RedisBacked, _connection, check_gevent, describe
 from ._keys import Keys
+from ._listener import POLL, keep_listening, messages
 
 __all__ = ["WAKE", "RedisSubscriptionManager", "decode", "encode", "publish_once"]
 
@@ -95,13 +93,6 @@ logger = logging.getLogger(__name__)
 WAKE = "x"
 _UPDATED = "u"
 _KINDS = frozenset((TOOLS, PROMPTS, RESOURCES))
-
-#: Reconnection backoff of the listener, in seconds.
-_BACKOFF_MIN, _BACKOFF_MAX = 0.1, 5.0
-#: Longest the listener waits for a message before checking whether to stop.
-_POLL = 1.0
-#: Least seconds between two warnings of one outage (each failed attempt is logged at debug level).
-_LOG_EVERY = 60.0
 
 
 # -- wire format -----------------------------------------------------------------------
@@ -171,63 +162,16 @@ class _Local:
 
     def listen(self) -> None:
         """Thread: the process's one subscription; reconnects with backoff until stopped."""
-        backoff = _BACKOFF_MIN
-        last_log = 0.0
-        while not self.stop.is_set():
-            pubsub = self.client.pubsub()  # type: ignore[no-untyped-call]  # redis-py leaves it unannotated
-            try:
-                pubsub.subscribe(self.channel)
-                self.serve(pubsub)
-            except REDIS_DOWN as exc:
-                if self.ready.is_set():  # it was working: a new outage starts
-                    self.failures, backoff = 0, _BACKOFF_MIN
-                self.failures += 1
-                now = time.monotonic()
-                if self.failures == 1 or now - last_log > _LOG_EVERY:
-                    last_log = now
-                    logger.warning(
-                        "Redis subscription listener disconnected (%s: %s); notifications published until it "
-                        "reconnects are lost to this process's %d listen streams; reconnecting with backoff "
-                        "(attempt %d)",
-                        type(exc).__name__, exc, len(self.registry), self.failures,
-                    )
-                else:
-                    logger.debug("Redis subscription listener: attempt %d failed (%s)", self.failures, exc)
-            except Exception:
-                self.failures += 1
-                logger.exception("Redis subscription listener failed unexpectedly; restarting it")
-            finally:
-                self.ready.clear()
-                try:
-                    pubsub.close()
-                except Exception:  # closing a broken connection may fail too
-                    logger.debug("closing the subscription listener's connection failed", exc_info=True)
-            if not self.stop.is_set():
-                self.stop.wait(backoff * random.uniform(0.5, 1.0))
-                backoff = min(backoff * 2, _BACKOFF_MAX)
-        logger.debug("Redis subscription listener stopped")
+        keep_listening(self, self.client, (self.channel,), self.serve, self._name)
+
+    def _name(self) -> str:
+        """The listener in log lines, with what an outage costs (notifications meanwhile are lost)."""
+        return f"Redis subscription listener (of {len(self.registry)} listen streams, which miss what is published meanwhile)"
 
     def serve(self, pubsub: redis_py.client.PubSub) -> None:
-        """Deliver notifications until stopped; raises REDIS_DOWN when the connection is lost or silent.
-
-        An idle connection is probed with a PING every *ping_interval*
-        seconds; no reply within the socket timeout counts as lost.
-        """
+        """Deliver notifications until stopped; raises REDIS_DOWN when the connection is lost or silent."""
         confirmed = 0
-        last_seen = time.monotonic()
-        ping_sent: float | None = None
-        while not self.stop.is_set():
-            message: dict[str, Any] | None = pubsub.get_message(timeout=min(_POLL, self.ping_interval))
-            now = time.monotonic()
-            if message is None:
-                if ping_sent is None:
-                    if now - last_seen >= self.ping_interval:
-                        pubsub.ping()  # a reply ("pong") proves the connection alive
-                        ping_sent = now
-                elif now - ping_sent > max(self.timeout, self.ping_interval):
-                    raise redis_py.exceptions.ConnectionError("no reply to PING on the pub/sub connection")
-                continue
-            last_seen, ping_sent = now, None
+        for message in messages(pubsub, self.stop, self.ping_interval, self.timeout):
             kind = message["type"]
             if kind == "message":
                 self.dispatch(message["data"])
@@ -269,7 +213,7 @@ class _Local:
         except (CallsFailed, redis_py.exceptions.RedisError):
             pass  # Redis is down: the listener is backing off, or notices within its poll
         if thread is not threading.current_thread() and thread.ident is not None:
-            thread.join(self.timeout + _POLL)
+            thread.join(self.timeout + POLL)
             if thread.is_alive():
                 logger.warning("%s did not stop in time", thread.name)
 
