@@ -40,7 +40,7 @@ from ..stream import StreamController
 from ..subscriptions import ListenFilter, acknowledged_message
 from ._checks import accepts, check_content_type, check_peer, method_not_allowed, read_message, url_path
 from ._client_requests import INPUT_METHODS, ClientRequests, InputRounds
-from ._context import Emit, RequestContext
+from ._context import Emit, RequestContext, context_for
 from ._handler import Handler, OnSuccess, invoke, notify_handler
 from ._handshake import (
     PROTOCOL_HEADER,
@@ -48,7 +48,6 @@ from ._handshake import (
     SUPPORTED_PROTOCOL_VERSIONS,
     HandshakeSteps,
     not_found,
-    progress_token,
 )
 from ._legacy_sse import LegacySse
 from ._lifecycle import Lifecycle, shutting_down
@@ -428,8 +427,8 @@ class McpApp(Notifier):
             raise
         return sse_response(controller)
 
+    @staticmethod
     def _stateless_context(
-        self,
         message: Message,
         declared: ModernRequest,
         emit: Emit,
@@ -437,19 +436,7 @@ class McpApp(Notifier):
         cancel: threading.Event | None = None,
     ) -> RequestContext:
         """The handler's view of a stateless request: what it declared, its own stream, its input rounds."""
-        return RequestContext(
-            session_id=None,
-            protocol_version=declared.protocol_version,
-            client_info=declared.client_info,
-            client_capabilities=declared.client_capabilities,
-            log_level=declared.log_level,
-            request_id=message.id if message.kind == REQUEST else None,
-            method=message.method,
-            progress_token=progress_token(message),
-            emit=emit,
-            rounds=rounds,
-            cancel=cancel,
-        )
+        return context_for(message, None, declared, emit, rounds=rounds, cancel=cancel)
 
     @staticmethod
     def _stateless_reply(reply: str, ok: bool, use_sse: bool) -> Response:

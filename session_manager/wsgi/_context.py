@@ -6,9 +6,9 @@ import logging
 import threading
 import time
 from collections.abc import Callable, Mapping
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Protocol
 
-from .._jsonrpc import notification
+from .._jsonrpc import REQUEST, Message, notification
 from .._mcp import log_enabled, log_notification, progress_notification
 from ..errors import BackendUnavailableError
 from ._client_requests import DEFAULT_REQUEST_TIMEOUT, cannot_ask
@@ -16,11 +16,49 @@ from ._client_requests import DEFAULT_REQUEST_TIMEOUT, cannot_ask
 if TYPE_CHECKING:
     from ._client_requests import ClientRequests, InputRounds
 
-__all__ = ["RequestContext"]
+__all__ = ["Declared", "RequestContext", "context_for", "progress_token"]
 
 logger = logging.getLogger(__name__)
 
 Emit = Callable[[str], object]
+
+
+class Declared(Protocol):
+    """What a client declared: a session's stored info, or what a stateless request carries (read-only)."""
+
+    @property
+    def protocol_version(self) -> str | None: ...
+    @property
+    def client_info(self) -> dict[str, Any] | None: ...
+    @property
+    def client_capabilities(self) -> dict[str, Any] | None: ...
+    @property
+    def log_level(self) -> str | None: ...
+
+
+def progress_token(message: Message) -> str | int | None:
+    """The ``_meta.progressToken`` of a message, if it has a usable one."""
+    meta = message.params.get("_meta")
+    token = meta.get("progressToken") if isinstance(meta, dict) else None
+    return token if type(token) in (str, int) else None
+
+
+def context_for(
+    message: Message, session_id: str | None, declared: Declared, emit: Emit, **extra: Any
+) -> RequestContext:
+    """The handler's context for *message* (no session: a stateless request); *extra*: its optional parts."""
+    return RequestContext(
+        session_id=session_id,
+        protocol_version=declared.protocol_version,
+        client_info=declared.client_info,
+        client_capabilities=declared.client_capabilities,
+        log_level=declared.log_level,
+        request_id=message.id if message.kind == REQUEST else None,
+        method=message.method,
+        progress_token=progress_token(message),
+        emit=emit,
+        **extra,
+    )
 #: Ends the current request's stream with a ``retry`` hint (milliseconds, or the transport's); False if it cannot.
 CloseStream = Callable[[int | None], bool]
 

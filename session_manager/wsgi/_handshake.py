@@ -23,7 +23,7 @@ from .._jsonrpc import INVALID_PARAMS, INVALID_REQUEST, REQUEST, SESSION_NOT_FOU
 from .._validate import LOG_LEVELS
 from ..base import SessionInfo, SessionManagers
 from ._client_requests import ClientRequests
-from ._context import CloseStream, Emit, RequestContext
+from ._context import CloseStream, Emit, RequestContext, context_for
 from ._handler import Handler, OnSuccess, notify_handler
 from ._options import McpOptions
 from ._session_ids import is_minted, mint_session_id, session_key
@@ -38,7 +38,6 @@ __all__ = [
     "SUPPORTED_PROTOCOL_VERSIONS",
     "HandshakeSteps",
     "not_found",
-    "progress_token",
 ]
 
 #: The revision this transport implements.
@@ -70,13 +69,6 @@ def _after(action: Callable[[], object]) -> OnSuccess:
         return result
 
     return on_success
-
-
-def progress_token(message: Message) -> str | int | None:
-    """The ``_meta.progressToken`` of a message, if it has a usable one."""
-    meta = message.params.get("_meta")
-    token = meta.get("progressToken") if isinstance(meta, dict) else None
-    return token if type(token) in (str, int) else None
 
 
 class HandshakeSteps:
@@ -239,19 +231,7 @@ class HandshakeSteps:
         self, key: str, info: SessionInfo, message: Message, emit: Emit, close_stream: CloseStream | None = None
     ) -> RequestContext:
         """The handler's view of the session, and where what it emits goes."""
-        return RequestContext(
-            session_id=key,
-            protocol_version=info.protocol_version,
-            client_info=info.client_info,
-            client_capabilities=info.client_capabilities,
-            log_level=info.log_level,
-            request_id=message.id if message.kind == REQUEST else None,
-            method=message.method,
-            progress_token=progress_token(message),
-            emit=emit,
-            client=self.client_requests,
-            close_stream=close_stream,
-        )
+        return context_for(message, key, info, emit, client=self.client_requests, close_stream=close_stream)
 
     def client_message(self, handler: Handler, key: str, info: SessionInfo, message: Message) -> None:
         """A client notification or response: a reply to a handler's request goes to it, the rest to *handler*."""
