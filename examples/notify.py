@@ -12,6 +12,9 @@ the worker holding each stream delivers it::
     python examples/notify.py --resource-updated note://current   # its subscribers only
 
 Delivery is at most once: a session without an open GET stream misses it.
+Like the server, this script stores what it sends in the Redis event store
+(``MCP_EVENTS=0`` turns it off, for both): a client that resumes its stream
+gets these messages too, with their ids, never a silent hole.
 A value may start with ``-`` (``--session -x...``: ids minted by older
 versions can): the word after ``--session`` (or any option taking a value)
 is its value unless it is one of this script's options. ``--session=ID``
@@ -29,9 +32,15 @@ from session_manager import (
     Notifier,  # fan-out and JSON-RPC framing; no Flask needed
     SessionManagers,
 )
-from session_manager.redis import RedisInfoSessionManager, RedisStreamSessionManager, RedisSubscriptionManager
+from session_manager.redis import (
+    RedisEventStore,
+    RedisInfoSessionManager,
+    RedisStreamSessionManager,
+    RedisSubscriptionManager,
+)
 
 REDIS_URL_ENV = "MCP_REDIS_URL"  # as in examples/server.py
+EVENTS_ENV = "MCP_EVENTS"  # as in examples/server.py: "0" means no event store
 
 
 #: The options that take a value, and the words never taken for one.
@@ -112,9 +121,13 @@ def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     # Same URL and (default) prefix as the server. This process only sends:
     # no listener or heartbeat starts, nothing runs in the background.
+    # The same event-store setting as the server: a resumed stream then has these messages too.
+    store = RedisEventStore(args.redis) if os.environ.get(EVENTS_ENV, "1") != "0" else None
     # Listen streams (2026-07-28 clients) get list changes and resource updates through the third manager.
     managers = SessionManagers(
-        RedisStreamSessionManager(args.redis), RedisInfoSessionManager(args.redis), RedisSubscriptionManager(args.redis)
+        RedisStreamSessionManager(args.redis, event_store=store),
+        RedisInfoSessionManager(args.redis),
+        RedisSubscriptionManager(args.redis),
     )
     with managers:
         try:

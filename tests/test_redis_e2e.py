@@ -24,7 +24,7 @@ import pytest
 from mcp import types
 
 from examples.server import NOTE_URI
-from session_manager.redis import RedisStreamSessionManager
+from session_manager.redis import RedisEventStore, RedisStreamSessionManager
 from session_manager.wsgi._session_ids import mint_session_id
 
 from .conftest import Reader
@@ -219,9 +219,32 @@ def test_notify_script_reaches_streams_of_the_example_on_gunicorn(private_redis:
     assert len(server.worker_pids()) == 3
 
     params = {"level": "info", "data": "from a script"}
+    wait_until(lambda: bool(streams[sid].parser.last_event_id), what="the priming event")
+    primed = streams[sid].parser.last_event_id
     done = run_notify(private_redis.url, "--session", sid, "--method", "notifications/message", "--params", json.dumps(params))
     assert done.returncode == 0 and "sent to 1 session" in done.stdout, done.stderr
     assert streams[sid].take(1) == [{"jsonrpc": "2.0", "method": "notifications/message", "params": params}]
+    # Stored like the server's own messages (the same event store): it has an id, and a resume replays it.
+    stored = streams[sid].parser.last_event_id
+    assert stored != primed and stored.startswith("g."), (primed, stored)
+    resumed = RawStream(
+        server.port, "GET", "/mcp",
+        {"Accept": "text/event-stream", "Mcp-Session-Id": sid, "MCP-Protocol-Version": "2025-11-25", "Last-Event-ID": primed},
+    )
+    closing.append(resumed)
+    assert resumed.status == 200
+    resumed.start_reader()
+    assert resumed.take(1) == [{"jsonrpc": "2.0", "method": "notifications/message", "params": params}]
+    assert streams[sid].ended.wait(10)  # the resume took the session's stream over
+    streams[sid].close()  # an idle keep-alive connection would hold its worker at the stop below
+    resumed.close()
+    streams[sid] = resumed_stream = RawStream(
+        server.port, "GET", "/mcp",
+        {"Accept": "text/event-stream", "Mcp-Session-Id": sid, "MCP-Protocol-Version": "2025-11-25", "Last-Event-ID": stored},
+    )
+    closing.append(resumed_stream)
+    assert resumed_stream.status == 200
+    resumed_stream.start_reader()
 
     done = run_notify(private_redis.url, "--resource-updated", NOTE_URI)
     assert done.returncode == 0, done.stderr
@@ -265,9 +288,11 @@ def message_args(params: dict[str, Any]) -> list[str]:
 def test_notify_script_sends_to_a_session_id_starting_with_a_dash(private_redis: RedisServer) -> None:
     """Ids minted before issue 14 could start with "-": notify.py takes them, as a separate word or after "="."""
     sid = "-" + mint_session_id()[1:]
-    # A stream of that id, held here, on the default prefix (the example's and the script's).
-    with RedisStreamSessionManager(private_redis.url) as streams, stream_readers(Reader) as open_on:
+    # A stream of that id, held here, on the default prefix and with the event store (as the example's and the script's).
+    streams = RedisStreamSessionManager(private_redis.url, event_store=RedisEventStore(private_redis.url))
+    with streams, stream_readers(Reader) as open_on:
         reader = open_on(streams, sid)
+        assert reader.take(1) == [""]  # the priming event (an id, no data): the stream is resumable
         for words in (["--session", sid], [f"--session={sid}"]):
             params = {"level": "info", "data": words[0]}
             done = run_notify(private_redis.url, *words, *message_args(params))
