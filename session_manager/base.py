@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import abc
+import itertools
 import secrets
 import threading
+import time
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
@@ -202,7 +204,7 @@ class StreamSessionManager(abc.ABC):
 
 #: Guard the first use of a manager's reply registry and secrets (subclasses need not call a base __init__).
 _REPLIES_LOCK = threading.Lock()
-_SECRETS_LOCK = threading.Lock()
+_SHARED_LOCK = threading.Lock()
 
 
 @dataclass(frozen=True)
@@ -313,12 +315,36 @@ class InfoSessionManager(abc.ABC):
 
         What lets workers trust what another worker sealed (the
         ``requestState`` of a multi round-trip request) with no key to
-        configure. This default serves one process: a secret per manager.
+        configure. This default keeps it in the manager, which is right for
+        a backend of one process; a backend shared by several processes
+        (Redis) must override it, or states sealed by one worker fail on
+        another.
         """
         _validate.text(name, "name")
-        with _SECRETS_LOCK:
+        with _SHARED_LOCK:
             made: dict[str, bytes] = self.__dict__.setdefault("_secrets", {})
             return made.setdefault(name, secrets.token_bytes(32))
+
+    def claim(self, token: str, ttl: float) -> bool:
+        """Record *token* for *ttl* seconds; True the first time, False while it is recorded: single use across processes.
+
+        What makes a ``requestState`` good for one retry only. This default
+        serves one process (a backend shared by several overrides it); it
+        keeps at most what was claimed in the last *ttl* seconds.
+        """
+        _validate.text(token, "token")
+        ttl = _validate.positive_seconds(ttl, "ttl")
+        now = time.monotonic()
+        with _SHARED_LOCK:
+            claimed: dict[str, float] = self.__dict__.setdefault("_claimed", {})
+            if len(claimed) > 64:  # forget the expired ones (insertion order is a fair guess at expiry order)
+                for old in [t for t, until in itertools.islice(claimed.items(), 64) if until <= now]:
+                    del claimed[old]
+            until = claimed.get(token)
+            if until is not None and until > now:
+                return False
+            claimed[token] = now + ttl
+            return True
 
     def keep_alive_while(self, predicate: Callable[[str], bool]) -> None:
         """Also keep sessions for which ``predicate(session_id)`` is true (e.g. a request still running).

@@ -16,6 +16,7 @@ random, so they cannot be guessed either.
 
 from __future__ import annotations
 
+import re
 import secrets
 import threading
 
@@ -25,6 +26,9 @@ __all__ = ["REQUEST_ID_PREFIX", "PendingReplies", "PendingReply", "is_request_id
 REQUEST_ID_PREFIX = "s2c-"
 
 
+_REQUEST_ID = re.compile(re.escape(REQUEST_ID_PREFIX) + "[0-9a-f]{16}")
+
+
 def new_request_id() -> str:
     """A fresh id for a server-to-client request: unguessable, unique per session in practice."""
     return REQUEST_ID_PREFIX + secrets.token_hex(8)
@@ -32,7 +36,7 @@ def new_request_id() -> str:
 
 def is_request_id(value: object) -> bool:
     """Whether *value* could be an id :func:`new_request_id` made."""
-    return type(value) is str and value.startswith(REQUEST_ID_PREFIX) and len(value) == len(REQUEST_ID_PREFIX) + 16
+    return type(value) is str and _REQUEST_ID.fullmatch(value) is not None
 
 
 class PendingReply:

@@ -9,6 +9,7 @@ and foreign replies). Across worker processes with Redis: test_redis_client_requ
 from __future__ import annotations
 
 import json
+import logging
 import queue
 import threading
 from collections.abc import Iterator
@@ -208,6 +209,7 @@ def test_an_error_reply_raises_client_request_error_with_the_clients_code(asking
 
 
 def test_a_request_times_out_and_its_late_reply_is_dropped(asking: Harness, caplog: pytest.LogCaptureFixture) -> None:
+    caplog.set_level(logging.DEBUG, logger="session_manager.wsgi._client_requests")  # any client can send these
     sid = asking.initialize()
     call = StreamedCall(asking, sid, tool_call("ask", {"method": "roots/list", "timeout": 0.2}))
     request = client_request_of(call)
@@ -476,3 +478,47 @@ def test_a_session_stores_at_most_max_session_info_bytes(serve: Any) -> None:
     assert error["code"] == -32602 and "at most 1000" in error["message"]
     assert len(harness.managers.info) == 0  # nothing stored
     assert harness.initialize()  # a normal client is fine
+
+
+def test_resuming_the_same_stream_again_replaces_its_follower_instead_of_adding_one() -> None:
+    """Each follower is a thread: a client resuming over and over holds one per stream, never max_handlers of them."""
+    managers = SessionManagers(InMemoryStreamSessionManager(event_store=InMemoryEventStore()))
+    running = AskingHandler()
+    apps = [McpApp(running, managers=managers), McpApp(AskingHandler(), managers=managers, max_handlers=4)]
+    servers = [ThreadedServer(app) for app in apps]
+    http = requests.Session()
+    try:
+        url_a, url_b = (f"http://127.0.0.1:{server.port}/mcp" for server in servers)
+        hello = http.post(url_a, json=initialize_message(), headers={"Accept": "application/json, text/event-stream"})
+        headers = {"Accept": "application/json, text/event-stream", "Mcp-Session-Id": hello.headers["Mcp-Session-Id"]}
+        headers["MCP-Protocol-Version"] = LATEST
+        closed = http.post(url_a, json=tool_call("close_then_answer", {"retry": 10}), headers=headers, timeout=10)
+        parser = SSEParser()
+        parser.feed(closed.content)
+        resumes = [
+            requests.get(url_b, headers=headers | {"Last-Event-ID": parser.last_event_id}, stream=True, timeout=10)
+            for _ in range(10)
+        ]
+        assert [r.status_code for r in resumes] == [200] * 10  # never 503: one follower at a time
+        lifecycle = apps[1]._lifecycle
+        wait_until(lambda: len(lifecycle._workers) == 1, what="the replaced followers to end")
+        running.release.set()
+        events = [json.loads(e.data) for e in iter_events(resumes[-1].iter_content(chunk_size=None)) if e.data]
+        assert events[-1] == {"jsonrpc": "2.0", "id": 7, "result": text("closed=True")}
+        for response in resumes:
+            response.close()
+    finally:
+        running.release.set()
+        http.close()
+        for server in servers:
+            server.close()
+        managers.close()
+
+
+def test_a_response_is_told_by_its_top_level_not_by_the_word_method_in_it() -> None:
+    from session_manager.wsgi._post_stream import has_response
+
+    result = '{"jsonrpc":"2.0","id":3,"result":{"structuredContent":{"method":"POST"}}}'
+    assert has_response([("p1.1", result)])
+    assert not has_response([("p1.1", '{"jsonrpc":"2.0","method":"notifications/progress","params":{}}')])
+    assert has_response([("p1.1", '{"jsonrpc":"2.0","id":3,"error":{"code":1,"message":"method"}}')])

@@ -47,7 +47,7 @@ class Tools:
         method = message.get("method")
         if method == "tools/list":
             self.listed += 1
-            return {"tools": self.tools}
+            return {"tools": list(self.tools)}
         if method == "tools/call":
             return {"content": [{"type": "text", "text": json.dumps(message["params"].get("arguments"))}]}
         if "id" in message:
@@ -126,3 +126,15 @@ def test_tools_without_valid_annotations_are_not_checked(live: tuple[McpApp, Too
     assert call(url, "odd", {"size": 1.5}).status_code == 200  # x-mcp-header on a number: invalid, ignored
     assert call(url, "plain", {"x": 1}, Anything="goes").status_code == 200
     assert call(url, "unknown-tool", {}).status_code == 200  # the handler answers for it
+
+
+def test_a_tool_list_that_fails_refuses_the_call_and_is_not_kept(live: tuple[McpApp, Tools, str]) -> None:
+    """The check never turns itself off: a failed tools/list is a 503 for that call, then learned again."""
+    _, tools, url = live
+    original = tools.tools
+    tools.tools = None  # type: ignore[assignment]  # tools/list now crashes
+    refused = call(url, "deploy", FULL, **MIRRORED | {"Region": "elsewhere"})
+    assert refused.status_code == 503 and refused.json()["error"]["code"] == -32603
+    tools.tools = original
+    assert call(url, "deploy", FULL, **MIRRORED | {"Region": "elsewhere"}).status_code == 400  # checked again
+    assert call(url, "deploy", FULL, **MIRRORED).status_code == 200

@@ -704,8 +704,9 @@ def test_mrtr_request_all(http: Endpoint) -> None:
     done = http.result(retry_of(message, answers, first["requestState"]))
     assert done["resultType"] == "complete"
     assert json.loads(done["content"][0]["text"]) == answers
-    # partly answered: a new round for what is missing only
-    partial = http.result(retry_of(message, {"who": elicit_result(name="x")}, first["requestState"]))
+    # partly answered: a new round for what is missing only (a new first round: a state serves one retry)
+    fresh = http.result(message)
+    partial = http.result(retry_of(message, {"who": elicit_result(name="x")}, fresh["requestState"]))
     assert partial["resultType"] == "input_required" and set(partial["inputRequests"]) == {"draft", "roots"}
 
 
@@ -716,7 +717,7 @@ def test_mrtr_wrong_key_asks_again(http: Endpoint) -> None:
     assert again["resultType"] == "input_required" and set(again["inputRequests"]) == {"user_name"}
     assert isinstance(again["requestState"], str)
     # inputResponses null: not an answer either
-    null_answers = retry_of(message, None, first["requestState"])
+    null_answers = retry_of(message, None, again["requestState"])
     null_answers["params"]["inputResponses"] = None
     again = http.result(null_answers)
     assert again["resultType"] == "input_required"
@@ -1129,3 +1130,18 @@ def test_cancellation_gunicorn(report: str, redis_server: Any) -> None:
         )
     finally:
         server.close()
+
+
+def test_mrtr_a_state_serves_one_retry_and_its_answers_cannot_be_replaced(http: Endpoint) -> None:
+    """requestState is single use (its nonce is claimed), and what it sealed stands against inputResponses."""
+    message = tool_call("ask_all", id=70, capabilities=ALL_CAPABILITIES)
+    first = http.result(message)
+    partial = http.result(retry_of(message, {"who": elicit_result(name="alice")}, first["requestState"]))
+    assert partial["resultType"] == "input_required"
+    _, replayed = http.call(retry_of(message, {"who": elicit_result(name="x")}, first["requestState"], id=72))
+    assert replayed["error"]["code"] == -32602 and "already used" in replayed["error"]["message"]
+    answers = {"who": elicit_result(name="mallory"), "draft": SAMPLE_RESULT, "roots": ROOTS_RESULT}
+    done = http.result(retry_of(message, answers, partial["requestState"], id=73))
+    assert json.loads(done["content"][0]["text"])["who"] == elicit_result(name="alice")  # the sealed answer stands
+    _, again = http.call(retry_of(message, answers, partial["requestState"], id=74))
+    assert again["error"]["code"] == -32602  # and that state is spent too

@@ -46,6 +46,9 @@ Info (:class:`~session_manager.redis.RedisInfoSessionManager`):
 - ``secret:<name>`` (string, no TTL): a random secret every process shares
   (:meth:`~session_manager.InfoSessionManager.shared_secret`), e.g. the key
   sealing multi round-trip request states.
+- ``claim:<token>`` (string, TTL the claim's): a token used once
+  (:meth:`~session_manager.InfoSessionManager.claim`), e.g. a request
+  state's nonce.
 
 Event logs (:class:`~session_manager.redis.RedisEventStore`):
 
@@ -84,6 +87,7 @@ LAYOUT: dict[str, str] = {
     "event_clock": "events-clock",
     # shared by every process
     "secret": "secret:{name}",
+    "claim": "claim:{token}",
 }
 
 
@@ -141,6 +145,9 @@ class Keys:
 
     def node_channel(self, node: str) -> str:
         return self.node_channel_head + node
+
+    def claim(self, token: str) -> str:
+        return self.prefix + LAYOUT["claim"].format(token=token)
 
     def secret(self, name: str) -> str:
         return self.prefix + LAYOUT["secret"].format(name=name)

@@ -51,8 +51,9 @@ return ARGV[1]
 #: Hand a client's reply to the node whose handler waits for it, at most once.
 #: KEYS: the request's reply key (holding the waiting node). ARGV: node channel
 #: head, request id, session id, reply, the calling node. Returns 0 if nothing
-#: waits (unknown, answered, expired), 2 if the caller's node waits (it hands the
-#: reply over itself), 1 once published to the waiting node.
+#: waits (unknown, answered, expired) or its node's listener got nothing, 2 if the
+#: caller's node waits (it hands the reply over itself), 1 once the waiting node
+#: has it.
 REPLY_DELIVER = _script("""
 local node = redis.call('GET', KEYS[1])
 if not node then
@@ -62,7 +63,9 @@ redis.call('DEL', KEYS[1])
 if node == ARGV[5] then
   return 2
 end
-redis.call('PUBLISH', ARGV[1] .. node, wire_reply(ARGV[2], ARGV[3], ARGV[4]))
+if redis.call('PUBLISH', ARGV[1] .. node, wire_reply(ARGV[2], ARGV[3], ARGV[4])) == 0 then
+  return 0  -- its node's listener is not subscribed (reconnecting, or the process died): nobody got it
+end
 return 1
 """)
 

@@ -21,6 +21,7 @@ from werkzeug.exceptions import NotFound
 from werkzeug.wrappers import Request, Response
 
 from .._jsonrpc import (
+    INTERNAL_ERROR,
     INVALID_PARAMS,
     METHOD_NOT_FOUND,
     NOTIFICATION,
@@ -50,8 +51,16 @@ from ._handshake import (
     not_found,
 )
 from ._legacy_sse import LegacySse
-from ._lifecycle import Lifecycle, shutting_down
-from ._modern import HEADER_MISMATCH, ModernRequest, ModernSteps, decode_header, http_status
+from ._lifecycle import Lifecycle, shutting_down, too_busy
+from ._modern import (
+    HEADER_MISMATCH,
+    META_CAPABILITIES,
+    META_VERSION,
+    ModernRequest,
+    ModernSteps,
+    decode_header,
+    http_status,
+)
 from ._options import DEFAULT_CLOSE_TIMEOUT, McpOptions
 from ._param_headers import ToolHeaders, mismatch
 from ._post_stream import PostStream, PostStreams, follow, has_response, resume_elsewhere, stored_reply
@@ -63,6 +72,7 @@ from ._responses import (
     empty_response,
     error_response_for,
     json_response,
+    refusal_for,
     socket_closer,
     sse_response,
 )
@@ -82,6 +92,8 @@ MCP_METHODS = ("GET", "POST", "DELETE")
 Endpoint = Callable[[Request], Response]
 #: The 2026-07-28 method that opens a listen stream.
 LISTEN = "subscriptions/listen"
+#: Most bytes of resource URIs one listen stream may watch (what its index entries and acknowledgement hold).
+_MAX_LISTEN_URI_BYTES = 64 * 1024
 #: Seconds a stateless SSE answer waits for the handler's first message: an immediate refusal
 #: (unknown method, missing capability) then gets its HTTP status (404, 400) instead of a 200 stream.
 _FIRST_MESSAGE_GRACE = 0.5
@@ -273,10 +285,15 @@ class McpApp(Notifier):
             if self._modern.is_modern(message, headers.get(PROTOCOL_HEADER), headers.get(SESSION_HEADER)):
                 return self._stateless(request, message, use_sse)
             return self._answer_message(request, message, use_sse)
-        except HttpError as error:
-            if error.id is None:  # refused once the message was read: the client learns which one
-                error.id = message.id
-            raise
+        except Exception as exc:
+            refusal = refusal_for(exc)  # refused once the message was read: the client learns which one
+            if refusal is None:
+                raise
+            if refusal.id is None:
+                refusal.id = message.id
+            if refusal is exc:
+                raise
+            raise refusal from exc
 
     def _answer_message(self, request: Request, message: Message, use_sse: bool) -> Response:
         """A parsed message: ``initialize``, or one of an existing session."""
@@ -343,11 +360,14 @@ class McpApp(Notifier):
                 notify_handler(self.handler, message, self._stateless_context(message, declared, _nowhere))
             return empty_response(202)
         if message.method == LISTEN:
-            return self._listen(request, message, use_sse)
+            return self._listen(request, message, declared)
         rounds = None
         if message.method in INPUT_METHODS:
             try:
-                rounds = InputRounds(self._sealer(), self._principal(request), message, declared.client_capabilities)
+                rounds = InputRounds(
+                    self._sealer(), self._principal(request), message, declared.client_capabilities,
+                    self.managers.info.claim,
+                )
             except JsonRpcError as error:
                 return self._stateless_reply(error_response(message.id, error), False, use_sse)
         complete = self._modern.complete(message.method)
@@ -386,24 +406,42 @@ class McpApp(Notifier):
                 raise HttpError(400, HEADER_MISMATCH, f"Header mismatch: {reason}", id=message.id)
 
     def _tools_page(self, message: Message, declared: ModernRequest, cursor: str | None) -> dict[str, Any]:
-        """One page of the handler's own ``tools/list``, asked as the client would (its ``_meta``): the annotations' source."""
-        params: dict[str, Any] = {"_meta": message.params["_meta"]}
-        if cursor is not None:
-            params["cursor"] = cursor
+        """One page of the handler's own ``tools/list``: where the annotations come from.
+
+        Asked with a neutral ``_meta`` (the protocol version, no capability,
+        no client info), not as the caller, so no caller shapes what is
+        checked for everyone. A handler that does not know the method has
+        no annotated tools; any other failure is a 503 for this call, and
+        nothing is kept (the check never silently turns off).
+        """
+        meta = {META_VERSION: declared.protocol_version, META_CAPABILITIES: {}}
+        params: dict[str, Any] = {"_meta": meta} if cursor is None else {"_meta": meta, "cursor": cursor}
         listing = Message({"jsonrpc": "2.0", "id": 0, "method": "tools/list", "params": params}, REQUEST, 0, "tools/list")
+        neutral = ModernRequest(declared.protocol_version, {}, None, None)
         try:
-            page = self.handler(listing.raw, self._stateless_context(listing, declared, _nowhere))
-        except Exception:
-            logger.warning("tools/list failed while learning the Mcp-Param headers of the tools", exc_info=True)
-            return {}
+            page = self.handler(listing.raw, self._stateless_context(listing, neutral, _nowhere))
+        except JsonRpcError as error:
+            if error.code == METHOD_NOT_FOUND:
+                return {}
+            raise self._cannot_check(message, error) from None
+        except Exception as exc:  # noqa: BLE001 - any failure of the handler: this call gets 503
+            raise self._cannot_check(message, exc) from None
         return page if isinstance(page, dict) else {}
+
+    @staticmethod
+    def _cannot_check(message: Message, cause: Exception) -> HttpError:
+        logger.warning("tools/list failed while learning the Mcp-Param headers of the tools: %r", cause)
+        return HttpError(
+            503, INTERNAL_ERROR, "Service Unavailable: the tool list needed to check Mcp-Param headers failed",
+            id=message.id, headers={"Retry-After": "1"},
+        )
 
     def broadcast(self, method: str, params: dict[str, Any] | None = None) -> None:
         if method == "notifications/tools/list_changed":
             self._tool_headers.forget()  # the tools' annotations are learned again
         super().broadcast(method, params)
 
-    def _listen(self, request: Request, message: Message, use_sse: bool) -> Response:
+    def _listen(self, request: Request, message: Message, declared: ModernRequest) -> Response:
         """``subscriptions/listen``: a stream that acknowledges the filter, then carries what it asked for.
 
         The stream is registered with the subscription manager, so a list
@@ -411,21 +449,78 @@ class McpApp(Notifier):
         when the client leaves or the server shuts down (with the listen
         request's result).
         """
-        if not use_sse:
+        if not accepts(request.accept_mimetypes, SSE):  # a listen stream is SSE whatever json_response says
             raise HttpError(406, SERVER_ERROR, f"Not Acceptable: subscriptions/listen answers with {SSE}", id=message.id)
         assert message.id is not None
-        try:
-            wanted = ListenFilter.parse(message.params.get("notifications"))
-        except (TypeError, ValueError) as exc:
-            raise HttpError(400, INVALID_PARAMS, f"Invalid params: {exc}", id=message.id) from None
+        wanted = self._listen_filter(message.params.get("notifications"), message.id)
+        subscriptions = self.managers.subscriptions
+        if len(subscriptions) >= self.options.max_listen_streams:
+            error = too_busy(self.options.max_listen_streams)
+            error.id = message.id
+            raise error
+        granted = self._ask_handler_to_listen(message, declared, wanted)
         controller = self._new_stream(request)
-        controller.prime([OPENED, encode_message(acknowledged_message(message.id, wanted))])
+        controller.prime([OPENED, encode_message(acknowledged_message(message.id, granted))])
         try:
-            self.managers.subscriptions.create(message.id, wanted, controller)
+            subscriptions.create(message.id, granted, controller)
         except BaseException:
             controller.close()
             raise
         return sse_response(controller)
+
+    def _listen_filter(self, notifications: object, id: str | int) -> ListenFilter:
+        """What a listen request asks for, cut to what this server honours; 400 (-32602) if malformed or too large.
+
+        Honoured: the list changes of the capabilities the options declare
+        (``tools``, ``prompts``, ``resources``) and resource updates if
+        ``resources.subscribe`` is declared; a server that declares no
+        capabilities at all honours everything.
+        """
+        try:
+            wanted = ListenFilter.parse(notifications)
+        except (TypeError, ValueError) as exc:
+            raise HttpError(400, INVALID_PARAMS, f"Invalid params: {exc}", id=id) from None
+        size = sum(len(uri.encode("utf-8", "surrogatepass")) for uri in wanted.resource_subscriptions)
+        if size > _MAX_LISTEN_URI_BYTES:
+            raise HttpError(
+                400, INVALID_PARAMS, f"Invalid params: resourceSubscriptions take {size} bytes, at most "
+                f"{_MAX_LISTEN_URI_BYTES}", id=id,
+            )
+        capabilities = self.options.capabilities
+        if not capabilities:
+            return wanted
+        resources = capabilities.get("resources")
+        return wanted.honoured(
+            tools="tools" in capabilities,
+            prompts="prompts" in capabilities,
+            resources=resources is not None,
+            subscribe=isinstance(resources, dict) and bool(resources.get("subscribe")),
+        )
+
+    def _ask_handler_to_listen(self, message: Message, declared: ModernRequest, wanted: ListenFilter) -> ListenFilter:
+        """The handler's say on a listen request: it may refuse (a JsonRpcError) or grant less (``{"notifications": ...}``).
+
+        A handler that does not know the method grants what was asked: the
+        transport serves listen streams by itself.
+        """
+        ctx = self._stateless_context(message, declared, _nowhere)
+        try:
+            answer = self.handler(message.raw, ctx)
+        except JsonRpcError as error:
+            if error.code == METHOD_NOT_FOUND:
+                return wanted
+            status = http_status(error.code)
+            status = 400 if error.code == INVALID_PARAMS else 403 if status == 200 else status
+            raise HttpError(status, error.code, error.message, id=message.id, data=error.data) from None
+        if isinstance(answer, dict) and "notifications" in answer:  # never more than the client asked for
+            granted = self._listen_filter(answer["notifications"], message.id or 0)
+            return ListenFilter(
+                tools_list_changed=granted.tools_list_changed and wanted.tools_list_changed,
+                prompts_list_changed=granted.prompts_list_changed and wanted.prompts_list_changed,
+                resources_list_changed=granted.resources_list_changed and wanted.resources_list_changed,
+                resource_subscriptions=granted.resource_subscriptions & wanted.resource_subscriptions,
+            )
+        return wanted
 
     @staticmethod
     def _stateless_context(
@@ -565,10 +660,12 @@ class McpApp(Notifier):
             return sse_response(frames)
         controller = self._new_stream(request)
         controller.prime(frames)
+        self._posts.follower(key, stream_id, controller)  # one follower per stream: a repeated resume replaces it
         latest = replay.events[-1][0] if replay.events else last_event_id
         lifecycle = self._lifecycle
         try:
-            lifecycle.start(key, "resume", follow, store, key, latest, controller, lambda: lifecycle.closing)
+            # Not counted against max_handlers: followers are bounded by themselves (one per stream, see follower()).
+            lifecycle.start(key, "resume", follow, store, key, latest, controller, lambda: lifecycle.closing, bounded=False)
         except BaseException:
             controller.close()
             raise

@@ -156,7 +156,8 @@ class ClientRequests:
             return False
         assert isinstance(message.id, str)
         if not self._managers.streams.deliver_reply(session_id, message.id, encode(message.raw)):
-            logger.warning("dropped a client reply to %s: no request with that id is pending in the session", message.id)
+            # Late and duplicate replies are normal (a timeout, a retrying client); any client can send them: debug.
+            logger.debug("dropped a client reply to %s: no request with that id is pending in the session", message.id)
         return True
 
 
@@ -212,6 +213,7 @@ class InputRounds:
         principal: str | None,
         message: Message,
         capabilities: dict[str, Any],
+        claim: Callable[[str, float], bool],
     ) -> None:
         params = message.params
         method = message.method or ""
@@ -221,12 +223,18 @@ class InputRounds:
         self._count = 0
         answers: dict[str, Any] = {}
         if params.get("requestState") is not None:
-            answers.update(sealer.open(params["requestState"], principal, self._digest()))
+            opened = sealer.open(params["requestState"], principal, self._digest())
+            if not claim(f"request-state:{opened.nonce}", opened.ttl):
+                raise JsonRpcError(
+                    INVALID_PARAMS, "Invalid params: requestState was already used; send the request again without it"
+                )
+            answers.update(opened.answers)
         responses = params.get("inputResponses")
         if responses is not None:
             if not isinstance(responses, dict):
                 raise JsonRpcError(INVALID_PARAMS, "Invalid params: inputResponses must be an object")
-            answers.update(responses)
+            # An answer sealed in an earlier round stands: the client may add answers, never replace one.
+            answers = {**responses, **answers}
         self._answers = answers
 
     def _digest(self) -> str:

@@ -71,12 +71,13 @@ class Lifecycle:
         controller.add_close_callback(lambda: self._forget(self._controllers, controller))
         return controller
 
-    def start(self, key: str, name: str, run: Callable[..., object], *args: Any) -> None:
+    def start(self, key: str, name: str, run: Callable[..., object], *args: Any, bounded: bool = True) -> None:
         """Run ``run(*args)`` on a new thread (greenlet under gevent) on behalf of session *key*.
 
         503 once closing, or while :attr:`max_handlers` threads run (with
         ``Retry-After``: a bound on what abandoned slow calls can hold). The
-        thread is tracked until it ends, so
+        thread is tracked until it ends (*bounded*: counted against
+        :attr:`max_handlers`; threads bounded otherwise pass False), so
         :meth:`close` can wait for it, and while it runs the session is
         kept alive (:meth:`is_running`). The HTTP request may end first: a
         client that went away does not cancel its request. The thread sees
@@ -96,7 +97,7 @@ class Lifecycle:
         with self._lock:
             if self._closing:
                 raise shutting_down()
-            if self.max_handlers is not None and len(self._workers) >= self.max_handlers:
+            if bounded and self.max_handlers is not None and len(self._workers) >= self.max_handlers:
                 raise too_busy(self.max_handlers)
             self._workers.add(thread)
             self._running[key] = self._running.get(key, 0) + 1

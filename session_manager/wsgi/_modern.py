@@ -28,6 +28,8 @@ from ._options import McpOptions
 __all__ = [
     "CACHEABLE_METHODS",
     "HEADER_MISMATCH",
+    "META_CAPABILITIES",
+    "META_VERSION",
     "MISSING_CLIENT_CAPABILITY",
     "MODERN_PROTOCOL_VERSIONS",
     "REMOVED_METHODS",
@@ -43,8 +45,8 @@ MODERN_PROTOCOL_VERSIONS = ("2026-07-28",)
 HEADER_MISMATCH = -32020
 UNSUPPORTED_PROTOCOL_VERSION = -32022
 
-_META_VERSION = "io.modelcontextprotocol/protocolVersion"
-_META_CAPABILITIES = "io.modelcontextprotocol/clientCapabilities"
+META_VERSION = "io.modelcontextprotocol/protocolVersion"
+META_CAPABILITIES = "io.modelcontextprotocol/clientCapabilities"
 _META_CLIENT_INFO = "io.modelcontextprotocol/clientInfo"
 _META_LOG_LEVEL = "io.modelcontextprotocol/logLevel"
 _META_SERVER_INFO = "io.modelcontextprotocol/serverInfo"
@@ -145,7 +147,7 @@ class ModernSteps:
         if not self.handshake:
             return True
         meta = message.params.get("_meta")
-        if isinstance(meta, dict) and _META_VERSION in meta:
+        if isinstance(meta, dict) and META_VERSION in meta:
             return True
         if protocol_header is None or protocol_header in SUPPORTED_PROTOCOL_VERSIONS:
             return False
@@ -155,14 +157,14 @@ class ModernSteps:
         """Check a stateless request (or notification); :class:`HttpError` with its id if it is refused."""
         id = message.id
         meta = message.params.get("_meta")
-        if not isinstance(meta, dict) or _META_VERSION not in meta or _META_CAPABILITIES not in meta:
+        if not isinstance(meta, dict) or META_VERSION not in meta or META_CAPABILITIES not in meta:
             raise HttpError(
                 400,
                 INVALID_PARAMS,
-                f"Invalid params: params._meta must carry {_META_VERSION!r} and {_META_CAPABILITIES!r}",
+                f"Invalid params: params._meta must carry {META_VERSION!r} and {META_CAPABILITIES!r}",
                 id=id,
             )
-        version = meta[_META_VERSION]
+        version = meta[META_VERSION]
         self._check_headers(message, version, header)
         if type(version) is not str or version not in MODERN_PROTOCOL_VERSIONS:
             raise HttpError(
@@ -172,7 +174,7 @@ class ModernSteps:
                 id=id,
                 data={"supported": list(MODERN_PROTOCOL_VERSIONS), "requested": version if type(version) is str else None},
             )
-        capabilities, client_info, level = meta[_META_CAPABILITIES], meta.get(_META_CLIENT_INFO), meta.get(_META_LOG_LEVEL)
+        capabilities, client_info, level = meta[META_CAPABILITIES], meta.get(_META_CLIENT_INFO), meta.get(_META_LOG_LEVEL)
         if not isinstance(capabilities, dict) or not (client_info is None or isinstance(client_info, dict)):
             raise HttpError(400, INVALID_PARAMS, "Invalid params: client capabilities and info must be objects", id=id)
         if level is not None and level not in LOG_LEVELS:

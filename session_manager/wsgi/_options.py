@@ -25,6 +25,7 @@ __all__ = [
     "DEFAULT_CLOSE_TIMEOUT",
     "DEFAULT_MAX_BODY_SIZE",
     "DEFAULT_MAX_HANDLERS",
+    "DEFAULT_MAX_LISTEN_STREAMS",
     "DEFAULT_MAX_SESSION_INFO",
     "DEFAULT_RETRY",
     "McpOptions",
@@ -44,6 +45,8 @@ DEFAULT_RETRY = 1000
 DEFAULT_CLOSE_TIMEOUT = 5.0
 #: Request handlers running at once per process, by default.
 DEFAULT_MAX_HANDLERS = 512
+#: Listen streams open at once per process, by default.
+DEFAULT_MAX_LISTEN_STREAMS = 10_000
 #: Bytes of client info and capabilities a session may store, by default.
 DEFAULT_MAX_SESSION_INFO = 64 * 1024
 
@@ -87,6 +90,8 @@ class McpOptions:
       in this process; one more request gets 503 with ``Retry-After``
       (``None``: no bound). Handlers of clients that left keep running until
       they return, so this bounds what they can hold.
+    - *max_listen_streams*: 2026-07-28 listen streams open at once in this
+      process; one more gets 503 with ``Retry-After``.
     - *max_session_info*: bytes of client info and capabilities one session
       may store (``initialize``); more gets 400 -32602.
     - *eras*: which protocol eras the endpoint serves: ``"handshake"``
@@ -117,6 +122,7 @@ class McpOptions:
     retry: int | None = DEFAULT_RETRY
     max_handlers: int | None = DEFAULT_MAX_HANDLERS
     max_session_info: int = DEFAULT_MAX_SESSION_INFO
+    max_listen_streams: int = DEFAULT_MAX_LISTEN_STREAMS
     eras: Iterable[str] = ERAS
     cache_ttl_ms: int = 0
     cache_scope: str = "private"
@@ -134,6 +140,8 @@ class McpOptions:
         StreamController(keepalive=self.keepalive, maxsize=self.stream_maxsize, retry=self.retry)
         if self.max_handlers is not None and (type(self.max_handlers) is not int or self.max_handlers < 1):
             raise ValueError(f"max_handlers must be a positive int or None, got {self.max_handlers!r}")
+        if type(self.max_listen_streams) is not int or self.max_listen_streams < 1:
+            raise ValueError(f"max_listen_streams must be a positive int, got {self.max_listen_streams!r}")
         if type(self.max_session_info) is not int or self.max_session_info < 1:
             raise ValueError(f"max_session_info must be a positive int, got {self.max_session_info!r}")
         eras = _entries(self.eras)

@@ -14,10 +14,11 @@ from __future__ import annotations
 
 import re
 import threading
+import time
 from collections.abc import Callable, Mapping
 from typing import Any
 
-__all__ = ["Annotation", "ToolHeaders", "annotated", "mismatch"]
+__all__ = ["LEARNED_FOR", "Annotation", "ToolHeaders", "annotated", "mismatch"]
 
 #: ``(argument path, header name, JSON type)`` of one annotated property.
 Annotation = tuple[tuple[str, ...], str, str]
@@ -27,6 +28,10 @@ _DECIMAL = re.compile(r"-?[0-9]+(\.0+)?")
 _TYPES = ("string", "integer", "boolean")
 #: Most ``tools/list`` pages read to learn the annotations.
 _MAX_PAGES = 20
+#: Seconds a learned tool list is trusted.
+LEARNED_FOR = 10.0
+#: Least seconds between two learns caused by a tool the list did not have.
+_RELEARN_UNKNOWN = 1.0
 
 
 def annotated(schema: object) -> list[Annotation] | None:
@@ -102,16 +107,26 @@ def mismatch(
 
 
 class ToolHeaders:
-    """The annotated properties of each tool, learned from the handler's ``tools/list`` (per process)."""
+    """The annotated properties of each tool, learned from the handler's ``tools/list`` (per process).
 
-    __slots__ = ("_lock", "_tools")
+    What is learned is kept :data:`LEARNED_FOR` seconds, and learned again
+    sooner when a call names a tool the list did not have (at most once a
+    second) or after :meth:`forget` (a list change this process raised): a
+    tool list changed elsewhere is checked within that time. A list that
+    could not be read is never kept.
+    """
+
+    __slots__ = ("_generation", "_learned", "_lock", "_tools")
 
     def __init__(self) -> None:
         self._lock = threading.Lock()
         self._tools: dict[str, list[Annotation] | None] | None = None
+        self._learned = 0.0
+        self._generation = 0  # bumped by forget(): a learn that started before it is not kept
 
-    def learn(self, pages: Callable[[str | None], Mapping[str, Any]]) -> None:
-        """Read every page of ``tools/list`` (``pages(cursor)``) and keep each tool's annotations."""
+    def learn(self, pages: Callable[[str | None], Mapping[str, Any]]) -> dict[str, list[Annotation] | None]:
+        """Read every page of ``tools/list`` (``pages(cursor)``, which raises if it cannot); keep and return it."""
+        generation = self._generation
         tools: dict[str, list[Annotation] | None] = {}
         cursor: str | None = None
         for _ in range(_MAX_PAGES):
@@ -123,16 +138,19 @@ class ToolHeaders:
             if type(cursor) is not str:
                 break
         with self._lock:
-            self._tools = tools
+            if generation == self._generation:
+                self._tools, self._learned = tools, time.monotonic()
+        return tools
 
     def forget(self) -> None:
         """The tool list changed: learn it again on the next call."""
         with self._lock:
             self._tools = None
+            self._generation += 1
 
     def of(self, tool: str, pages: Callable[[str | None], Mapping[str, Any]]) -> list[Annotation] | None:
-        """The annotations of *tool*, learning the list first if it is not known yet (None: nothing to check)."""
-        if self._tools is None:
-            self.learn(pages)
-        tools = self._tools
-        return None if tools is None else tools.get(tool)
+        """The annotations of *tool* (None: nothing to check), learning the list when it is unknown or old."""
+        tools, age = self._tools, time.monotonic() - self._learned
+        if tools is None or age > LEARNED_FOR or (tool not in tools and age > _RELEARN_UNKNOWN):
+            tools = self.learn(pages)
+        return tools.get(tool)

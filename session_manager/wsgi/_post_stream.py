@@ -54,8 +54,7 @@ def has_response(events: Iterable[tuple[str, str]]) -> bool:
 
 
 def _is_response(message: str) -> bool:
-    if '"method"' in message:  # most messages of a stream are notifications: no parse for them
-        return False
+    """Whether a stored message is a JSON-RPC response (its top level has an id and no method)."""
     parsed = json.loads(message)
     return isinstance(parsed, dict) and "id" in parsed and "method" not in parsed
 
@@ -201,11 +200,31 @@ class PostStream:
 class PostStreams:
     """The POST streams of this process a client can resume (those with a stored log), by session and stream id."""
 
-    __slots__ = ("_lock", "_open")
+    __slots__ = ("_followers", "_lock", "_open")
 
     def __init__(self) -> None:
         self._lock = threading.Lock()
         self._open: dict[tuple[str, str], PostStream] = {}
+        #: The one connection following each stream fed elsewhere (:func:`follow`).
+        self._followers: dict[tuple[str, str], StreamController] = {}
+
+    def follower(self, key: str, stream_id: str, controller: StreamController) -> None:
+        """Make *controller* the one following stream *stream_id* here: the one it replaces ends (its thread with it).
+
+        A client resuming again is the same client on a new connection, so
+        the stream is followed once per process however often it is resumed.
+        """
+        slot = (key, stream_id)
+        with self._lock:
+            replaced, self._followers[slot] = self._followers.get(slot), controller
+        controller.add_close_callback(lambda: self._unfollow(slot, controller))
+        if replaced is not None:
+            replaced.close()
+
+    def _unfollow(self, slot: tuple[str, str], controller: StreamController) -> None:
+        with self._lock:
+            if self._followers.get(slot) is controller:
+                del self._followers[slot]
 
     def add(self, post: PostStream) -> None:
         """Make *post* resumable while its handler runs (a no-op without a store)."""

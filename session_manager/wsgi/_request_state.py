@@ -8,7 +8,9 @@ retry: nothing is kept on the server. The client holds the state, so it is
 attacker-controlled: it is sealed with HMAC-SHA256 under keys every worker
 shares, and :meth:`StateSealer.open` refuses (``-32602``) a state that was
 forged or altered, has expired, belongs to another principal, or was issued
-for another request (method and arguments are bound by digest).
+for another request (method and arguments are bound by digest). Its nonce
+is claimed when a retry uses it (:meth:`InfoSessionManager.claim`, shared by
+every worker): a state serves one retry, never a replay.
 
 Keys: the first of *keys* seals, every one opens, so a key is rotated by
 putting the new one first and dropping the old one once states sealed with
@@ -25,11 +27,11 @@ import json
 import secrets
 import time
 from collections.abc import Callable, Mapping, Sequence
-from typing import Any
+from typing import Any, NamedTuple
 
 from .._jsonrpc import INVALID_PARAMS, JsonRpcError
 
-__all__ = ["DEFAULT_STATE_TTL", "StateSealer", "params_digest"]
+__all__ = ["DEFAULT_STATE_TTL", "Opened", "StateSealer", "params_digest"]
 
 #: Seconds a sealed ``requestState`` stays valid by default.
 DEFAULT_STATE_TTL = 600.0
@@ -58,6 +60,14 @@ def _refused(why: str) -> JsonRpcError:
     return JsonRpcError(INVALID_PARAMS, f"Invalid params: requestState {why}; send the request again without it")
 
 
+class Opened(NamedTuple):
+    """What a genuine state carries: the answers so far, its nonce, and the seconds it stays valid."""
+
+    answers: dict[str, Any]
+    nonce: str
+    ttl: float
+
+
 class StateSealer:
     """Seals and opens request states with shared keys, a lifetime and a binding to principal and request."""
 
@@ -78,14 +88,18 @@ class StateSealer:
             "p": principal,
             "d": digest,
             "e": round(self._clock() + self.ttl, 3),
-            "n": secrets.token_hex(8),  # two states never look alike, even for the same answers
+            "n": secrets.token_hex(16),  # the state's identity: claimed on use, so it serves one retry
             "a": answers,
         }
         payload = json.dumps(body, separators=(",", ":"), ensure_ascii=False).encode("utf-8", "surrogatepass")
         return _b64(payload) + "." + _b64(hmac.new(self._keys[0], payload, hashlib.sha256).digest())
 
-    def open(self, state: object, principal: str | None, digest: str) -> dict[str, Any]:
-        """The answers a state carries; :class:`JsonRpcError` (``-32602``) unless it is genuine, current and this request's."""
+    def open(self, state: object, principal: str | None, digest: str) -> Opened:
+        """The answers a state carries; :class:`JsonRpcError` (``-32602``) unless it is genuine, current and this request's.
+
+        Single use is the caller's to enforce, with :attr:`Opened.nonce`
+        (claimed for :attr:`Opened.ttl` seconds): the sealer keeps no state.
+        """
         if type(state) is not str or len(state) > _MAX_STATE or state.count(".") != 1:
             raise _refused("is not one this server issued")
         encoded, _, mac = state.partition(".")
@@ -102,5 +116,4 @@ class StateSealer:
             raise _refused("belongs to another principal")
         if body["d"] != digest:
             raise _refused("was issued for another request")
-        answers: dict[str, Any] = body["a"]
-        return answers
+        return Opened(body["a"], body["n"], max(body["e"] - self._clock(), 0.001))

@@ -31,6 +31,7 @@ __all__ = [
     "error_response_for",
     "http_error",
     "json_response",
+    "refusal_for",
     "socket_closer",
     "sse_response",
 ]
@@ -103,6 +104,14 @@ _REFUSALS: tuple[tuple[type[Exception], Callable[[Any], HttpError]], ...] = (
 )
 
 
+def refusal_for(exc: Exception) -> HttpError | None:
+    """The HTTP refusal that *exc* stands for (:data:`_REFUSALS`), or None for an unexpected failure."""
+    for kind, refusal in _REFUSALS:
+        if isinstance(exc, kind):
+            return refusal(exc)
+    return None
+
+
 def error_response_for(exc: Exception, request: Request) -> Response:
     """The answer to a request whose handling raised *exc*: a JSON-RPC error body, never a traceback.
 
@@ -110,9 +119,9 @@ def error_response_for(exc: Exception, request: Request) -> Response:
     callable) keeps its status and headers; anything unexpected is logged
     and answered 500.
     """
-    for kind, refusal in _REFUSALS:
-        if isinstance(exc, kind):
-            return http_error(refusal(exc))
+    refusal = refusal_for(exc)
+    if refusal is not None:
+        return http_error(refusal)
     if isinstance(exc, HTTPException):
         return _from_http_exception(exc, request)
     logger.error("MCP endpoint failed on %s %s", request.method, request.path, exc_info=exc)
