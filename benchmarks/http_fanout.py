@@ -89,8 +89,14 @@ def prepare_process(cpu: int | None) -> None:
 
 
 def listen() -> socket.socket:
-    """A listening socket on a free port of 127.0.0.1, announced on stdout for the parent."""
-    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    """A listening socket on a free port of 127.0.0.1, announced on stdout for the parent.
+
+    With TCP_NODELAY, which the connections it accepts inherit: asyncio sets
+    it only on sockets it knows are TCP (``proto`` 6), so without it uvicorn
+    (the SDK) would wait for delayed ACKs between small writes.
+    """
+    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM, socket.IPPROTO_TCP)
+    sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
     sock.bind(("127.0.0.1", 0))
     sock.listen(4096)

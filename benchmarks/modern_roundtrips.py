@@ -16,7 +16,7 @@ round trip. This measures round trips/s and p50/p99 latency of
   stream: one ``notifications/progress`` event, then the result.
 
 Servers, each started afresh per run in a process pinned to one core, on a
-listening socket with TCP_NODELAY (see :func:`listen`): ``ours`` is
+listening socket with TCP_NODELAY (``http_fanout.listen``): ``ours`` is
 ``session_manager.wsgi.McpApp`` with a plain handler on gevent.pywsgi
 (``log=None``, after ``monkey.patch_all()``); ``sdk`` is mcp's lowlevel
 ``Server`` (``on_call_tool``/``on_list_tools``: the SDK's fastest path;
@@ -59,7 +59,6 @@ import asyncio
 import json
 import os
 import select
-import socket
 import statistics
 import subprocess
 import time
@@ -83,24 +82,6 @@ TARGET = "ours >= 3x the SDK's round trips/s"
 
 
 # -- the servers -------------------------------------------------------------------------
-
-
-def listen() -> socket.socket:
-    """http_fanout's listening socket, with TCP_NODELAY for every connection it accepts.
-
-    ``hf.listen()``'s socket has ``proto`` 0, so asyncio does not set
-    TCP_NODELAY on the connections uvicorn accepts from it (it does when
-    uvicorn binds by itself): Nagle's algorithm then holds the response body
-    behind its head until the client's delayed ACK, ~40 ms per round trip.
-    Accepted sockets inherit the option from the listener, for both servers.
-    """
-    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM, socket.IPPROTO_TCP)
-    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-    sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-    sock.bind(("127.0.0.1", 0))
-    sock.listen(4096)
-    print("PORT", sock.getsockname()[1], flush=True)
-    return sock
 
 
 def serve_ours(cpu: int | None, kind: str) -> None:
@@ -127,7 +108,7 @@ def serve_ours(cpu: int | None, kind: str) -> None:
         return None
 
     app = McpApp(handler, json_response=kind == "json", server_info={"name": "bench-ours", "version": "1"})
-    WSGIServer(listen(), app, log=None).serve_forever()
+    WSGIServer(hf.listen(), app, log=None).serve_forever()
 
 
 def serve_floor(cpu: int | None, kind: str) -> None:
@@ -155,7 +136,7 @@ def serve_floor(cpu: int | None, kind: str) -> None:
         start_response("200 OK", [("Content-Type", "text/event-stream"), ("Cache-Control", "no-cache")])
         return frames
 
-    WSGIServer(listen(), app, log=None).serve_forever()
+    WSGIServer(hf.listen(), app, log=None).serve_forever()
 
 
 def serve_sdk(cpu: int | None, kind: str, api: str) -> None:
@@ -191,7 +172,7 @@ def serve_sdk(cpu: int | None, kind: str, api: str) -> None:
         server: Server[Any] = Server("bench-sdk", version="1", on_list_tools=list_tools, on_call_tool=call_tool)
         app = server.streamable_http_app(json_response=kind == "json", stateless_http=True)
     config = uvicorn.Config(app, workers=1, log_level="warning", access_log=False, lifespan="on")
-    uvicorn.Server(config).run(sockets=[listen()])
+    uvicorn.Server(config).run(sockets=[hf.listen()])
 
 
 def start_server(name: str, kind: str, cpu: int | None, sdk_api: str) -> tuple["subprocess.Popen[str]", int]:
