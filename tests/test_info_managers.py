@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import time
+import uuid
+
 import pytest
 
 from session_manager import LOG_LEVELS, SessionInfo, SessionNotFoundError
@@ -162,3 +165,32 @@ def test_bad_input_raises_and_leaves_state_alone(info, new_id, call, error):
     assert info.get(sid).client_info == {"name": "me"}
     assert info.get(other) == SessionInfo(None, {"name": "other"}, None, "warning")
     assert info.get_subscriptions("res://x") == [other]
+
+
+def test_a_token_is_claimed_once_until_its_ttl_passes(info):
+    token = f"tok-{uuid.uuid4().hex}"
+    assert info.claim(token, 0.3) is True
+    assert info.claim(token, 0.3) is False  # single use, whichever process asks
+    assert info.claim(token + "-other", 0.3) is True
+    time.sleep(0.45)
+    assert info.claim(token, 0.3) is True  # forgotten with its ttl: nothing kept forever
+
+
+def test_shared_secrets_are_stable_per_name_and_differ_between_names(info):
+    secret = info.shared_secret("request-state")
+    assert isinstance(secret, bytes) and len(secret) == 32
+    assert info.shared_secret("request-state") == secret
+    assert info.shared_secret("other") != secret
+
+
+@pytest.mark.parametrize(
+    ("call", "error"),
+    [
+        (lambda m: m.claim(None, 1), TypeError),
+        (lambda m: m.claim("t", 0), ValueError),
+        (lambda m: m.shared_secret(b"x"), TypeError),
+    ],
+)
+def test_claims_and_secrets_refuse_bad_input(info, call, error):
+    with pytest.raises(error):
+        call(info)

@@ -80,6 +80,7 @@ class RedisInfoSessionManager(RedisBacked, FieldStoreInfoManager):
         self._delete = register(lua.INFO_DELETE)
         self._subscribers = register(lua.INFO_SUBSCRIBERS)
         self._shared_secret = register(lua.INFO_SHARED_SECRET)
+        self._claim = register(lua.INFO_CLAIM)
         self._secrets: dict[str, bytes] = {}
 
     def _run(self, script: Callable[..., Any], session_id: str, *args: Any, extra_key: str | None = None) -> Any:
@@ -144,10 +145,14 @@ class RedisInfoSessionManager(RedisBacked, FieldStoreInfoManager):
         return secret
 
     def claim(self, token: str, ttl: float) -> bool:
-        """See :meth:`InfoSessionManager.claim`: ``SET NX PX`` on ``claim:<token>``, one atomic round trip."""
+        """See :meth:`InfoSessionManager.claim`: ``SET NX PX`` on ``claim:<token>``, run at most once.
+
+        Never retried: a retry after a timeout would find the first attempt's
+        claim and refuse a legitimate use. A timeout raises
+        :class:`~session_manager.BackendUnavailableError` instead.
+        """
         _validate.text(token, "token")
-        with self._errors:
-            return bool(self._client.set(self._keys.claim(token), b"1", nx=True, px=milliseconds(ttl, "ttl")))
+        return bool(self._run_once(self._claim, [self._keys.claim(token)], [milliseconds(ttl, "ttl")]))
 
     def close(self) -> None:
         """Disconnect the pool this manager created (a client passed in stays open)."""

@@ -46,6 +46,15 @@ return ARGV[1]
 """)
 
 
+#: Claim a token once. KEYS: its claim key. ARGV: ttl ms. 1 the first time, 0 while it is claimed.
+INFO_CLAIM = _script("""
+if redis.call('SET', KEYS[1], '1', 'NX', 'PX', ARGV[1]) then
+  return 1
+end
+return 0
+""")
+
+
 # -- replies to server-to-client requests ---------------------------------------
 
 #: Hand a client's reply to the node whose handler waits for it, at most once.
