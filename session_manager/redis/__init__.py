@@ -32,8 +32,9 @@ Each component takes a ``redis://`` URL or a :class:`redis.Redis` client (a
 client passed in is used as configured and left open by ``close``; give it
 socket timeouts, a bounded pool and few retries, since redis-py's default
 retry policy can hold a call for seconds while Redis is down; sends and
-event appends bypass it: they are never run twice). Give all
-three the same ``prefix``: each keeps the others' keys of a session alive.
+event appends bypass it: they are never run twice). Give every component
+the same ``prefix``: the session ones keep each other's keys of a session
+alive, and the subscription manager's channel lives under it too.
 All scripts run on one Redis (standalone or Sentinel), not on Redis Cluster.
 """
 
