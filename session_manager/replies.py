@@ -108,9 +108,6 @@ class PendingReplies:
             if self._pending.get(key) is pending:
                 del self._pending[key]
 
-    def __contains__(self, key: object) -> bool:
-        return key in self._pending
-
     def __len__(self) -> int:
         """Number of requests awaiting a reply."""
         return len(self._pending)

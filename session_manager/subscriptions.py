@@ -37,6 +37,7 @@ forgotten; the others are unaffected.
 from __future__ import annotations
 
 import abc
+import dataclasses
 import json
 import logging
 import threading
@@ -212,6 +213,18 @@ class ListenFilter:
             resources_list_changed=self.resources_list_changed and resources,
             resource_subscriptions=self.resource_subscriptions if subscribe else frozenset(),
         )
+
+    def __and__(self, other: ListenFilter) -> ListenFilter:
+        """What both filters ask for: a grant never wider than the request it answers."""
+        return self.honoured(
+            tools=other.tools_list_changed,
+            prompts=other.prompts_list_changed,
+            resources=other.resources_list_changed,
+        ).within(other.resource_subscriptions)
+
+    def within(self, uris: frozenset[str]) -> ListenFilter:
+        """This filter, watching only those of its URIs that are in *uris*."""
+        return dataclasses.replace(self, resource_subscriptions=self.resource_subscriptions & uris)
 
     def to_params(self) -> dict[str, Any]:
         """The filter as the spec's camelCase ``notifications`` object: only what it asks for (URIs sorted)."""

@@ -6,9 +6,11 @@ runs the behaviour suites on the ``redis_streams`` and ``redis_info`` fixtures.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import uuid
 from collections.abc import Callable, Iterator
+from typing import Any, TypeVar
 
 import pytest
 
@@ -20,6 +22,8 @@ from session_manager.redis import (
 )
 
 from .redis_server import MISSING, RedisServer, find_binary
+
+M = TypeVar("M")
 
 #: Liveness settings of test managers: small, so dead processes vanish fast.
 TEST_LIVENESS_TTL = 2.0
@@ -67,22 +71,33 @@ def redis_streams(node_factory: Callable[..., RedisStreamSessionManager]) -> Red
     return node_factory()
 
 
+@contextlib.contextmanager
+def closing_factory(kind: Callable[..., M], url: str, **defaults: Any) -> Iterator[Callable[..., M]]:
+    """``make(url=None, **kwargs)``: managers of *kind* (as many "processes") with *defaults*; all closed at the end."""
+    made: list[M] = []
+
+    def make(other_url: str | None = None, **kwargs: Any) -> M:
+        made.append(kind(other_url or url, **(defaults | kwargs)))
+        return made[-1]
+
+    try:
+        yield make
+    finally:
+        for manager in made:
+            manager.close()  # type: ignore[attr-defined]
+
+
 @pytest.fixture
 def node_factory(redis_server: RedisServer, redis_prefix: str) -> Iterator[Callable[..., RedisStreamSessionManager]]:
     """Make stream managers ("nodes": each has its own node id) sharing one prefix; all closed afterwards."""
-    made: list[RedisStreamSessionManager] = []
-
-    def make(url: str | None = None, **kwargs) -> RedisStreamSessionManager:
-        kwargs.setdefault("prefix", redis_prefix)
-        kwargs.setdefault("liveness_ttl", TEST_LIVENESS_TTL)
-        kwargs.setdefault("heartbeat_interval", TEST_HEARTBEAT)
-        manager = RedisStreamSessionManager(url or redis_server.url, **kwargs)
-        made.append(manager)
-        return manager
-
-    yield make
-    for manager in made:
-        manager.close()
+    with closing_factory(
+        RedisStreamSessionManager,
+        redis_server.url,
+        prefix=redis_prefix,
+        liveness_ttl=TEST_LIVENESS_TTL,
+        heartbeat_interval=TEST_HEARTBEAT,
+    ) as make:
+        yield make
 
 
 @pytest.fixture

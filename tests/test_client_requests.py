@@ -12,7 +12,7 @@ import json
 import logging
 import queue
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import anyio
@@ -29,6 +29,8 @@ from session_manager.wsgi import McpApp
 from .flask_support import LATEST, Harness, ThreadedServer, events_of, initialize_message, reply_of, serve, wait_until
 from .legacy_support import LegacyServer
 from .sse_parser import Event, SSEParser, iter_events
+
+ACCEPT = "application/json, text/event-stream"
 
 __all__ = ["serve"]  # the fixture, re-exported for pytest
 
@@ -384,35 +386,66 @@ def test_on_the_legacy_transport_the_request_and_the_reply_share_the_sessions_on
     finally:
         server.close()
 
+class TwoWorkers:
+    """Two apps on one set of in-memory managers act as two workers, A and B, with a tool call cut short on A.
 
-def test_a_resume_on_another_worker_follows_the_stream_until_its_response() -> None:
-    """Two apps on one set of managers act as two workers: the handler runs on one, the client resumes on the other."""
-    managers = SessionManagers(InMemoryStreamSessionManager(event_store=InMemoryEventStore()))
-    running, resuming = AskingHandler(), AskingHandler()
-    servers = [ThreadedServer(McpApp(handler, managers=managers)) for handler in (running, resuming)]
-    http = requests.Session()
-    try:
-        url_a, url_b = (f"http://127.0.0.1:{server.port}/mcp" for server in servers)
-        hello = http.post(url_a, json=initialize_message(), headers={"Accept": "application/json, text/event-stream"})
-        sid = hello.headers["Mcp-Session-Id"]
-        headers = {"Accept": "application/json, text/event-stream", "Mcp-Session-Id": sid, "MCP-Protocol-Version": LATEST}
-        closed = http.post(url_a, json=tool_call("close_then_answer", {"retry": 10}), headers=headers, timeout=10)
+    The handler on A ran ``close_then_answer``: its stream ended at ``close_stream`` and it waits for
+    ``running.release``; :attr:`last_event_id` is where the client resumes (on B, as the tests do).
+    """
+
+    def __init__(self, **options_b: Any) -> None:
+        self.managers = SessionManagers(InMemoryStreamSessionManager(event_store=InMemoryEventStore()))
+        self.running = AskingHandler()
+        self.apps = [
+            McpApp(self.running, managers=self.managers),
+            McpApp(AskingHandler(), managers=self.managers, **options_b),
+        ]
+        self.servers = [ThreadedServer(app) for app in self.apps]
+        self.url_a, self.url_b = (f"http://127.0.0.1:{server.port}/mcp" for server in self.servers)
+        self.http = requests.Session()
+        hello = self.http.post(self.url_a, json=initialize_message(), headers={"Accept": ACCEPT})
+        self.headers = {"Accept": ACCEPT, "Mcp-Session-Id": hello.headers["Mcp-Session-Id"], "MCP-Protocol-Version": LATEST}
+        call = tool_call("close_then_answer", {"retry": 10})
+        closed = self.http.post(self.url_a, json=call, headers=self.headers, timeout=10)
         parser = SSEParser()
         parser.feed(closed.content)  # ends at close_stream; the handler waits for release
-        resumed = http.get(url_b, headers=headers | {"Last-Event-ID": parser.last_event_id}, stream=True, timeout=10)
-        assert resumed.status_code == 200
-        running.release.set()  # the handler on A goes on: its messages reach B's resume through the store
-        events = [json.loads(e.data) for e in iter_events(resumed.iter_content(chunk_size=None)) if e.data]
-        assert events == [
-            {"jsonrpc": "2.0", "method": "notifications/test", "params": {"after": True}},
-            {"jsonrpc": "2.0", "id": 7, "result": text("closed=True")},
-        ]
-    finally:
-        running.release.set()
-        http.close()
-        for server in servers:
+        self.last_event_id = parser.last_event_id
+
+    def resume_on_b(self) -> requests.Response:
+        return requests.get(self.url_b, headers=self.headers | {"Last-Event-ID": self.last_event_id}, stream=True, timeout=10)
+
+    def close(self) -> None:
+        self.running.release.set()
+        self.http.close()
+        for server in self.servers:
             server.close()
-        managers.close()
+        self.managers.close()
+
+
+@pytest.fixture
+def two_workers() -> Iterator[Callable[..., TwoWorkers]]:
+    made: list[TwoWorkers] = []
+
+    def make(**options_b: Any) -> TwoWorkers:
+        made.append(TwoWorkers(**options_b))
+        return made[-1]
+
+    yield make
+    for workers in made:
+        workers.close()
+
+
+def test_a_resume_on_another_worker_follows_the_stream_until_its_response(two_workers: Callable[..., TwoWorkers]) -> None:
+    """The handler runs on one worker, the client resumes on the other."""
+    workers = two_workers()
+    resumed = workers.resume_on_b()
+    assert resumed.status_code == 200
+    workers.running.release.set()  # the handler on A goes on: its messages reach B's resume through the store
+    events = [json.loads(e.data) for e in iter_events(resumed.iter_content(chunk_size=None)) if e.data]
+    assert events == [
+        {"jsonrpc": "2.0", "method": "notifications/test", "params": {"after": True}},
+        {"jsonrpc": "2.0", "id": 7, "result": text("closed=True")},
+    ]
 
 
 def test_a_reply_from_another_principal_never_reaches_the_handler(serve: Any) -> None:
@@ -480,39 +513,20 @@ def test_a_session_stores_at_most_max_session_info_bytes(serve: Any) -> None:
     assert harness.initialize()  # a normal client is fine
 
 
-def test_resuming_the_same_stream_again_replaces_its_follower_instead_of_adding_one() -> None:
+def test_resuming_the_same_stream_again_replaces_its_follower_instead_of_adding_one(
+    two_workers: Callable[..., TwoWorkers],
+) -> None:
     """Each follower is a thread: a client resuming over and over holds one per stream, never max_handlers of them."""
-    managers = SessionManagers(InMemoryStreamSessionManager(event_store=InMemoryEventStore()))
-    running = AskingHandler()
-    apps = [McpApp(running, managers=managers), McpApp(AskingHandler(), managers=managers, max_handlers=4)]
-    servers = [ThreadedServer(app) for app in apps]
-    http = requests.Session()
-    try:
-        url_a, url_b = (f"http://127.0.0.1:{server.port}/mcp" for server in servers)
-        hello = http.post(url_a, json=initialize_message(), headers={"Accept": "application/json, text/event-stream"})
-        headers = {"Accept": "application/json, text/event-stream", "Mcp-Session-Id": hello.headers["Mcp-Session-Id"]}
-        headers["MCP-Protocol-Version"] = LATEST
-        closed = http.post(url_a, json=tool_call("close_then_answer", {"retry": 10}), headers=headers, timeout=10)
-        parser = SSEParser()
-        parser.feed(closed.content)
-        resumes = [
-            requests.get(url_b, headers=headers | {"Last-Event-ID": parser.last_event_id}, stream=True, timeout=10)
-            for _ in range(10)
-        ]
-        assert [r.status_code for r in resumes] == [200] * 10  # never 503: one follower at a time
-        lifecycle = apps[1]._lifecycle
-        wait_until(lambda: len(lifecycle._workers) == 1, what="the replaced followers to end")
-        running.release.set()
-        events = [json.loads(e.data) for e in iter_events(resumes[-1].iter_content(chunk_size=None)) if e.data]
-        assert events[-1] == {"jsonrpc": "2.0", "id": 7, "result": text("closed=True")}
-        for response in resumes:
-            response.close()
-    finally:
-        running.release.set()
-        http.close()
-        for server in servers:
-            server.close()
-        managers.close()
+    workers = two_workers(max_handlers=4)
+    resumes = [workers.resume_on_b() for _ in range(10)]
+    assert [r.status_code for r in resumes] == [200] * 10  # never 503: one follower at a time
+    lifecycle = workers.apps[1]._lifecycle
+    wait_until(lambda: len(lifecycle._workers) == 1, what="the replaced followers to end")
+    workers.running.release.set()
+    events = [json.loads(e.data) for e in iter_events(resumes[-1].iter_content(chunk_size=None)) if e.data]
+    assert events[-1] == {"jsonrpc": "2.0", "id": 7, "result": text("closed=True")}
+    for response in resumes:
+        response.close()
 
 
 def test_a_response_is_told_by_its_top_level_not_by_the_word_method_in_it() -> None:

@@ -34,6 +34,7 @@ from session_manager.subscriptions import (
 )
 
 from .conftest import Reader
+from .conftest_redis import closing_factory
 from .sse_parser import iter_events
 from .test_redis_backend import run_python
 
@@ -500,17 +501,8 @@ def test_many_threads_creating_closing_and_notifying_keep_every_invariant(subscr
 @pytest.fixture
 def redis_managers(redis_server, redis_prefix) -> Iterator[Callable[..., RedisSubscriptionManager]]:
     """Make subscription managers ("processes") on the shared server and one prefix; all closed afterwards."""
-    made: list[RedisSubscriptionManager] = []
-
-    def make(url: str | None = None, **kwargs: Any) -> RedisSubscriptionManager:
-        kwargs.setdefault("prefix", redis_prefix)
-        manager = RedisSubscriptionManager(url or redis_server.url, **kwargs)
-        made.append(manager)
-        return manager
-
-    yield make
-    for manager in made:
-        manager.close()
+    with closing_factory(RedisSubscriptionManager, redis_server.url, prefix=redis_prefix) as make:
+        yield make
 
 
 @pytest.fixture

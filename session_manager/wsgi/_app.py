@@ -92,8 +92,6 @@ MCP_METHODS = ("GET", "POST", "DELETE")
 Endpoint = Callable[[Request], Response]
 #: The 2026-07-28 method that opens a listen stream.
 LISTEN = "subscriptions/listen"
-#: Most bytes of resource URIs one listen stream may watch (what its index entries and acknowledgement hold).
-_MAX_LISTEN_URI_BYTES = 64 * 1024
 #: Seconds a stateless SSE answer waits for the handler's first message: an immediate refusal
 #: (unknown method, missing capability) then gets its HTTP status (404, 400) instead of a 200 stream.
 _FIRST_MESSAGE_GRACE = 0.5
@@ -452,7 +450,7 @@ class McpApp(Notifier):
         if not accepts(request.accept_mimetypes, SSE):  # a listen stream is SSE whatever json_response says
             raise HttpError(406, SERVER_ERROR, f"Not Acceptable: subscriptions/listen answers with {SSE}", id=message.id)
         assert message.id is not None
-        wanted = self._listen_filter(message.params.get("notifications"), message.id)
+        wanted = self._modern.listen_filter(message.params.get("notifications"), message.id)
         subscriptions = self.managers.subscriptions
         if len(subscriptions) >= self.options.max_listen_streams:
             error = too_busy(self.options.max_listen_streams)
@@ -467,35 +465,6 @@ class McpApp(Notifier):
             controller.close()
             raise
         return sse_response(controller)
-
-    def _listen_filter(self, notifications: object, id: str | int) -> ListenFilter:
-        """What a listen request asks for, cut to what this server honours; 400 (-32602) if malformed or too large.
-
-        Honoured: the list changes of the capabilities the options declare
-        (``tools``, ``prompts``, ``resources``) and resource updates if
-        ``resources.subscribe`` is declared; a server that declares no
-        capabilities at all honours everything.
-        """
-        try:
-            wanted = ListenFilter.parse(notifications)
-        except (TypeError, ValueError) as exc:
-            raise HttpError(400, INVALID_PARAMS, f"Invalid params: {exc}", id=id) from None
-        size = sum(len(uri.encode("utf-8", "surrogatepass")) for uri in wanted.resource_subscriptions)
-        if size > _MAX_LISTEN_URI_BYTES:
-            raise HttpError(
-                400, INVALID_PARAMS, f"Invalid params: resourceSubscriptions take {size} bytes, at most "
-                f"{_MAX_LISTEN_URI_BYTES}", id=id,
-            )
-        capabilities = self.options.capabilities
-        if not capabilities:
-            return wanted
-        resources = capabilities.get("resources")
-        return wanted.honoured(
-            tools="tools" in capabilities,
-            prompts="prompts" in capabilities,
-            resources=resources is not None,
-            subscribe=isinstance(resources, dict) and bool(resources.get("subscribe")),
-        )
 
     def _ask_handler_to_listen(self, message: Message, declared: ModernRequest, wanted: ListenFilter) -> ListenFilter:
         """The handler's say on a listen request: it may refuse (a JsonRpcError) or grant less (``{"notifications": ...}``).
@@ -513,13 +482,7 @@ class McpApp(Notifier):
             status = 400 if error.code == INVALID_PARAMS else 403 if status == 200 else status
             raise HttpError(status, error.code, error.message, id=message.id, data=error.data) from None
         if isinstance(answer, dict) and "notifications" in answer:  # never more than the client asked for
-            granted = self._listen_filter(answer["notifications"], message.id or 0)
-            return ListenFilter(
-                tools_list_changed=granted.tools_list_changed and wanted.tools_list_changed,
-                prompts_list_changed=granted.prompts_list_changed and wanted.prompts_list_changed,
-                resources_list_changed=granted.resources_list_changed and wanted.resources_list_changed,
-                resource_subscriptions=granted.resource_subscriptions & wanted.resource_subscriptions,
-            )
+            return self._modern.listen_filter(answer["notifications"], message.id or 0) & wanted
         return wanted
 
     @staticmethod

@@ -5,8 +5,9 @@ capabilities (and optionally client info and log level) in
 ``params._meta``, mirrored in HTTP headers. There is no ``initialize``, no
 session, no GET stream and no resumability. :class:`ModernSteps` decides
 which era a POST belongs to, checks a modern request in the order the
-spec's conformance suite expects (``_meta``, headers, version, method), and
-completes results (``resultType``, cache hints, server info). Like
+spec's conformance suite expects (``_meta``, headers, version, method),
+cuts a listen filter to what the server honours, and completes results
+(``resultType``, cache hints, server info). Like
 :mod:`._handshake`, it sees values (header values, a parsed message), never
 a request object; refusals are :class:`HttpError`.
 """
@@ -19,8 +20,9 @@ import re
 from collections.abc import Callable, Mapping
 from typing import Any
 
-from .._jsonrpc import INVALID_PARAMS, METHOD_NOT_FOUND, REQUEST, HttpError, Message
+from .._jsonrpc import INVALID_PARAMS, METHOD_NOT_FOUND, REQUEST, HttpError, Message, RequestId
 from .._validate import LOG_LEVELS
+from ..subscriptions import ListenFilter
 from ._client_requests import MISSING_CLIENT_CAPABILITY
 from ._handshake import SUPPORTED_PROTOCOL_VERSIONS
 from ._options import McpOptions
@@ -28,6 +30,7 @@ from ._options import McpOptions
 __all__ = [
     "CACHEABLE_METHODS",
     "HEADER_MISMATCH",
+    "MAX_LISTEN_URI_BYTES",
     "META_CAPABILITIES",
     "META_VERSION",
     "MISSING_CLIENT_CAPABILITY",
@@ -51,6 +54,8 @@ _META_CLIENT_INFO = "io.modelcontextprotocol/clientInfo"
 _META_LOG_LEVEL = "io.modelcontextprotocol/logLevel"
 _META_SERVER_INFO = "io.modelcontextprotocol/serverInfo"
 
+#: Most bytes of resource URIs one listen stream may watch (what its index entries and acknowledgement hold).
+MAX_LISTEN_URI_BYTES = 64 * 1024
 #: Handshake-era methods a stateless request may not call (404, -32601).
 REMOVED_METHODS = frozenset(
     {"initialize", "ping", "logging/setLevel", "resources/subscribe", "resources/unsubscribe"}
@@ -198,6 +203,39 @@ class ModernSteps:
             if got is None or got != expected:
                 state = "missing" if value is None else "does not match the body"
                 raise HttpError(400, HEADER_MISMATCH, f"Header mismatch: the {name} header {state}", id=message.id)
+
+    # -- listen streams ------------------------------------------------------------------
+
+    def listen_filter(self, notifications: object, id: RequestId) -> ListenFilter:
+        """What a listen request asks for, cut to what this server honours; 400 (-32602) if malformed or too large.
+
+        Honoured: the list changes of the capabilities the options declare
+        (``tools``, ``prompts``, ``resources``) and resource updates if
+        ``resources.subscribe`` is declared; a server that declares no
+        capabilities at all honours everything.
+        """
+        try:
+            wanted = ListenFilter.parse(notifications)
+        except (TypeError, ValueError) as exc:
+            raise HttpError(400, INVALID_PARAMS, f"Invalid params: {exc}", id=id) from None
+        size = sum(len(uri.encode("utf-8", "surrogatepass")) for uri in wanted.resource_subscriptions)
+        if size > MAX_LISTEN_URI_BYTES:
+            raise HttpError(
+                400,
+                INVALID_PARAMS,
+                f"Invalid params: resourceSubscriptions take {size} bytes, at most {MAX_LISTEN_URI_BYTES}",
+                id=id,
+            )
+        capabilities = self.options.capabilities
+        if not capabilities:
+            return wanted
+        resources = capabilities.get("resources")
+        return wanted.honoured(
+            tools="tools" in capabilities,
+            prompts="prompts" in capabilities,
+            resources=resources is not None,
+            subscribe=isinstance(resources, dict) and bool(resources.get("subscribe")),
+        )
 
     # -- results -------------------------------------------------------------------
 
