@@ -220,8 +220,21 @@ def check_message(value: Any) -> Message:
 
 
 def encode(message: Mapping[str, Any]) -> str:
-    """Serialize a message compactly; ``TypeError``/``ValueError`` if it is not JSON data."""
-    return json.dumps(message, separators=(",", ":"), ensure_ascii=False, allow_nan=False)
+    """Serialize a message compactly; ``TypeError``/``ValueError`` if it is not JSON data.
+
+    Non-ASCII text stays as is, except that a string holding a surrogate
+    (a lone one, e.g. a file name decoded with ``surrogateescape``) makes
+    the whole message ASCII with ``\\u`` escapes: valid JSON that UTF-8 can
+    carry, where the raw character would make the reply impossible to send.
+    """
+    text = json.dumps(message, separators=(",", ":"), ensure_ascii=False, allow_nan=False)
+    if text.isascii() or _SURROGATE.search(text) is None:
+        return text
+    return json.dumps(message, separators=(",", ":"), allow_nan=False)
+
+
+#: A surrogate code point: no UTF-8 text can hold one.
+_SURROGATE = re.compile("[\ud800-\udfff]")
 
 
 def result_response(id: RequestId, result: Mapping[str, Any]) -> str:

@@ -4,18 +4,20 @@ Host and Origin guard a local server against DNS rebinding; the others
 enforce what an MCP client must send (media types, body size) before any
 JSON is decoded. They read header values, not a request object, so any
 HTTP binding can use them; the protocol version header is the protocol
-era's business (:mod:`._handshake`).
+era's business (:mod:`._handshake`). A body the client cut short is a
+parse error like any other malformed body: 400, one log line, no traceback.
 """
 
 from __future__ import annotations
 
+import logging
 import re
 from collections.abc import Iterable, Sequence
 from typing import IO
 
 from werkzeug.datastructures import MIMEAccept
 
-from .._jsonrpc import SERVER_ERROR, HttpError, Message, parse_message
+from .._jsonrpc import PARSE_ERROR, SERVER_ERROR, HttpError, Message, parse_message
 
 __all__ = [
     "Allowlist",
@@ -27,6 +29,8 @@ __all__ = [
     "read_message",
     "url_path",
 ]
+
+logger = logging.getLogger(__name__)
 
 _HOST_PORT = re.compile(r"(\[[0-9a-f:.]+\]|[^\[\]:/@\s]+)(?::([0-9]{1,5}|\*))?")
 _ORIGIN = re.compile(r"([a-z][a-z0-9+.-]*)://(.+)")
@@ -113,11 +117,12 @@ def accepts(accept: MIMEAccept, mimetype: str) -> bool:
 
 
 def read_body(stream: IO[bytes], content_length: int | None, limit: int) -> bytes:
-    """Read the whole body, 413 as soon as it is known to exceed *limit* bytes.
+    """Read the whole body, 413 as soon as it is known to exceed *limit* bytes, 400 if it was cut short.
 
     ``Content-Length`` is checked first; the bytes actually read are counted
     too (chunked bodies, lying headers), never buffering more than one
-    chunk past the limit.
+    chunk past the limit. A body that ends before its ``Content-Length``, or
+    whose chunked framing breaks, is a parse error (:func:`_cut_short`).
     """
     too_large = HttpError(413, SERVER_ERROR, f"Payload Too Large: the body exceeds {limit} bytes")
     if content_length is not None and content_length > limit:
@@ -125,13 +130,31 @@ def read_body(stream: IO[bytes], content_length: int | None, limit: int) -> byte
     chunks: list[bytes] = []
     size = 0
     while True:
-        chunk = stream.read(min(65536, limit + 1 - size))
+        try:
+            chunk = stream.read(min(65536, limit + 1 - size))
+        except Exception as exc:  # noqa: BLE001 - each WSGI server reports a cut or malformed body its own way
+            raise _cut_short(repr(exc)) from None
         if not chunk:
-            return b"".join(chunks)
+            break
         size += len(chunk)
         if size > limit:
             raise too_large
         chunks.append(chunk)
+    if content_length is not None and size < content_length:  # a server that hands over a short read as is
+        raise _cut_short(f"{size} of {content_length} bytes")
+    return b"".join(chunks)
+
+
+def _cut_short(detail: str) -> HttpError:
+    """400 (-32700) for a body that could not be read whole: logged as one line, never as a traceback.
+
+    The client hung up mid-body, or its framing broke; WSGI servers say so
+    with an ``OSError`` (gevent, werkzeug's chunked input), a ``ValueError``,
+    werkzeug's ``ClientDisconnected`` or gunicorn's parse errors. None of
+    this is the server's fault, so it is logged at INFO.
+    """
+    logger.info("MCP request body cut short or malformed: %s", detail[:200])
+    return HttpError(400, PARSE_ERROR, "Parse error: the body ended early or its framing is broken (truncated body)")
 
 
 def read_message(stream: IO[bytes], content_length: int | None, limit: int) -> Message:
