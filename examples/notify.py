@@ -11,10 +11,15 @@ the worker holding each stream delivers it::
     python examples/notify.py --broadcast --method notifications/tools/list_changed
     python examples/notify.py --resource-updated note://current   # its subscribers only
 
-Delivery is at most once: a session without an open GET stream misses it.
 Like the server, this script stores what it sends in the Redis event store
-(``MCP_EVENTS=0`` turns it off, for both): a client that resumes its stream
-gets these messages too, with their ids, never a silent hole.
+(``MCP_EVENTS=0`` turns it off, for both; a server started with
+``--no-events`` needs ``MCP_EVENTS=0`` here): a client that resumes its stream
+gets these messages too, with their ids, and a session whose stream is
+closed right now gets them when it comes back. Without the store (at most
+once) a session with no open GET stream misses them. The deployment
+decides: with ``MCP_EVENTS=0`` here while the servers store events, the
+script refuses to send (a message the logs miss would be a silent hole in
+a resumed stream) and says so.
 A value may start with ``-`` (``--session -x...``: ids minted by older
 versions can): the word after ``--session`` (or any option taking a value)
 is its value unless it is one of this script's options. ``--session=ID``
@@ -29,6 +34,7 @@ from typing import Any
 
 from session_manager import (
     BackendUnavailableError,
+    EventStoreRequiredError,
     Notifier,  # fan-out and JSON-RPC framing; no Flask needed
     SessionManagers,
 )
@@ -112,7 +118,8 @@ def notify(notifier: Notifier, args: argparse.Namespace) -> str:
         return f"notifications/resources/updated for {args.resource_updated} sent to its subscribers"
     for session_id in args.session:
         if not notifier.managers.streams.has(session_id):  # a stream held by any worker counts
-            print(f"warning: session {session_id} has no open stream; it will miss this", file=sys.stderr)
+            kept = "it gets this if it resumes" if notifier.managers.streams.event_store else "it will miss this"
+            print(f"warning: session {session_id} has no open stream; {kept}", file=sys.stderr)
         notifier.notify(session_id, args.method, params)
     return f"{args.method} sent to {len(args.session)} session(s)"
 
@@ -134,6 +141,9 @@ def main(argv: list[str] | None = None) -> int:
             print(notify(Notifier(managers), args))
         except BackendUnavailableError as exc:
             print(f"error: {exc}", file=sys.stderr)
+            return 1
+        except EventStoreRequiredError as exc:  # MCP_EVENTS=0 here, while the servers store events
+            print(f"error: {exc}; unset {EVENTS_ENV} (or set it as on the servers)", file=sys.stderr)
             return 1
     return 0
 

@@ -5,11 +5,14 @@ fans messages out to open SSE streams, and an info manager that keeps each
 session's metadata, with in-memory backends by default.
 """
 
-from .base import LOG_LEVELS, InfoSessionManager, SessionInfo, SessionManagers, StreamSessionManager
+from .base import LOG_LEVELS, InfoSessionManager, SessionInfo, SessionManagers, SessionQuota, StreamSessionManager
 from .errors import (
     BackendUnavailableError,
     EventGoneError,
+    EventStoreRequiredError,
     InvalidEventIdError,
+    MessageTooLargeError,
+    SessionLimitError,
     SessionManagerError,
     SessionNotFoundError,
     StreamConflictError,
@@ -28,6 +31,7 @@ __all__ = [
     "BackendUnavailableError",
     "EventGoneError",
     "EventStore",
+    "EventStoreRequiredError",
     "InMemoryEventStore",
     "InMemoryInfoSessionManager",
     "InMemoryStreamSessionManager",
@@ -35,12 +39,15 @@ __all__ = [
     "InfoSessionManager",
     "InvalidEventIdError",
     "ListenFilter",
+    "MessageTooLargeError",
     "Notifier",
     "Replay",
     "SessionInfo",
+    "SessionLimitError",
     "SessionManagerError",
     "SessionManagers",
     "SessionNotFoundError",
+    "SessionQuota",
     "StreamConflictError",
     "StreamController",
     "StreamSessionManager",

@@ -13,7 +13,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from . import _validate
-from .base import InfoSessionManager, SessionInfo
+from .base import InfoSessionManager, SessionInfo, SessionQuota
 from .errors import SessionNotFoundError
 
 PROTOCOL_VERSION, CLIENT_INFO, CLIENT_CAPABILITIES, LOG_LEVEL = (
@@ -31,9 +31,15 @@ def _load(value: str | None) -> dict[str, Any] | None:
 class FieldStoreInfoManager(InfoSessionManager):
     """Implements the metadata methods on four storage primitives."""
 
+    enforces_quotas = True
+
     @abc.abstractmethod
-    def _insert(self, session_id: str, fields: dict[str, str]) -> bool:
-        """Create the session holding *fields*; ``False`` if it already exists."""
+    def _insert(self, session_id: str, fields: dict[str, str], quota: SessionQuota | None) -> bool:
+        """Create the session holding *fields*; ``False`` if it already exists.
+
+        With a *quota*: counted against it atomically, or
+        :class:`~session_manager.SessionLimitError` and nothing created.
+        """
 
     @abc.abstractmethod
     def _read_all(self, session_id: str) -> Mapping[str, str] | None:
@@ -54,8 +60,11 @@ class FieldStoreInfoManager(InfoSessionManager):
         protocol_version: str | None = None,
         client_info: dict[str, Any] | None = None,
         client_capabilities: dict[str, Any] | None = None,
+        quota: SessionQuota | None = None,
     ) -> None:
         _validate.session_id(session_id)
+        if quota is not None and not isinstance(quota, SessionQuota):
+            raise TypeError(f"quota must be a SessionQuota or None, not {type(quota).__name__}")
         fields: dict[str, str] = {}
         if protocol_version is not None:
             fields[PROTOCOL_VERSION] = _validate.text(protocol_version, "protocol version")
@@ -63,7 +72,7 @@ class FieldStoreInfoManager(InfoSessionManager):
             fields[CLIENT_INFO] = _validate.json_object(client_info, "client info")
         if client_capabilities is not None:
             fields[CLIENT_CAPABILITIES] = _validate.json_object(client_capabilities, "client capabilities")
-        if not self._insert(session_id, fields):
+        if not self._insert(session_id, fields, quota):
             raise ValueError(f"session {session_id!r} already exists")
 
     def get(self, session_id: str) -> SessionInfo | None:

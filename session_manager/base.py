@@ -24,34 +24,66 @@ if TYPE_CHECKING:
     from .subscriptions import SubscriptionManager
 
 __all__ = [
+    "DEFAULT_DEDUPE_TTL",
     "LOG_LEVELS",
+    "MAX_IDEMPOTENCY_KEY_LENGTH",
+    "CheckedMessage",
     "InfoSessionManager",
     "Message",
     "SessionInfo",
     "SessionManagers",
+    "SessionQuota",
     "StreamSessionManager",
     "batch_error",
     "checked_batch",
+    "idempotency_key",
 ]
 
-#: One message of :meth:`StreamSessionManager.send_many`: ``(sessions, data)``, as
-#: :meth:`~StreamSessionManager.send` takes them.
-Message = tuple[Iterable[str] | None, str]
+#: One message of :meth:`StreamSessionManager.send_many`: ``(sessions, data)``, or
+#: ``(sessions, data, idempotency_key)``, as :meth:`~StreamSessionManager.send` takes them.
+Message = tuple[Iterable[str] | None, str] | tuple[Iterable[str] | None, str, str | None]
+#: A message of a batch once checked: session ids materialized, the key checked (or ``None``).
+CheckedMessage = tuple[Sequence[str] | None, str, str | None]
+
+#: Seconds a stream manager remembers the idempotency key of a send (its ``dedupe_ttl``) by default.
+DEFAULT_DEDUPE_TTL = 300.0
+#: Longest idempotency key accepted (visible ASCII, as session ids).
+MAX_IDEMPOTENCY_KEY_LENGTH = 256
 
 
-def checked_batch(messages: Iterable[Message]) -> list[tuple[Sequence[str] | None, str]]:
+def idempotency_key(value: Any) -> str:
+    """Return *value* if it is a valid idempotency key, else raise TypeError/ValueError (every backend's check)."""
+    if type(value) is not str:
+        raise TypeError(f"idempotency_key must be a str, not {type(value).__name__}")
+    visible_ascii = value.isascii() and value.isprintable() and " " not in value
+    if not 0 < len(value) <= MAX_IDEMPOTENCY_KEY_LENGTH or not visible_ascii:
+        raise ValueError(
+            f"idempotency_key must be 1 to {MAX_IDEMPOTENCY_KEY_LENGTH} visible ASCII characters "
+            f"(0x21-0x7E, e.g. a UUID), got {value!r:.80}"
+        )
+    return value
+
+
+def checked_batch(messages: Iterable[Message]) -> list[CheckedMessage]:
     """The messages of a ``send_many``, every one checked as ``send`` checks it, before any is sent.
 
     Session ids are materialized (a generator is read once, here), so a
     backend can walk them more than once.
     """
-    batch: list[tuple[Sequence[str] | None, str]] = []
+    batch: list[CheckedMessage] = []
     for item in messages:
         try:
-            sessions, data = item
+            sessions, data, *rest = item
         except (TypeError, ValueError):
-            raise TypeError(f"each message must be a (sessions, data) pair, not {item!r:.80}") from None
-        batch.append((None if sessions is None else _validate.session_ids(sessions), _validate.message(data)))
+            rest = [None, None]
+        if len(rest) > 1:
+            raise TypeError(
+                f"each message must be a (sessions, data) pair or a (sessions, data, idempotency_key) triple, "
+                f"not {item!r:.80}"
+            )
+        key = rest[0] if rest else None
+        ids = None if sessions is None else _validate.session_ids(sessions)
+        batch.append((ids, _validate.message(data), None if key is None else idempotency_key(key)))
     return batch
 
 
@@ -122,20 +154,31 @@ class StreamSessionManager(abc.ABC):
         """Return whether a stream is open for *session_id* (anywhere)."""
 
     @abc.abstractmethod
-    def send(self, sessions: Iterable[str] | None, data: str) -> None:
+    def send(self, sessions: Iterable[str] | None, data: str, *, idempotency_key: str | None = None) -> None:
         """Deliver *data*, one serialized JSON-RPC message, to streams.
 
         *sessions* is an iterable of session ids, or ``None`` for every open
         stream. Ids without an open stream are ignored. Delivery is FIFO per
         stream and at most once; a closed or slow stream never stops
         delivery to the others.
+
+        *idempotency_key* (1 to :data:`MAX_IDEMPOTENCY_KEY_LENGTH` visible
+        ASCII characters, e.g. a UUID) makes the send happen once: a send
+        with a key that a send which ran used in the last ``dedupe_ttl``
+        seconds (a manager option) does nothing and returns normally. Why:
+        a send that raised :class:`~session_manager.BackendUnavailableError`
+        may or may not have run; retried with the same key, its message is
+        delivered (and stored) at most once. The key names one message:
+        give each message its own. Backends check it with
+        :func:`idempotency_key`; without one a send costs nothing more.
         """
 
     def send_many(self, messages: Iterable[Message]) -> None:
         """Deliver several messages, as :meth:`send` would one after the other, at once where it can.
 
-        *messages* is an iterable of ``(sessions, data)`` pairs, each as
-        :meth:`send` takes them. Each stream gets its messages in batch
+        *messages* is an iterable of ``(sessions, data)`` pairs, or of
+        ``(sessions, data, idempotency_key)`` triples (a key, or ``None``,
+        per message), each as :meth:`send` takes them. Each stream gets its messages in batch
         order, after anything sent before the call (FIFO per stream, as
         with :meth:`send`). Every pair is checked first: a bad one raises
         ``TypeError`` or ``ValueError`` and nothing is sent.
@@ -154,9 +197,12 @@ class StreamSessionManager(abc.ABC):
         not.
         """
         batch = checked_batch(messages)
-        for index, (sessions, data) in enumerate(batch):
+        for index, (sessions, data, key) in enumerate(batch):
             try:
-                self.send(sessions, data)
+                if key is None:  # a backend of its own may not take the keyword
+                    self.send(sessions, data)
+                else:
+                    self.send(sessions, data, idempotency_key=key)
             except BackendUnavailableError as exc:
                 raise batch_error(str(exc), len(batch), index, 1) from exc
 
@@ -217,6 +263,40 @@ class SessionInfo:
     log_level: str | None = None
 
 
+def _cap(value: Any, what: str) -> None:
+    """Refuse a cap that is neither a positive int nor None."""
+    if value is not None and (type(value) is not int or value < 1):
+        raise ValueError(f"{what} must be a positive int or None, got {value!r}")
+
+
+@dataclass(frozen=True)
+class SessionQuota:
+    """The caps a new session must fit within, checked and counted by :meth:`InfoSessionManager.create` atomically.
+
+    - *max_sessions*: live sessions the manager may hold in all (every
+      process of a shared backend; every session counts, created with a
+      quota or not); ``None``: no cap.
+    - *max_per_principal*: live sessions of *principal* (those created with
+      a quota naming it); ``None``: no cap.
+    - *principal*: the group the new session is counted in; ``None`` counts
+      it only in the server-wide total.
+
+    A session stops counting when it is deleted or expires. Past a cap,
+    ``create`` raises :class:`~session_manager.SessionLimitError` and
+    creates nothing.
+    """
+
+    max_sessions: int | None = None
+    max_per_principal: int | None = None
+    principal: str | None = None
+
+    def __post_init__(self) -> None:
+        _cap(self.max_sessions, "max_sessions")
+        _cap(self.max_per_principal, "max_per_principal")
+        if self.principal is not None and type(self.principal) is not str:
+            raise TypeError(f"principal must be a str or None, not {type(self.principal).__name__}")
+
+
 class InfoSessionManager(abc.ABC):
     """Per-session metadata that must outlive one request (and one process).
 
@@ -228,6 +308,18 @@ class InfoSessionManager(abc.ABC):
     from any thread or greenlet.
     """
 
+    #: Whether :meth:`create` enforces a :class:`SessionQuota` (this package's backends do).
+    #:
+    #: False by default, so an info manager written before quotas existed
+    #: keeps working unchanged: nothing passes it a quota. A transport asked
+    #: for session caps refuses such a manager when it is built (``TypeError``
+    #: naming the fix), rather than run uncapped while its options say
+    #: otherwise, or fail at the first ``initialize``. Counting cannot be
+    #: done for a manager from outside: the count must change in the same
+    #: atomic step as the sessions (on every create, delete and expiry, in
+    #: every process), which only the manager itself can do.
+    enforces_quotas: bool = False
+
     @abc.abstractmethod
     def create(
         self,
@@ -236,10 +328,16 @@ class InfoSessionManager(abc.ABC):
         protocol_version: str | None = None,
         client_info: dict[str, Any] | None = None,
         client_capabilities: dict[str, Any] | None = None,
+        quota: SessionQuota | None = None,
     ) -> None:
         """Start a session, optionally with its ``initialize`` parameters.
 
-        Raises ``ValueError`` if the session already exists.
+        Raises ``ValueError`` if the session already exists. With a *quota*
+        (managers whose :attr:`enforces_quotas` is true), the session is
+        counted against its caps in the same atomic step that creates it,
+        across every process of a shared backend; past a cap
+        :class:`~session_manager.SessionLimitError` is raised and nothing is
+        created.
         """
 
     @abc.abstractmethod

@@ -42,6 +42,7 @@ from .sse import encode_event, encode_message
 
 __all__ = [
     "DEFAULT_MAX_EVENTS",
+    "DEFAULT_MAX_LOG_BYTES",
     "DEFAULT_MAX_STREAMS",
     "EventStore",
     "InMemoryEventStore",
@@ -57,6 +58,8 @@ __all__ = [
 
 #: Events kept per stream by default.
 DEFAULT_MAX_EVENTS = 1000
+#: Bytes of messages kept per log by default (about: see InMemoryEventStore).
+DEFAULT_MAX_LOG_BYTES = 4 * 1024 * 1024
 #: POST stream logs kept per session by default (the GET stream's log is always kept).
 DEFAULT_MAX_STREAMS = 16
 
@@ -184,19 +187,38 @@ class EventStore(abc.ABC):
 
 
 class _Log:
-    """A bounded buffer of ``(position, message)``, oldest first."""
+    """One stream's events, oldest first: short messages in a deque bounded by count, long ones by bytes.
 
-    __slots__ = ("events", "opened")
+    Short messages are appended without a lock (the deque's ``maxlen`` drops
+    the oldest); long ones, counted byte by byte, are appended under the
+    store's lock. Positions come from one counter, so the two merge back in
+    order.
+    """
+
+    __slots__ = ("events", "large", "large_bytes", "opened", "trimmed")
 
     def __init__(self, max_events: int, opened: int) -> None:
         # One more than max_events: while the oldest kept event is one the client
         # got, everything after it is still here.
         self.events: collections.deque[tuple[int, str]] = collections.deque(maxlen=max_events + 1)
+        self.large: collections.deque[tuple[int, str]] = collections.deque()
+        self.large_bytes = 0
         self.opened = opened  # the position a stream opened now is primed with
+        self.trimmed = 0  # the newest long message dropped to keep the byte bound (0: none)
 
     def latest(self) -> int:
-        events = self.events
-        return events[-1][0] if events else self.opened
+        newest = [log[-1][0] for log in (self.events, self.large) if log]
+        return max(newest) if newest else self.opened
+
+    def add_large(self, entry: tuple[int, str], budget: int) -> None:
+        """Keep a long message; drop the oldest long ones beyond *budget* characters. Caller holds the lock."""
+        large = self.large
+        large.append(entry)
+        self.large_bytes += len(entry[1])
+        while self.large_bytes > budget and len(large) > 1:
+            position, message = large.popleft()
+            self.trimmed = position
+            self.large_bytes -= len(message)
 
     def snapshot(self, position: int) -> tuple[bool, list[tuple[int, str]]]:
         """``(complete, events after position)``; not complete if some of them were dropped."""
@@ -205,10 +227,16 @@ class _Log:
         start = len(events)
         while start and events[start - 1][0] > position:
             start -= 1
-        return position >= floor, events[start:]
+        after = events[start:]
+        if self.large or self.trimmed:
+            after = sorted(after + [event for event in list(self.large) if event[0] > position])
+        return position >= max(floor, self.trimmed), after
 
     def holds(self, position: int) -> bool:
-        return any(pos == position for pos, _ in reversed(self.events))
+        """Whether *position* is an event of this log a client may resume after."""
+        if position in (self.opened, self.trimmed):
+            return True
+        return any(pos == position for log in (self.events, self.large) for pos, _ in reversed(log))
 
 
 class InMemoryEventStore(EventStore):
@@ -224,14 +252,32 @@ class InMemoryEventStore(EventStore):
     and its event has the same id on every stream. A resume succeeds
     whenever the client missed at most *max_events* targeted messages and
     *max_events* broadcasts.
+
+    Each log also keeps at most about *max_bytes* of message text (JSON
+    text is ASCII: characters are bytes): messages over ``max_bytes / (4 *
+    max_events)`` are counted one by one against *max_bytes* (the oldest go
+    first; the newest is kept even if larger), shorter ones by the event
+    count (a quarter of *max_bytes* at most). A client whose
+    ``Last-Event-ID`` is older than what was dropped gets
+    :class:`~session_manager.EventGoneError` (``"expired"``), as for the
+    event count. A session's logs hold at most about ``(max_streams + 1) *
+    max_bytes`` together.
     """
 
-    def __init__(self, max_events: int = DEFAULT_MAX_EVENTS, *, max_streams: int = DEFAULT_MAX_STREAMS) -> None:
-        for name, value in (("max_events", max_events), ("max_streams", max_streams)):
+    def __init__(
+        self,
+        max_events: int = DEFAULT_MAX_EVENTS,
+        *,
+        max_streams: int = DEFAULT_MAX_STREAMS,
+        max_bytes: int = DEFAULT_MAX_LOG_BYTES,
+    ) -> None:
+        for name, value in (("max_events", max_events), ("max_streams", max_streams), ("max_bytes", max_bytes)):
             if type(value) is not int or value < 1:
                 raise ValueError(f"{name} must be a positive int, got {value!r}")
         self.max_events = max_events
         self.max_streams = max_streams
+        self.max_bytes = max_bytes
+        self._small = max_bytes // (4 * max_events)  # messages this long or shorter: the count bounds them
         self._lock = threading.Lock()
         self._positions = itertools.count(1)
         # session id -> stream id -> log, in the order the logs were opened
@@ -270,13 +316,18 @@ class InMemoryEventStore(EventStore):
             if log is None:
                 return None
             position = self._next_position()
-            log.events.append((position, message))
+            if len(message) > self._small:
+                log.add_large((position, message), self.max_bytes)
+            else:
+                log.events.append((position, message))
         return f"{stream_id}.{position}"
 
     def append_many(self, session_ids: Iterable[str], message: str) -> list[tuple[str, list[str]]]:
         # One position and one stored tuple for every session: one group, one id on each stream.
         if type(message) is not str:
             _validate.message(message)
+        if len(message) > self._small:  # counted byte by byte, under the lock: one append each
+            return super().append_many(session_ids, message)
         position = next(self._positions)
         entry = (position, message)
         sessions = self._sessions  # dict reads and deque appends are atomic: no lock per session
@@ -294,7 +345,11 @@ class InMemoryEventStore(EventStore):
         # Stored once, in the log every GET stream replays from (what came after it opened).
         _validate.message(message)
         position = self._next_position()
-        self._broadcasts.events.append((position, message))
+        if len(message) > self._small:
+            with self._lock:
+                self._broadcasts.add_large((position, message), self.max_bytes)
+        else:
+            self._broadcasts.events.append((position, message))
         return f"{GET_STREAM}.{position}"
 
     def replay(self, session_id: str, last_event_id: str) -> Replay:
@@ -308,7 +363,7 @@ class InMemoryEventStore(EventStore):
         if log is None or after < log.opened:
             raise EventGoneError(last_event_id, "unknown")
         complete, missed = log.snapshot(after)
-        known = after == log.opened or log.holds(after)
+        known = log.holds(after)
         if is_get_stream(stream_id):
             shared_complete, shared = self._broadcasts.snapshot(after)
             complete = complete and shared_complete
@@ -329,7 +384,10 @@ class InMemoryEventStore(EventStore):
         return len(self._sessions)
 
     def __repr__(self) -> str:
-        return f"<InMemoryEventStore sessions={len(self._sessions)} max_events={self.max_events}>"
+        return (
+            f"<InMemoryEventStore sessions={len(self._sessions)} max_events={self.max_events} "
+            f"max_bytes={self.max_bytes}>"
+        )
 
 
 def replay_frames(

@@ -3,15 +3,17 @@
 from __future__ import annotations
 
 import logging
+import sys
 import threading
 import time
+import weakref
 from collections import OrderedDict
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping, Sequence
 
 from . import _validate
 from ._fields import FieldStoreInfoManager
-from .base import StreamSessionManager
-from .errors import SessionNotFoundError, StreamConflictError
+from .base import DEFAULT_DEDUPE_TTL, SessionQuota, StreamSessionManager, idempotency_key
+from .errors import SessionLimitError, SessionNotFoundError, StreamConflictError
 from .events import EventStore, get_stream_id, replay_frames
 from .sse import encode_event, encode_message
 from .stream import StreamController
@@ -25,8 +27,52 @@ DEFAULT_SESSION_TTL = 3600.0
 
 
 
+#: Bytes a frame may add to its message's encoding: the ``id`` field an event store gives it.
+_FRAME_ROOM = 80
+
 #: Most expired sessions one call of the in-memory info manager removes on its way.
 SWEEP_STEP = 64
+
+#: Most idempotency keys an in-memory stream manager remembers by default (see ``dedupe_max_keys``).
+DEFAULT_DEDUPE_MAX_KEYS = 100_000
+
+
+class _RecentKeys:
+    """The idempotency keys of recent sends: each for *ttl* seconds, at most *limit* of them (the oldest go first).
+
+    Keys are kept in the order they were recorded, which is their order of
+    expiry (one ttl for all), so forgetting the expired ones costs O(1) per
+    call, amortized. Guarded by its own lock, never held across a send.
+    """
+
+    __slots__ = ("_keys", "_limit", "_lock", "_ttl")
+
+    def __init__(self, ttl: float, limit: int) -> None:
+        self._ttl = ttl
+        self._limit = limit
+        self._lock = threading.Lock()
+        self._keys: OrderedDict[str, float] = OrderedDict()  # key -> when it expires (monotonic)
+
+    def record(self, key: str) -> float | None:
+        """Record *key*; return its mark, or ``None`` if a send recorded it in the last *ttl* seconds."""
+        now = time.monotonic()
+        keys = self._keys
+        with self._lock:
+            until = keys.get(key)
+            if until is not None and until > now:
+                return None
+            while keys and (len(keys) >= self._limit or next(iter(keys.values())) <= now):
+                keys.popitem(last=False)  # expired, or the oldest beyond the bound
+            keys.pop(key, None)
+            mark = keys[key] = now + self._ttl
+            return mark
+
+    def forget(self, key: str, mark: float) -> None:
+        """Forget *key* if it still holds *mark*: its send failed, so a retry must run."""
+        with self._lock:
+            if self._keys.get(key) == mark:
+                del self._keys[key]
+
 
 class InMemoryStreamSessionManager(StreamSessionManager):
     """Streams of this process, in a dict guarded by a lock.
@@ -50,11 +96,26 @@ class InMemoryStreamSessionManager(StreamSessionManager):
     :meth:`~session_manager.EventStore.append_broadcast`): with an
     :class:`~session_manager.InMemoryEventStore` a message is stored once and
     framed once for all its streams. Closing the manager closes its store.
+
+    Idempotent sends (``send(..., idempotency_key=...)``): the manager
+    remembers each key for *dedupe_ttl* seconds, and at most
+    *dedupe_max_keys* keys (past that bound the oldest is forgotten early,
+    so a retry of it would run again). A key costs about 170 bytes plus its
+    length: 100,000 UUIDs (the default bound) about 20 MB.
     """
 
-    def __init__(self, *, event_store: EventStore | None = None) -> None:
+    def __init__(
+        self,
+        *,
+        event_store: EventStore | None = None,
+        dedupe_ttl: float = DEFAULT_DEDUPE_TTL,
+        dedupe_max_keys: int = DEFAULT_DEDUPE_MAX_KEYS,
+    ) -> None:
         if event_store is not None and not isinstance(event_store, EventStore):
             raise TypeError(f"event_store must be an EventStore, not {type(event_store).__name__}")
+        if type(dedupe_max_keys) is not int or dedupe_max_keys < 1:
+            raise ValueError(f"dedupe_max_keys must be a positive int, got {dedupe_max_keys!r}")
+        self._recent = _RecentKeys(_validate.positive_seconds(dedupe_ttl, "dedupe_ttl"), dedupe_max_keys)
         self._lock = threading.Lock()
         self._streams: dict[str, StreamController] = {}
         self._store = event_store
@@ -64,6 +125,8 @@ class InMemoryStreamSessionManager(StreamSessionManager):
         self._send_lock = threading.Lock()
         #: Streams closed because their consumer fell behind.
         self.slow_consumers_dropped = 0
+        #: Messages up to this many characters fit every stream registered so far (see :meth:`_check_fits`).
+        self._fits_all = sys.maxsize
 
     @property
     def event_store(self) -> EventStore | None:
@@ -71,6 +134,8 @@ class InMemoryStreamSessionManager(StreamSessionManager):
 
     def create(self, session_id: str, controller: StreamController, *, last_event_id: str | None = None) -> None:
         self._check_create(session_id, controller, last_event_id)
+        # A frame takes at most 10 bytes a character (4 of UTF-8, 6 for a "data: " per line), plus its id.
+        self._fits_all = min(self._fits_all, (controller.max_bytes - _FRAME_ROOM) // 10)
         store = self._store
         if store is None:
             self._register(session_id, controller, replace=False)
@@ -118,7 +183,12 @@ class InMemoryStreamSessionManager(StreamSessionManager):
         controller = self._streams.get(session_id)
         return controller is not None and not controller.closed
 
-    def send(self, sessions: Iterable[str] | None, data: str) -> None:
+    def send(self, sessions: Iterable[str] | None, data: str, *, idempotency_key: str | None = None) -> None:
+        if idempotency_key is not None:
+            self._send_once(sessions, data, idempotency_key)
+            return
+        if type(data) is str and len(data) > self._fits_all:  # O(1): only a long message is measured
+            sessions = self._check_fits(sessions, data)
         store = self._store
         if store is not None:
             # Store and queue as one step. The store's bulk calls are its fast path:
@@ -149,6 +219,35 @@ class InMemoryStreamSessionManager(StreamSessionManager):
             target = lookup(sid)
             if target is not None and not target.enqueue_frame(frame):
                 self._forget(sid, target)
+
+    def _check_fits(self, sessions: Iterable[str] | None, data: str) -> Sequence[str] | None:
+        """Refuse, before anything is sent, a message some target stream could never hold; return *sessions*, read once.
+
+        Raises :class:`~session_manager.MessageTooLargeError` naming the
+        smallest bound it exceeds: a message is sent whole or not at all.
+        """
+        ids = None if sessions is None else _validate.session_ids(sessions)
+        need = len(encode_message(data)) + _FRAME_ROOM
+        with self._lock:
+            targets = list(self._streams.values()) if ids is None else [self._streams.get(sid) for sid in ids]
+        for controller in targets:
+            if controller is not None:
+                controller.check_size(need)
+        return ids
+
+    def _send_once(self, sessions: Iterable[str] | None, data: str, key: str) -> None:
+        """A send with an idempotency key: checked, then sent unless the key was used (forgotten if it fails)."""
+        idempotency_key(key)
+        ids = None if sessions is None else _validate.session_ids(sessions)
+        _validate.message(data)
+        mark = self._recent.record(key)
+        if mark is None:
+            return  # sent already
+        try:
+            self.send(ids, data)
+        except BaseException:
+            self._recent.forget(key, mark)
+            raise
 
     def _broadcast(self, frame: bytes) -> None:
         """Queue *frame* on every registered stream."""
@@ -186,15 +285,43 @@ class InMemoryStreamSessionManager(StreamSessionManager):
 #: The id line of a GET-stream event, formatted with its position.
 
 
+#: Longest pause of the in-memory info manager's background sweep, in seconds (a quarter of a shorter session_ttl).
+SWEEP_INTERVAL = 5.0
+#: Most steps (of SWEEP_STEP sessions each) one background pass takes; what is left waits for the next pass.
+_PASS_STEPS = 1024
+#: Seconds ``close()`` waits for the background sweep to end its step.
+_SWEEPER_JOIN_TIMEOUT = 5.0
+
+
 class _Session:
-    """Stored metadata of one session: text fields, subscribed URIs, last use."""
+    """Stored metadata of one session: text fields, subscribed URIs, last use, the principal it counts for."""
 
-    __slots__ = ("fields", "subscriptions", "used")
+    __slots__ = ("fields", "principal", "subscriptions", "used")
 
-    def __init__(self, fields: dict[str, str], used: float) -> None:
+    def __init__(self, fields: dict[str, str], used: float, principal: str | None) -> None:
         self.fields = fields
         self.subscriptions: set[str] = set()
         self.used = used
+        self.principal = principal
+
+
+def _sweep_in_background(
+    manager: weakref.ref[InMemoryInfoSessionManager], stop: threading.Event, interval: float
+) -> None:
+    """The background sweep: a bounded pass every *interval* seconds, until *stop* is set or the manager is gone.
+
+    Only a weak reference is held between passes, so a manager dropped
+    without ``close()`` is collected and its sweep ends at the next pass.
+    """
+    while not stop.wait(interval):
+        current = manager()
+        if current is None:
+            return
+        try:
+            current._sweep_pass(stop)
+        except Exception:
+            logger.exception("background session sweep failed; the next pass tries again")
+        del current
 
 
 class InMemoryInfoSessionManager(FieldStoreInfoManager):
@@ -209,12 +336,23 @@ class InMemoryInfoSessionManager(FieldStoreInfoManager):
     *session_ttl* seconds is deleted, with its stream and stored
     events (once :meth:`track_streams` was called, as
     :class:`~session_manager.SessionManagers` does). Sessions are kept in
-    order of last use, so expiry costs no timer or thread: each call that
-    looks a session up first removes up to :data:`SWEEP_STEP` expired ones
-    at the old end (O(1) when none is due: a backlog of 60,000 due at once
-    is spread over many calls, never paid by one), and :meth:`expire` does
-    it on demand. ``None`` keeps
-    sessions until deleted.
+    order of last use, so expiry works in bounded steps at the old end:
+    each call that looks a session up first removes up to
+    :data:`SWEEP_STEP` expired ones (O(1) when none is due: a backlog of
+    60,000 due at once is spread over many calls, never paid by one), and
+    a background sweep does the same steps every few seconds
+    (:data:`SWEEP_INTERVAL`, or a quarter of a shorter *session_ttl*), so
+    memory comes back with no request arriving. It is a daemon thread (a
+    greenlet under gevent's monkey-patching) started with the first
+    session of each process (a child started by fork starts its own),
+    never holding the lock across steps; :meth:`close` stops it. With a
+    custom *clock* (a test's) there is no background sweep: only calls and
+    :meth:`expire` move expiry on. ``None`` keeps sessions until deleted.
+
+    Session caps (:class:`~session_manager.SessionQuota`): the server count
+    is the number of sessions held, the count of a principal the sessions
+    created with a quota naming it; both are checked and updated under the
+    lock, so concurrent creates never exceed a cap.
     """
 
     def __init__(self, *, session_ttl: float | None = DEFAULT_SESSION_TTL, clock: Callable[[], float] = time.monotonic) -> None:
@@ -225,6 +363,12 @@ class InMemoryInfoSessionManager(FieldStoreInfoManager):
         self._subscribers: dict[str, set[str]] = {}
         self._streams: StreamSessionManager | None = None
         self._keep_alive: list[Callable[[str], bool]] = []
+        #: principal -> its sessions, least recently used first (what counts against max_per_principal).
+        self._principals: dict[str, OrderedDict[str, None]] = {}
+        self._background = self._ttl is not None and clock is time.monotonic
+        self._sweeper: threading.Thread | None = None
+        self._sweeper_lock = threading.Lock()
+        self._stop = threading.Event()
 
     @property
     def session_ttl(self) -> float | None:
@@ -256,6 +400,8 @@ class InMemoryInfoSessionManager(FieldStoreInfoManager):
         if session is not None and self._ttl is not None:
             session.used = self._clock()
             self._sessions.move_to_end(session_id)
+            if session.principal is not None:
+                self._principals[session.principal].move_to_end(session_id)
         return session
 
     def expire(self, limit: int | None = None) -> list[str]:
@@ -306,14 +452,71 @@ class InMemoryInfoSessionManager(FieldStoreInfoManager):
         if self._due():
             self.expire(SWEEP_STEP)
 
+    def _sweep_pass(self, stop: threading.Event) -> None:
+        """One pass of the background sweep: what is due, a step at a time, yielding between steps."""
+        for _ in range(_PASS_STEPS):
+            if stop.is_set() or not self._due():
+                return
+            self.expire(SWEEP_STEP)
+            time.sleep(0)  # let requests (threads, greenlets) run between steps
+
+    def _start_sweeper(self) -> None:
+        """Start the background sweep unless this process runs it already (or the manager is closed)."""
+        sweeper = self._sweeper
+        if not self._background or self._stop.is_set() or (sweeper is not None and sweeper.is_alive()):
+            return
+        assert self._ttl is not None
+        with self._sweeper_lock:
+            if self._sweeper is not sweeper or self._stop.is_set():
+                return  # another caller started it, or close() came first
+            thread = threading.Thread(
+                target=_sweep_in_background,
+                args=(weakref.ref(self), self._stop, min(SWEEP_INTERVAL, max(0.01, self._ttl / 4))),
+                name="session_manager-info-sweep",
+                daemon=True,
+            )
+            thread.start()
+            self._sweeper = thread
+
+    def close(self) -> None:
+        """Stop the background sweep (bounded wait); sessions are kept, and expire on the way of later calls."""
+        with self._sweeper_lock:
+            self._stop.set()
+            sweeper = self._sweeper
+        if sweeper is not None and sweeper is not threading.current_thread():
+            sweeper.join(_SWEEPER_JOIN_TIMEOUT)
+
+    # -- caps --------------------------------------------------------------
+
+    def _check_quota(self, quota: SessionQuota) -> None:
+        """SessionLimitError if one more session would exceed *quota*; caller holds the lock."""
+        if quota.max_sessions is not None and len(self._sessions) >= quota.max_sessions:
+            raise SessionLimitError("server", quota.max_sessions, self._until_free(self._sessions))
+        group = None if quota.principal is None else self._principals.get(quota.principal)
+        if group is not None and quota.max_per_principal is not None and len(group) >= quota.max_per_principal:
+            raise SessionLimitError("principal", quota.max_per_principal, self._until_free(group))
+
+    def _until_free(self, ordered: Mapping[str, object]) -> float | None:
+        """Seconds until the least recently used of *ordered* (session ids) would expire; caller holds the lock."""
+        if self._ttl is None or not ordered:
+            return None
+        return self._sessions[next(iter(ordered))].used + self._ttl - self._clock()
+
     # -- storage primitives ------------------------------------------------
 
-    def _insert(self, session_id: str, fields: dict[str, str]) -> bool:
+    def _insert(self, session_id: str, fields: dict[str, str], quota: SessionQuota | None) -> bool:
         self._sweep()
+        self._start_sweeper()
         with self._lock:
             if session_id in self._sessions:
                 return False
-            self._sessions[session_id] = _Session(fields, self._clock())
+            principal = None
+            if quota is not None:
+                self._check_quota(quota)
+                principal = quota.principal
+            self._sessions[session_id] = _Session(fields, self._clock(), principal)
+            if principal is not None:
+                self._principals.setdefault(principal, OrderedDict())[session_id] = None
             return True
 
     def _read_all(self, session_id: str) -> Mapping[str, str] | None:
@@ -370,10 +573,17 @@ class InMemoryInfoSessionManager(FieldStoreInfoManager):
             self._remove(session_id)
 
     def _remove(self, session_id: str) -> None:
-        """Drop the session and its subscriptions; caller holds the lock."""
+        """Drop the session, its subscriptions and its place in its principal's count; caller holds the lock."""
         session = self._sessions.pop(session_id, None)
-        for uri in session.subscriptions if session is not None else ():
+        if session is None:
+            return
+        for uri in session.subscriptions:
             self._unindex(session_id, uri)
+        if session.principal is not None:
+            group = self._principals[session.principal]
+            del group[session_id]
+            if not group:
+                del self._principals[session.principal]
 
     def _unindex(self, session_id: str, uri: str) -> None:
         """Drop *session_id* from the subscribers of *uri*; caller holds the lock."""

@@ -14,15 +14,19 @@ import logging
 import queue
 import threading
 from collections.abc import Callable, Generator, Iterator
+from typing import Any
 
+from .errors import MessageTooLargeError
 from .sse import PING, encode_event, encode_message
 
-__all__ = ["DEFAULT_KEEPALIVE", "DEFAULT_MAXSIZE", "StreamController"]
+__all__ = ["DEFAULT_KEEPALIVE", "DEFAULT_MAXSIZE", "DEFAULT_MAX_BYTES", "StreamController"]
 
 logger = logging.getLogger(__name__)
 
 #: Frames a stream may hold before its reader counts as a slow consumer.
 DEFAULT_MAXSIZE = 1024
+#: Bytes of frames a stream may hold before its reader counts as a slow consumer.
+DEFAULT_MAX_BYTES = 16 * 1024 * 1024
 #: Seconds of silence after which an idle stream sends a comment ping.
 DEFAULT_KEEPALIVE = 15.0
 #: Most frames joined into one chunk handed to the WSGI server.
@@ -30,6 +34,18 @@ _MAX_BATCH = 64
 
 _OPEN, _DRAINING, _CLOSED = 0, 1, 2
 _WAKE = object()  # queue item that only wakes the reader up
+
+
+class _Large:
+    """A queued frame counted against the byte budget: the reader gives its bytes back.
+
+    It refers to the frame (one frame is shared by every stream of a broadcast), never copies it.
+    """
+
+    __slots__ = ("frame",)
+
+    def __init__(self, frame: bytes) -> None:
+        self.frame = frame
 
 
 class StreamController:
@@ -42,13 +58,23 @@ class StreamController:
     every *keepalive* seconds while idle, and the end of iteration after
     :meth:`close`.
 
-    The queue holds at most *maxsize* frames (give or take one per sender
-    racing on the same stream). A consumer that falls that far behind is a
-    slow consumer: the stream is closed (and logged) rather than allowed to
-    grow the server, *on_overflow* runs (e.g. to shut the client's socket,
-    so a write blocked on it fails at once), and other streams are
-    unaffected. With an event store the client resumes from where it
-    stopped reading.
+    The queue holds at most *maxsize* frames and *max_bytes* bytes (give or
+    take one frame per sender racing on the same stream). A consumer that
+    falls that far behind is a slow consumer: the stream is closed (and
+    logged) rather than allowed to grow the server, *on_overflow* runs (e.g.
+    to shut the client's socket, so a write blocked on it fails at once),
+    and other streams are unaffected. With an event store the client
+    resumes from where it stopped reading. A frame larger than *max_bytes*
+    can never be queued: :meth:`enqueue_frame` raises
+    :class:`~session_manager.MessageTooLargeError` and the stream is left
+    as it was.
+
+    Bytes are counted without a lock on the hot path: frames up to
+    ``max_bytes / (4 * maxsize)`` bytes are bounded by the frame count alone
+    (a quarter of *max_bytes* at most); larger ones are counted one by one,
+    under the lock, against *max_bytes*. So a stream never holds more than
+    1.25 times *max_bytes*, and one message of up to *max_bytes* always
+    reaches a reader that keeps up.
 
     Frames handed to :meth:`prime` before reading starts (a priming event,
     a replay) come first, even if the stream is closed before it is read
@@ -65,13 +91,16 @@ class StreamController:
     __slots__ = (
         "_callbacks",
         "_keepalive",
+        "_large",
         "_lock",
+        "_max_bytes",
         "_maxsize",
         "_on_overflow",
         "_overflowed",
         "_preamble",
         "_queue",
         "_retry",
+        "_small",
         "_started",
         "_state",
     )
@@ -80,6 +109,7 @@ class StreamController:
         self,
         *,
         maxsize: int = DEFAULT_MAXSIZE,
+        max_bytes: int = DEFAULT_MAX_BYTES,
         keepalive: float = DEFAULT_KEEPALIVE,
         retry: int | None = None,
         on_close: Callable[[], object] | None = None,
@@ -87,6 +117,8 @@ class StreamController:
     ) -> None:
         if type(maxsize) is not int or maxsize < 1:
             raise ValueError(f"maxsize must be a positive int, got {maxsize!r}")
+        if type(max_bytes) is not int or max_bytes < 1:
+            raise ValueError(f"max_bytes must be a positive int, got {max_bytes!r}")
         if not isinstance(keepalive, (int, float)) or not 0 < keepalive <= threading.TIMEOUT_MAX:
             raise ValueError(
                 f"keepalive must be a positive, finite number of seconds (at most "
@@ -99,6 +131,9 @@ class StreamController:
                 raise TypeError(f"{name} must be callable, not {type(callback).__name__}")
         self._queue: queue.SimpleQueue[object] = queue.SimpleQueue()
         self._maxsize = maxsize
+        self._max_bytes = max_bytes
+        self._small = max_bytes // (4 * maxsize)  # frames this big or smaller: the frame count bounds them
+        self._large = 0  # bytes of larger frames queued, under the lock
         self._keepalive = float(keepalive)
         self._state = _OPEN
         self._started = False
@@ -115,7 +150,9 @@ class StreamController:
         """Queue one message (a serialized JSON-RPC message) as an SSE event.
 
         Returns ``True`` if queued, ``False`` if the stream is closed or
-        this message made it overflow (the stream is then closed).
+        this message made it overflow (the stream is then closed). Raises
+        :class:`~session_manager.MessageTooLargeError` for a message whose
+        frame exceeds *max_bytes*.
         """
         return self.enqueue_frame(encode_message(data))
 
@@ -123,15 +160,37 @@ class StreamController:
         """Queue an already encoded SSE frame; see :meth:`enqueue`."""
         if self._state is not _OPEN:
             return False
+        if len(frame) > self._small:
+            return self._enqueue_large(frame)
         queue_ = self._queue
         if queue_.qsize() < self._maxsize:
             queue_.put(frame)
             return True
+        return self._overflow(f"{self._maxsize} frames unread")
+
+    def _enqueue_large(self, frame: bytes) -> bool:
+        """Queue a frame counted against the byte budget (a wrapper tells the reader to give its bytes back)."""
+        size = len(frame)
+        self.check_size(size)
+        with self._lock:
+            fits = self._large + size <= self._max_bytes and self._queue.qsize() < self._maxsize
+            if fits:
+                self._large += size
+                self._queue.put(_Large(frame))
+        return fits or self._overflow(f"more than {self._max_bytes} bytes unread")
+
+    def check_size(self, size: int) -> None:
+        """Raise :class:`~session_manager.MessageTooLargeError` if a frame of *size* bytes could never be queued."""
+        if size > self._max_bytes:
+            raise MessageTooLargeError(size, self._max_bytes)
+
+    def _overflow(self, why: str) -> bool:
+        """Close the stream of a slow consumer (once) and run *on_overflow*; always ``False``."""
         with self._lock:
             if self._overflowed:
                 return False
             self._overflowed = True
-        logger.warning("slow SSE consumer: %d frames unread, closing the stream", self._maxsize)
+        logger.warning("slow SSE consumer: %s, closing the stream", why)
         self.close()
         if self._on_overflow is not None:
             _run_callback(self._on_overflow)
@@ -169,6 +228,11 @@ class StreamController:
     def maxsize(self) -> int:
         """Frames the stream may hold before its consumer counts as slow."""
         return self._maxsize
+
+    @property
+    def max_bytes(self) -> int:
+        """Bytes of frames the stream may hold before its consumer counts as slow."""
+        return self._max_bytes
 
     def close(self, *, drain: bool = False) -> None:
         """End the stream; idempotent and safe from any thread or greenlet.
@@ -244,6 +308,8 @@ class StreamController:
                             chunk.append(item)  # type: ignore[arg-type]
                 except queue.Empty:  # pragma: no cover - a second reader on the same stream
                     pass
+                if self._large:  # counted before it was queued: a large frame may be in this chunk
+                    chunk = self._unwrap(chunk)
                 if self._state is _CLOSED:
                     break
                 if chunk:
@@ -255,6 +321,20 @@ class StreamController:
         finally:
             self._state = _CLOSED
             self._release()
+
+    def _unwrap(self, chunk: list[Any]) -> list[bytes]:
+        """The frames of *chunk*, large ones unwrapped, their bytes given back to the budget."""
+        frames: list[bytes] = []
+        large = 0
+        for item in chunk:
+            frame = item.frame if isinstance(item, _Large) else item
+            if frame is not item:
+                large += len(frame)
+            frames.append(frame)
+        if large:
+            with self._lock:
+                self._large -= large
+        return frames
 
     def __repr__(self) -> str:
         state = ("open", "draining", "closed")[self._state]

@@ -19,16 +19,20 @@ from session_manager import (
     InMemoryStreamSessionManager,
     StreamSessionManager,
 )
+from session_manager.redis import RedisEventStore
 from session_manager.subscriptions import InMemorySubscriptionManager, SubscriptionManager
 
-StreamFactory = Callable[[pytest.FixtureRequest], StreamSessionManager]
+StreamFactory = Callable[..., StreamSessionManager]  # (request, **manager options)
 StoreFactory = Callable[[pytest.FixtureRequest], EventStore]
 InfoFactory = Callable[[pytest.FixtureRequest], InfoSessionManager]
 SubscriptionFactory = Callable[[pytest.FixtureRequest], SubscriptionManager]
 
+#: ``factory(request, **options)``: options (``dedupe_ttl=...``) go to the constructor.
 STREAM_BACKENDS: dict[str, StreamFactory] = {
-    "memory": lambda request: InMemoryStreamSessionManager(),
-    "redis": lambda request: request.getfixturevalue("redis_streams"),  # tests/conftest_redis.py
+    "memory": lambda request, **options: InMemoryStreamSessionManager(**options),
+    "redis": lambda request, **options: (
+        request.getfixturevalue("node_factory")(**options) if options else request.getfixturevalue("redis_streams")
+    ),  # tests/conftest_redis.py
 }
 
 INFO_BACKENDS: dict[str, InfoFactory] = {
@@ -41,10 +45,19 @@ SUBSCRIPTION_BACKENDS: dict[str, SubscriptionFactory] = {
     "redis": lambda request: request.getfixturevalue("redis_subscriptions"),  # tests/conftest_redis.py
 }
 
-#: Event stores with small bounds: ``max_events`` = 50, ``max_streams`` = 3.
+#: ``max_bytes`` of the event stores below: messages over 500 bytes (100,000 / (4 * 50)) are counted byte by byte.
+EVENT_STORE_MAX_BYTES = 100_000
+
+#: Event stores with small bounds: ``max_events`` = 50, ``max_streams`` = 3, ``max_bytes`` = 100,000.
 EVENT_STORE_BACKENDS: dict[str, StoreFactory] = {
-    "memory": lambda request: InMemoryEventStore(50, max_streams=3),
-    "redis": lambda request: request.getfixturevalue("redis_event_store"),  # tests/conftest_redis.py
+    "memory": lambda request: InMemoryEventStore(50, max_streams=3, max_bytes=EVENT_STORE_MAX_BYTES),
+    "redis": lambda request: RedisEventStore(  # on the server and prefix of tests/conftest_redis.py
+        request.getfixturevalue("redis_server").url,
+        prefix=request.getfixturevalue("redis_prefix"),
+        max_events=50,
+        max_streams=3,
+        max_bytes=EVENT_STORE_MAX_BYTES,
+    ),
 }
 
 class DelegatingStore(EventStore):

@@ -2,12 +2,26 @@
 
 from __future__ import annotations
 
+import threading
 import time
 import uuid
+from collections.abc import Callable, Iterator
 
 import pytest
 
-from session_manager import LOG_LEVELS, SessionInfo, SessionNotFoundError
+from session_manager import (
+    LOG_LEVELS,
+    InfoSessionManager,
+    InMemoryInfoSessionManager,
+    SessionInfo,
+    SessionLimitError,
+    SessionNotFoundError,
+    SessionQuota,
+)
+from session_manager.redis import RedisInfoSessionManager
+
+from .conftest_redis import unique_prefix
+from .resume_support import wait_until
 
 
 def test_lifecycle(info, new_id):
@@ -194,3 +208,183 @@ def test_shared_secrets_are_stable_per_name_and_differ_between_names(info):
 def test_claims_and_secrets_refuse_bad_input(info, call, error):
     with pytest.raises(error):
         call(info)
+
+
+# -- session caps (SessionQuota) ---------------------------------------------------
+
+#: Info managers with a given session_ttl, one per backend of tests/backends.py's INFO_BACKENDS.
+WITH_TTL: dict[str, Callable[[pytest.FixtureRequest, float], InfoSessionManager]] = {
+    "memory": lambda request, ttl: InMemoryInfoSessionManager(session_ttl=ttl),
+    "redis": lambda request, ttl: RedisInfoSessionManager(
+        request.getfixturevalue("redis_server").url, prefix=unique_prefix(), session_ttl=ttl
+    ),
+}
+
+
+@pytest.fixture(params=sorted(WITH_TTL))
+def short_lived(request: pytest.FixtureRequest) -> Iterator[Callable[[float], InfoSessionManager]]:
+    """``make(ttl)``: a fresh info manager whose sessions expire after *ttl* seconds idle, once per backend."""
+    made: list[InfoSessionManager] = []
+
+    def make(ttl: float) -> InfoSessionManager:
+        made.append(WITH_TTL[request.param](request, ttl))
+        return made[-1]
+
+    yield make
+    for manager in made:
+        manager.close()
+
+
+def refused(info, sid, quota) -> SessionLimitError:
+    """Create *sid* past a cap: the error, and nothing created."""
+    with pytest.raises(SessionLimitError) as excinfo:
+        info.create(sid, client_info={"name": "over"}, quota=quota)
+    assert not info.exists(sid)
+    assert 1 <= excinfo.value.retry_after <= 60
+    return excinfo.value
+
+
+def test_the_server_cap_counts_every_session(info, new_id):
+    quota = SessionQuota(max_sessions=3)
+    info.create(new_id())  # created without a quota, still counted
+    kept = [new_id(), new_id()]
+    for sid in kept:
+        info.create(sid, quota=quota)
+    error = refused(info, new_id(), quota)
+    assert (error.scope, error.limit) == ("server", 3)
+    assert "3 sessions" in str(error)
+    assert all(info.exists(sid) for sid in kept)
+    info.create(new_id(), quota=SessionQuota(max_sessions=4))  # caps are per call: a larger one fits
+    info.create(new_id())  # no quota, no cap
+
+
+def test_the_principal_cap_counts_the_sessions_of_that_principal_only(info, new_id):
+    alice = SessionQuota(max_per_principal=2, principal="alice")
+    for _ in range(2):
+        info.create(new_id(), quota=alice)
+    error = refused(info, new_id(), alice)
+    assert (error.scope, error.limit) == ("principal", 2)
+    info.create(new_id(), quota=SessionQuota(max_per_principal=2, principal="bob"))  # another principal
+    info.create(new_id(), quota=SessionQuota(max_per_principal=2))  # no principal: no per-principal count
+    info.create(new_id(), quota=SessionQuota(max_per_principal=2, principal=""))  # "" is a principal too
+    refused(info, new_id(), alice)
+
+
+def test_the_server_cap_is_checked_before_the_principal_cap(info, new_id):
+    quota = SessionQuota(max_sessions=1, max_per_principal=1, principal="alice")
+    info.create(new_id(), quota=quota)
+    assert refused(info, new_id(), quota).scope == "server"
+
+
+def test_a_deleted_session_frees_its_slot(info, new_id):
+    quota = SessionQuota(max_sessions=5, max_per_principal=2, principal="alice")
+    first, second = new_id(), new_id()
+    info.create(first, quota=quota)
+    info.create(second, quota=quota)
+    refused(info, new_id(), quota)
+    info.delete(first)
+    info.delete(first)  # idempotent: frees nothing more
+    third = new_id()
+    info.create(third, quota=quota)
+    refused(info, new_id(), quota)
+    assert info.exists(second) and info.exists(third)
+
+
+def test_an_existing_id_is_refused_as_before_and_counts_once(info, new_id):
+    quota = SessionQuota(max_sessions=2)
+    sid = new_id()
+    info.create(sid, quota=quota)
+    with pytest.raises(ValueError, match="already exists"):
+        info.create(sid, quota=quota)
+    info.create(new_id(), quota=quota)  # the failed create took no slot
+    refused(info, new_id(), quota)
+
+
+def test_an_expired_session_frees_its_slot(short_lived, new_id):
+    info = short_lived(0.3)
+    quota = SessionQuota(max_sessions=2, max_per_principal=1, principal="alice")
+    info.create(new_id(), quota=quota)
+    info.create(new_id(), quota=SessionQuota(max_sessions=2))
+    assert refused(info, new_id(), quota).retry_after == 1  # the oldest expires within the second
+    fresh = new_id()
+
+    def created() -> bool:
+        try:
+            info.create(fresh, quota=quota)
+        except SessionLimitError:
+            return False
+        return True
+
+    assert wait_until(created, timeout=10, interval=0.05)  # no call touched the old ones: they expired
+
+
+def test_a_session_in_use_keeps_its_slot_past_its_first_ttl(short_lived, new_id):
+    info = short_lived(0.4)
+    quota = SessionQuota(max_sessions=1)
+    sid = new_id()
+    info.create(sid, quota=quota)
+    deadline = time.monotonic() + 1.2  # three ttls, every call refreshing the session
+    while time.monotonic() < deadline:
+        assert info.get_log_level(sid) is None and info.exists(sid)
+        refused(info, new_id(), quota)
+        time.sleep(0.1)
+
+
+def test_concurrent_creates_never_exceed_a_cap(info, new_id):
+    """16 threads race to create 400 sessions under a cap of 30 (12 per principal): exactly the caps fit."""
+    principals = ("alice", "bob", "carol")
+    results: dict[str, list[str]] = {"created": [], "server": [], "principal": []}
+    lock = threading.Lock()
+    start = threading.Barrier(16)
+
+    def worker(n: int) -> None:
+        start.wait(10)
+        for i in range(25):
+            sid = new_id()
+            quota = SessionQuota(max_sessions=30, max_per_principal=12, principal=principals[(n + i) % 3])
+            try:
+                info.create(sid, quota=quota)
+                outcome = "created"
+            except SessionLimitError as exc:
+                outcome = exc.scope
+            with lock:
+                results[outcome].append(f"{quota.principal} {sid}")
+
+    threads = [threading.Thread(target=worker, args=(n,)) for n in range(16)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(60)
+    assert not any(thread.is_alive() for thread in threads)
+    assert sum(map(len, results.values())) == 400
+    created = [entry.split() for entry in results["created"]]
+    assert len(created) == 30
+    assert all(info.exists(sid) for _, sid in created)
+    per_principal = {p: sum(1 for who, _ in created if who == p) for p in principals}
+    assert all(count <= 12 for count in per_principal.values()), per_principal
+    refused_ids = [entry.split()[1] for entry in results["server"] + results["principal"]]
+    assert not any(info.exists(sid) for sid in refused_ids)
+    refused(info, new_id(), SessionQuota(max_sessions=30))
+
+
+@pytest.mark.parametrize(
+    ("make", "error"),
+    [
+        (lambda: SessionQuota(max_sessions=0), ValueError),
+        (lambda: SessionQuota(max_per_principal=-1), ValueError),
+        (lambda: SessionQuota(max_sessions=True), ValueError),
+        (lambda: SessionQuota(max_sessions=2.0), ValueError),
+        (lambda: SessionQuota(principal=b"alice"), TypeError),
+    ],
+)
+def test_bad_quotas_are_refused(make, error):
+    with pytest.raises(error):
+        make()
+
+
+def test_create_refuses_a_quota_that_is_not_one(info, new_id):
+    sid = new_id()
+    with pytest.raises(TypeError, match="SessionQuota"):
+        info.create(sid, quota={"max_sessions": 1})
+    assert not info.exists(sid)
+    assert info.enforces_quotas

@@ -31,13 +31,14 @@ import redis
 from session_manager import BackendUnavailableError, StreamController
 from session_manager.redis import RedisEventStore, RedisStreamSessionManager
 from session_manager.redis import _codec as wire
+from session_manager.redis._keys import Keys
 from session_manager.redis._node import BATCH
 from session_manager.redis._streams import _SendCalls
 
 from .conftest import Reader
 from .conftest_redis import TEST_HEARTBEAT, TEST_LIVENESS_TTL, make_event_store
 from .redis_server import RedisServer
-from .resume_support import stream_readers
+from .resume_support import Client, stream_readers
 from .test_redis_backend import msg, ns, read_line, spawned, wait_until
 
 
@@ -125,7 +126,7 @@ def test_a_batch_bigger_than_one_call_is_still_one_write_and_in_order(manager, r
 
 
 def test_send_calls_split_big_batches_and_know_which_messages_each_holds():
-    plan = _SendCalls(["head"], lambda sid: "k:" + sid, logged=False)
+    plan = _SendCalls(["head"], Keys("k:"), logged=False)
     plan.add(None, "b0")
     plan.add([f"s{i}" for i in range(2500)], "t1")  # 999 + 1000 + 501 targets: calls 0, 1, 2
     plan.add([], "nobody")
@@ -137,10 +138,42 @@ def test_send_calls_split_big_batches_and_know_which_messages_each_holds():
     assert plan.outcome(1, unsure=False) == (1, 1)  # t1 went out to some of its targets
     assert plan.outcome(1, unsure=True) == (1, 3)
     assert plan.outcome(3, unsure=True) == (4, 0)
-    many = _SendCalls([], str, logged=False)
+    assert plan.whole([True, True, True]) == 4 and plan.whole([True, False, True]) == 3  # all but t1, split
+    many = _SendCalls([], Keys("k:"), logged=False)
     for i in range(BATCH + 1):
         many.add(None, str(i))
     assert [len(args) for _, args in many.finish()] == [2 * BATCH, 2]
+
+
+def test_send_calls_split_a_keyed_message_at_the_same_points_whatever_its_batch():
+    targets = [f"s{i}" for i in range(2 * BATCH + 500)]
+
+    def parts(*before: list[str] | None) -> dict[str, list[str]]:
+        """The targets of each mark key of the keyed message, planned after *before*."""
+        plan = _SendCalls([], Keys("p:"), logged=False)
+        for sessions in before:
+            plan.add(sessions, "other")
+        plan.add(targets, "keyed", "K")
+        found: dict[str, list[str]] = {}
+        for keys, _ in plan.finish():
+            mark = None
+            for key in keys:
+                if key.startswith("p:sent:"):
+                    mark = key
+                    found[mark] = []
+                elif mark is not None:
+                    found[mark].append(key.removeprefix("p:stream:"))
+        return found
+
+    expected = {
+        "p:sent:K": targets[:BATCH],
+        "p:sent:K 1": targets[BATCH : 2 * BATCH],
+        "p:sent:K 2": targets[2 * BATCH :],
+    }
+    assert parts() == parts([f"b{i}" for i in range(700)]) == parts(None, targets[:999]) == expected
+    plan = _SendCalls([], Keys("p:"), logged=False)
+    plan.add([], "to nobody", "K")  # still marked: the key is used all the same
+    assert [keys for keys, _ in plan.finish()] == [["p:sent:K"]]
 
 
 # -- batched delivery ------------------------------------------------------------------------
@@ -242,6 +275,79 @@ def test_a_send_that_times_out_is_not_retried_so_it_arrives_once(private_redis, 
     finally:
         holder.close()
         sender.close()
+
+
+def test_a_send_retried_with_its_idempotency_key_after_a_timeout_arrives_and_is_stored_once(
+    private_redis, new_id, redis_prefix
+):
+    """The reply is lost (Redis stopped longer than the socket timeout), the caller retries with the same key."""
+    url, kwargs = private_redis.url, {"prefix": redis_prefix, "liveness_ttl": 30}  # the stream outlives the stop
+    holder = RedisStreamSessionManager(url, event_store=make_event_store(url, redis_prefix), **kwargs)
+    sender = RedisStreamSessionManager(
+        url, socket_timeout=1, event_store=make_event_store(url, redis_prefix, socket_timeout=1), **kwargs
+    )
+    admin = private_redis.client()
+    try:
+        with stream_readers(Client) as connect:
+            sid, key = new_id(), f"notify-{new_id()}"
+            client = connect(holder, sid)
+            primer = client.wait_primed()
+            sender.send([sid], msg("warm"))
+            client.wait_for(1)
+            pid = private_redis.process.pid
+            os.kill(pid, signal.SIGSTOP)  # Redis gets the command, and runs it only when it is back
+            resume = threading.Timer(2, os.kill, (pid, signal.SIGCONT))
+            resume.start()
+            try:
+                with pytest.raises(BackendUnavailableError, match="unavailable"):
+                    sender.send([sid], msg("once"), idempotency_key=key)  # times out after 1 s; runs at 2 s
+            finally:
+                resume.join()
+                os.kill(pid, signal.SIGCONT)
+            for _ in range(100):  # bounded: the caller retries until Redis answers
+                try:
+                    sender.send([sid], msg("once"), idempotency_key=key)  # the key is marked: nothing is sent
+                    break
+                except BackendUnavailableError:
+                    time.sleep(0.1)
+            else:
+                pytest.fail("Redis never answered the retry")
+            sender.send([sid], msg("marker"))
+            client.wait_for(3)
+            assert client.ns() == ["warm", "once", "marker"], "delivered exactly once"
+            stored = [m for _, m in holder.event_store.replay(sid, primer).events]
+            assert stored == [msg("warm"), msg("once"), msg("marker")], "stored exactly once"
+            assert 0 < admin.pttl(f"{redis_prefix}sent:{key}") <= 300_000  # remembered for dedupe_ttl (default)
+    finally:
+        admin.close()
+        holder.close()
+        sender.close()
+
+
+def test_a_keyed_message_to_many_is_sent_in_parts_marked_each_on_its_own(
+    node_factory, readers, new_id, redis_server, redis_prefix
+):
+    """Parts of 1,000 targets of its own, whatever its batch holds: a retry finds the parts that ran, sends the rest."""
+    holder, sender = node_factory(), node_factory()
+    streams = {at: new_id() for at in (0, BATCH + 200, 2 * BATCH + 400)}
+    got = {at: readers(holder, sid) for at, sid in streams.items()}
+    targets = [streams.get(i) or new_id() for i in range(2 * BATCH + 500)]
+    key = f"k-{new_id()}"
+    sender.send_many([([new_id() for _ in range(700)], msg("before")), (targets, msg("big"), key)])
+    admin = redis_server.client()
+    try:
+        marks = [f"{redis_prefix}sent:{key}", f"{redis_prefix}sent:{key} 1", f"{redis_prefix}sent:{key} 2"]
+        assert admin.exists(*marks) == 3
+        admin.delete(marks[1])  # as if the second part had never run
+    finally:
+        admin.close()
+    sender.send(targets, msg("big"), idempotency_key=key)  # the retry, alone in its batch this time
+    sender.send(list(streams.values()), msg("marker"))
+    assert {at: ns(reader.take(3 if at == BATCH + 200 else 2)) for at, reader in got.items()} == {
+        0: ["big", "marker"],
+        BATCH + 200: ["big", "big", "marker"],
+        2 * BATCH + 400: ["big", "marker"],
+    }
 
 
 def test_a_batch_that_fails_part_way_says_which_messages_were_sent(manager, readers, new_id, monkeypatch):

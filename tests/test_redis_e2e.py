@@ -301,6 +301,29 @@ def test_notify_script_sends_to_a_session_id_starting_with_a_dash(private_redis:
             assert reader.take_json(1) == [{"jsonrpc": "2.0", "method": "notifications/message", "params": params}]
 
 
+def test_notify_script_without_the_event_store_is_refused_where_the_server_stores(
+    private_redis: RedisServer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """``MCP_EVENTS=0`` for the script only: it would send messages the logs miss, so it refuses and says why."""
+    sid = mint_session_id()
+    streams = RedisStreamSessionManager(private_redis.url, event_store=RedisEventStore(private_redis.url))
+    with streams, stream_readers(Reader) as open_on:
+        reader = open_on(streams, sid)
+        assert reader.take(1) == [""]  # primed: the server stores events on the default prefix
+        params = {"level": "info", "data": "refused"}
+        monkeypatch.setenv("MCP_EVENTS", "0")
+        for target in (["--session", sid], ["--broadcast"]):
+            done = run_notify(private_redis.url, *target, *message_args(params))
+            assert done.returncode == 1 and "Traceback" not in done.stderr, done.stderr
+            assert "stores events on prefix 'mcp:'" in done.stderr and "MCP_EVENTS" in done.stderr, done.stderr
+        monkeypatch.delenv("MCP_EVENTS")
+        params = {"level": "info", "data": "stored"}
+        done = run_notify(private_redis.url, "--session", sid, *message_args(params))
+        assert done.returncode == 0, done.stderr
+        # Nothing of the refused ones came: the first message is the one sent with the store.
+        assert reader.take_json(1) == [{"jsonrpc": "2.0", "method": "notifications/message", "params": params}]
+
+
 def test_example_config_takes_the_graceful_timeout_of_the_command_line(private_redis: RedisServer) -> None:
     """--graceful-timeout 5 (not the file's 10) bounds the wait for tool calls on SIGTERM: 5 - 2 s, not 8 s."""
     server = Gunicorn(private_redis.url, workers=1, app=EXAMPLE_APP, config=EXAMPLE_CONFIG, graceful_timeout=5)
@@ -360,7 +383,16 @@ def test_sigkilled_worker_stops_holding_its_stream_within_the_liveness_bound(
     assert stream.take(1)[0]["method"] == "notifications/resources/updated"
 
 
-def test_redis_restart_mid_stream_keeps_streams_open(private_cluster: tuple[Gunicorn, RedisServer], closing: list[Any]) -> None:
+def test_redis_restart_ends_resumable_streams_then_service_resumes(
+    private_cluster: tuple[Gunicorn, RedisServer], closing: list[Any]
+) -> None:
+    """The example stores events: after Redis lost its data no stream goes on as if nothing happened.
+
+    Each stream ends (its log is gone: what was sent to it meanwhile was
+    dropped); its client comes back with Last-Event-ID and learns that its
+    session is gone (Redis lost it too), so it starts over; new sessions and
+    streams work on the same workers.
+    """
     server, redis = private_cluster
     worker = Pinned(server.url)
     closing.append(worker)
@@ -369,30 +401,37 @@ def test_redis_restart_mid_stream_keeps_streams_open(private_cluster: tuple[Guni
     closing.extend(stream for stream, _ in opened)
     pids = server.worker_pids()
 
-    redis.restart()  # every key is lost (no persistence); the listeners reconnect and re-register their streams
-    streams = stream_view(redis.url)
-    closing.append(streams)
-    for sid in sids:
-        wait_until(lambda sid=sid: streams.has(sid), timeout=15, what="the stream keys to be re-registered")
-
-    # At most once: messages published before a listener is back are lost, so poke until one gets through.
+    redis.restart()  # every key is lost (no persistence): event logs, stream keys, sessions
+    for stream, _ in opened:
+        assert stream.ended.wait(30), "a stream whose event log Redis lost stayed open"
     for (stream, _), sid in zip(opened, sids):
-        for attempt in range(100):
-            streams.send([sid], json.dumps({"jsonrpc": "2.0", "method": "notifications/test", "params": {"n": attempt}}))
-            if stream.events.qsize():
+        assert stream.parser.last_event_id, "the stream was not primed"
+        for _ in range(100):  # bounded: the worker's Redis connections may still be coming back (503)
+            last = stream.parser.last_event_id
+            response = worker.send("GET", sid=sid, Accept="text/event-stream", Last_Event_ID=last)
+            if response.status_code != 503:
                 break
             time.sleep(0.1)
-        assert not stream.ended.is_set(), "the stream ended when Redis restarted"
+        assert response.status_code == 404, response.text
+
+    view = RedisStreamSessionManager(redis.url, socket_timeout=2.0, event_store=RedisEventStore(redis.url))
+    closing.append(view)
+    new_sid = worker.initialize()
+
+    def stream_opens() -> bool:
+        with contextlib.suppress(AssertionError):  # 503 until the holder's listener is back
+            fresh.append(open_stream(server.port, new_sid))
+        return bool(fresh)
+
+    fresh: list[tuple[RawStream, int]] = []
+    wait_until(stream_opens, timeout=20, what="a GET stream to open after the restart")
+    closing.append(fresh[0][0])
     marker = {"jsonrpc": "2.0", "method": "notifications/test", "params": {"n": "after"}}
-    streams.send(None, json.dumps(marker))
-    for stream, _ in opened:
-        received = []
-        while not received or received[-1] != marker:
-            received += stream.take(1)
-        assert not stream.ended.is_set()
-    # The workers are still the same processes, still serving.
-    assert server.worker_pids() == pids
-    assert worker.result(worker.initialize(), "ping") == {}
+    view.send([new_sid], json.dumps(marker))
+    assert fresh[0][0].take(1) == [marker]
+    assert server.worker_pids() == pids  # the same processes, still serving
+    server.close()
+    assert "Traceback" not in server.stderr(), server.stderr()
 
 
 def test_redis_down_is_503_with_a_json_rpc_error_then_service_resumes(

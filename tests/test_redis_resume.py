@@ -8,7 +8,9 @@ backend is in test_event_stores.py and test_resumable_streams.py.
 
 from __future__ import annotations
 
+import contextlib
 import json
+import logging
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -18,14 +20,15 @@ import pytest
 from session_manager import (
     BackendUnavailableError,
     EventGoneError,
+    EventStoreRequiredError,
     InMemoryEventStore,
     StreamConflictError,
     StreamController,
 )
 from session_manager.events import get_stream_id, new_post_stream_id, parse_event_id
-from session_manager.redis import RedisInfoSessionManager, RedisStreamSessionManager
+from session_manager.redis import RedisEventStore, RedisInfoSessionManager, RedisStreamSessionManager
 
-from .conftest_redis import TEST_HEARTBEAT, TEST_LIVENESS_TTL, make_event_store
+from .conftest_redis import TEST_HEARTBEAT, TEST_LIVENESS_TTL, make_event_store, unique_prefix
 from .redis_server import RedisServer
 from .resume_support import Client, msg, stream_readers
 from .test_redis_backend import keys, read_line, spawned, wait_until
@@ -341,34 +344,211 @@ def test_broadcast_log_trimming_makes_old_ids_expired(nodes, connect, new_id):
     assert replayed(node, sid, client.snapshot()[-3][0]) == [msg(total - 2), msg(total - 1)]
 
 
-def test_the_heartbeat_restarts_a_lost_broadcast_log(nodes, connect, new_id, redis_server, redis_prefix):
+def test_a_lost_broadcast_log_closes_the_streams_replaying_it_and_the_next_stream_starts_it_again(
+    nodes, connect, new_id, redis_server, redis_prefix
+):
+    """Broadcasts sent while it was gone reached nobody: no stream may go on, no resume replay across them."""
     node = nodes()
     sid = new_id()
     client = connect(node, sid)
-    client.wait_primed()
+    primer = client.wait_primed()
+    node.send([sid], msg("kept"))
+    client.wait_for(1)
     admin = redis_server.client()
     try:
         admin.delete(broadcast_log(redis_prefix))  # as if Redis had lost it
-        assert wait_until(lambda: admin.exists(broadcast_log(redis_prefix)) == 1, timeout=10)
+        node.send(None, msg("dropped"))  # no broadcast log: no GET log to reach, as far as the script knows
+        assert client.ended.wait(10), "the heartbeat left a stream open whose broadcast log is gone"
+        assert admin.exists(broadcast_log(redis_prefix)) == 0
+        for last in (primer, client.last_event_id):
+            with pytest.raises(EventGoneError) as gone:
+                node.create(sid, StreamController(), last_event_id=last)
+            assert gone.value.reason == "unknown"
+        fresh = connect(node, sid)  # a new stream starts the broadcast log again
+        fresh.wait_primed()
+        assert admin.exists(broadcast_log(redis_prefix)) == 1
     finally:
         admin.close()
     node.send(None, msg("again"))
-    client.wait_for(1)
-    assert client.ns()[-1] == "again"
-    assert replayed(node, sid, client.snapshot()[-1][0]) == []
+    fresh.wait_for(1)
+    assert client.ns() == ["kept"] and fresh.ns() == ["again"]
+    assert replayed(node, sid, fresh.snapshot()[-1][0]) == []
 
 
-def test_a_broadcast_of_a_manager_without_store_is_delivered_unstored(nodes, node_factory, connect, new_id):
-    """E.g. examples/notify.py: the nodes holding resumable streams deliver it, at most once."""
+def test_the_heartbeat_closes_a_stream_whose_log_was_lost(nodes, connect, new_id, redis_server, redis_prefix, caplog):
+    """Without a listener outage too: a log never re-opened under an open stream, which would hide what was dropped."""
+    node = nodes()
+    sid, kept = new_id(), new_id()
+    client, other = connect(node, sid), connect(node, kept)
+    client.wait_primed()
+    other.wait_primed()
+    admin = redis_server.client()
+    try:
+        with caplog.at_level(logging.WARNING, logger="session_manager.redis._node"):
+            admin.delete(get_log(redis_prefix, sid))  # as if Redis had lost it
+            node.send([sid, kept], msg("dropped for one"))  # stored for the other only
+            assert client.ended.wait(10), "the heartbeat left a stream whose log is gone open"
+        assert admin.exists(get_log(redis_prefix, sid)) == 0, "the lost log was opened again"
+    finally:
+        admin.close()
+    assert any("event logs of 1 open streams are gone" in r.getMessage() for r in caplog.records)
+    with pytest.raises(EventGoneError) as gone:
+        node.create(sid, StreamController(), last_event_id=client.last_event_id)
+    assert gone.value.reason == "unknown"
+    other.wait_for(1)
+    assert client.ns() == [] and other.ns() == ["dropped for one"] and not other.controller.closed
+
+
+def test_a_manager_without_store_refuses_to_send_where_a_store_keeps_logs(
+    nodes, node_factory, connect, new_id, redis_prefix
+):
+    """E.g. examples/notify.py with MCP_EVENTS=0 against servers that store: refused loudly, nothing sent or stored.
+
+    Its messages would carry no id and miss the logs: a client resuming
+    across one would get a replay with a hole it cannot see.
+    """
     node, plain = nodes(), node_factory()
-    sid = new_id()
+    sid, logless, key = new_id(), new_id(), f"k-{new_id()}"
     client = connect(node, sid)
     primer = client.wait_primed()
-    plain.send(None, msg("plain"))
-    node.send(None, msg("stored"))
+    attempts = {
+        "targeted": lambda: plain.send([sid], msg("plain")),
+        "broadcast": lambda: plain.send(None, msg("plain")),
+        "to a session with no log (the deployment decides)": lambda: plain.send([logless], msg("plain")),
+        "batch": lambda: plain.send_many([([sid], msg("plain")), (None, msg("plain")), ([logless], msg("plain"))]),
+        "idempotent": lambda: plain.send([sid], msg("plain"), idempotency_key=key),
+    }
+    for what, attempt in attempts.items():
+        with pytest.raises(EventStoreRequiredError) as refused:
+            attempt()
+        text = str(refused.value)
+        assert f"stores events on prefix {redis_prefix!r}" in text, what
+        assert f"RedisEventStore(url, prefix={redis_prefix!r})" in text and text.endswith("nothing was sent"), what
+        assert refused.value.prefix == redis_prefix and refused.value.sent == 0, what
+    node.send([sid], msg("stored"), idempotency_key=key)  # the refused send did not use the key
+    node.send([sid], msg("marker"))
     client.wait_for(2)
-    assert client.ns() == ["plain", "stored"]
-    assert replayed(node, sid, primer) == [msg("stored")]
+    assert client.ns() == ["stored", "marker"]
+    assert replayed(node, sid, primer) == [msg("stored"), msg("marker")]
+
+
+def test_a_manager_without_store_sends_where_no_store_keeps_logs(
+    node_factory, connect, new_id, redis_server, redis_prefix
+):
+    """The guard looks at its own prefix: a store on another prefix leaves it free."""
+    elsewhere = unique_prefix()
+    stored = node_factory(prefix=elsewhere, event_store=make_event_store(redis_server.url, elsewhere))
+    connect(stored, new_id()).wait_primed()  # a GET log (and the broadcast log) on the other prefix
+    plain, holder = node_factory(), node_factory()
+    sid = new_id()
+    client = connect(holder, sid)
+    plain.send([sid], msg(1))
+    plain.send(None, msg(2))
+    client.wait_for(2)
+    assert client.ns() == [1, 2] and [event_id for event_id, _ in client.snapshot()] == [None, None]
+
+
+# -- the byte bound -------------------------------------------------------------------
+
+def big(n: object, size: int = 2_000) -> str:
+    """A message of *size* characters: long for a store with max_bytes=100,000 (over 500 bytes)."""
+    head = msg(n)[:-2]  # without the closing braces
+    pad = ', "pad": ""}}'
+    return head + pad[:-3] + "x" * (size - len(head) - len(pad)) + pad[-3:]
+
+
+def sizes_key(prefix: str, sid: str, stream: str | None = None) -> str:
+    return f"{prefix}event-sizes:{stream or get_stream_id(sid)}:{sid}"
+
+
+def broadcast_sizes(prefix: str) -> str:
+    return f"{prefix}event-sizes:broadcast"
+
+
+@pytest.mark.parametrize("max_bytes", [0, -1, 1.5, "1", None, True])
+def test_bad_max_bytes_is_refused(max_bytes):
+    with pytest.raises(ValueError, match="max_bytes must be a positive int"):
+        RedisEventStore("redis://127.0.0.1:1/0", max_bytes=max_bytes)
+
+
+def test_redis_memory_of_logs_of_large_messages_stays_within_max_bytes(
+    nodes, new_id, redis_server, redis_prefix
+):
+    """200 messages of 100 kB to one log and 200 broadcasts (20 MB each) leave about 1 MB in each log."""
+    node = nodes(max_bytes=1_000_000)
+    sid = new_id()
+    primer = node.event_store.open(sid, get_stream_id(sid))  # the session's GET log, and the broadcast log
+    payload = big("large", 100_000)
+    for _ in range(20):  # batches of ten targeted messages and ten broadcasts, interleaved
+        node.send_many([([sid], payload), (None, payload)] * 10)
+    admin = redis_server.client()
+    try:
+        for log in (get_log(redis_prefix, sid), broadcast_log(redis_prefix)):
+            assert admin.xlen(log) == 10, log  # ten messages of 100 kB: exactly max_bytes
+            # (20 MB without the bound; the allocator rounds each 100 kB entry up to its 112 KiB size class)
+            assert 1_000_000 <= admin.memory_usage(log, samples=0) <= 1_250_000, log
+        for sizes in (sizes_key(redis_prefix, sid), broadcast_sizes(redis_prefix)):
+            assert admin.zcard(sizes) == 11 and admin.memory_usage(sizes, samples=0) <= 2_000, sizes
+    finally:
+        admin.close()
+    assert gone_reason(node, sid, primer) == "expired"
+    latest = node.event_store.open(sid, get_stream_id(sid))
+    assert node.event_store.replay(sid, latest).events == []
+
+
+def test_a_short_message_to_a_log_without_long_ones_costs_no_command_on_size_keys(
+    nodes, new_id, redis_server, redis_prefix
+):
+    node = nodes(max_bytes=100_000)
+    sids = [new_id() for _ in range(3)]
+    primers = {sid: node.event_store.open(sid, get_stream_id(sid)) for sid in sids}
+    admin = redis_server.client()
+    try:
+        calls = lambda: {  # noqa: E731
+            name: stats.get("calls", 0)
+            for name, stats in admin.info("commandstats").items()
+            if name in ("cmdstat_zadd", "cmdstat_zrange", "cmdstat_zrangebyscore", "cmdstat_xtrim")
+        }
+        before = calls()
+        node.send(sids, msg(0))
+        node.send(None, msg(1))
+        node.send_many([(sids[:1], msg(2)), (None, msg(3))])
+        assert calls() == before
+    finally:
+        admin.close()
+    assert keys(redis_server, f"{redis_prefix}event-sizes:*") == []
+    for sid in sids:
+        expected = [0, 1, 2, 3] if sid == sids[0] else [0, 1, 3]
+        assert [json.loads(m)["params"]["n"] for m in replayed(node, sid, primers[sid])] == expected
+
+
+def test_size_keys_live_and_go_with_their_logs(nodes, new_id, redis_server, redis_prefix):
+    node = nodes(max_bytes=100_000)
+    store = node.event_store
+    sid = new_id()
+    get, posts = get_stream_id(sid), [new_post_stream_id() for _ in range(4)]
+    store.open(sid, get)
+    store.open(sid, posts[0])
+    store.append(sid, get, big(0))
+    store.append(sid, posts[0], big(1))
+    node.send(None, big(2))
+    admin = redis_server.client()
+    try:
+        pairs = [
+            (get_log(redis_prefix, sid), sizes_key(redis_prefix, sid)),
+            (f"{redis_prefix}event-log:{posts[0]}:{sid}", sizes_key(redis_prefix, sid, posts[0])),
+            (broadcast_log(redis_prefix), broadcast_sizes(redis_prefix)),
+        ]
+        for log, sizes in pairs:  # the same expiry as its log (read a moment apart)
+            assert admin.exists(sizes) and abs(admin.pttl(sizes) - admin.pttl(log)) < 1_000, sizes
+        for post in posts[1:]:  # max_streams = 3: the oldest POST log goes, with its size key
+            store.open(sid, post)
+        assert admin.exists(pairs[1][0], pairs[1][1]) == 0
+        store.delete(sid)
+        assert keys(redis_server, f"{redis_prefix}event-*:*{sid}") == []
+        assert admin.exists(*pairs[2]) == 2  # the broadcast log goes with the last GET log, by expiry
+    finally:
+        admin.close()
 
 
 # -- expiry and shutdown -----------------------------------------------------------
@@ -380,7 +560,7 @@ def test_an_open_stream_keeps_its_session_alive_and_an_expired_one_leaves_no_key
     info = RedisInfoSessionManager(redis_server.url, prefix=redis_prefix, session_ttl=ttl)
     streams = RedisStreamSessionManager(
         redis_server.url, prefix=redis_prefix, liveness_ttl=1.0, heartbeat_interval=0.2,
-        event_store=make_event_store(redis_server.url, redis_prefix, session_ttl=ttl),
+        event_store=make_event_store(redis_server.url, redis_prefix, session_ttl=ttl, max_bytes=100_000),
     )
     admin = redis_server.client()
     try:
@@ -391,15 +571,16 @@ def test_an_open_stream_keeps_its_session_alive_and_an_expired_one_leaves_no_key
         primer = client.wait_primed()
         post = new_post_stream_id()
         streams.event_store.open(sid, post)
-        streams.event_store.append(sid, post, msg("post"))
-        streams.send([sid], msg(0))
-        streams.send(None, msg("all"))
+        streams.event_store.append(sid, post, big("post"))  # long messages: every log gets its size key
+        streams.send([sid], big(0))
+        streams.send(None, big("all"))
         client.wait_for(2)
         time.sleep(3 * ttl)  # no request names the session meanwhile: only the open stream keeps it
         assert admin.exists(f"{redis_prefix}session:{sid}") == 1
         assert admin.sismember(f"{redis_prefix}uri:file:///watched", sid)
-        assert [m for _, m in streams.event_store.replay(sid, primer).events] == [msg(0), msg("all")]
+        assert [m for _, m in streams.event_store.replay(sid, primer).events] == [big(0), big("all")]
         assert len(keys(redis_server, f"{redis_prefix}event-log:*")) == 3  # GET, POST and broadcast logs
+        assert len(keys(redis_server, f"{redis_prefix}event-sizes:*")) == 3  # and their size keys
         client.controller.close()
         assert wait_until(lambda: keys(redis_server, f"{redis_prefix}*") == [], timeout=10 * ttl), keys(
             redis_server, f"{redis_prefix}*"
@@ -524,30 +705,62 @@ def test_a_stream_that_missed_more_than_its_log_holds_is_closed(private_redis, c
         holder.close()
 
 
-def test_after_redis_lost_every_key_open_streams_get_new_logs_and_keep_receiving(private_redis, connect, new_id, redis_prefix):
+def test_after_redis_lost_its_data_resumable_streams_close_and_their_clients_learn_of_the_gap(
+    private_redis, connect, new_id, redis_prefix, caplog
+):
+    """No silent hole: messages sent before the stream re-registered were dropped (no log), so it must not go on.
+
+    Closed, its client resumes with its last id and gets 410 (the id is
+    unknown), which tells it messages were lost; a new stream works as any.
+    """
     holder = RedisStreamSessionManager(
-        private_redis.url, prefix=redis_prefix, liveness_ttl=TEST_LIVENESS_TTL, heartbeat_interval=TEST_HEARTBEAT,
+        private_redis.url,
+        prefix=redis_prefix,
+        liveness_ttl=TEST_LIVENESS_TTL,
+        heartbeat_interval=TEST_HEARTBEAT,
         event_store=make_event_store(private_redis.url, redis_prefix),
     )
     try:
-        sid = new_id()
-        client = connect(holder, sid)
-        client.wait_primed()
-        holder.send([sid], msg("before"))
-        client.wait_for(1)
-        private_redis.restart()  # no persistence: stream keys, logs and the id clock are gone
-        deadline = time.monotonic() + 30
-        while len(client.snapshot()) < 2 and time.monotonic() < deadline:  # until the heartbeat re-opened the log
+        sid, other = new_id(), new_id()
+        clients = [connect(holder, sid), connect(holder, other)]
+        for client in clients:
+            client.wait_primed()
+        holder.send([sid, other], msg("before"))
+        for client in clients:
+            client.wait_for(1)
+        last = clients[0].last_event_id
+        with caplog.at_level(logging.WARNING, logger="session_manager.redis._node"):
+            private_redis.restart()  # no persistence: stream keys, logs and the id clock are gone
+            with contextlib.suppress(BackendUnavailableError):
+                holder.send([sid], msg("dropped"))  # no log to store it in: routed nowhere
+            for client in clients:
+                assert client.ended.wait(30), "a stream whose log was lost stayed open"
+        assert [client.ns() for client in clients] == [["before"], ["before"]]
+        warned = [r.getMessage() for r in caplog.records if "event logs of" in r.getMessage()]
+        assert len(warned) == 1 and "of 2 open streams are gone" in warned[0], warned
+        assert not holder.has(sid) and len(holder) == 0
+
+        # The client resumes with its last id: 410, it knows messages were lost.
+        gone = None
+        for _ in range(300):  # bounded: the listener may still be reconnecting (BackendUnavailableError)
             try:
-                holder.send([sid], msg("after"))
-            except BackendUnavailableError:  # Redis still restarting
-                pass
-            time.sleep(0.1)
-        client.wait_for(2)
-        assert not client.controller.closed and holder.has(sid)
-        latest = client.snapshot()[-1][0]
-        holder.send([sid], msg("more"))
-        assert [m for _, m in holder.event_store.replay(sid, latest).events][-1] == msg("more")
+                holder.create(sid, StreamController(), last_event_id=last)
+            except BackendUnavailableError:
+                time.sleep(0.1)
+                continue
+            except EventGoneError as exc:
+                gone = exc
+            break
+        assert gone is not None and gone.reason == "unknown", "a resume across lost messages was not refused"
+
+        # A new stream (no Last-Event-ID) works as any other: primed, live, resumable.
+        fresh = connect(holder, sid)
+        primer = fresh.wait_primed()
+        holder.send([sid], msg("after"))
+        holder.send(None, msg("to all"))
+        fresh.wait_for(2)
+        assert fresh.ns() == ["after", "to all"]
+        assert replayed(holder, sid, primer) == [msg("after"), msg("to all")]
     finally:
         holder.close()
 
@@ -558,8 +771,9 @@ def test_a_session_in_use_keeps_its_event_logs_past_the_store_ttl(redis_server, 
     info = RedisInfoSessionManager(redis_server.url, prefix=redis_prefix, session_ttl=ttl)
     streams = RedisStreamSessionManager(
         redis_server.url, prefix=redis_prefix, liveness_ttl=1.0, heartbeat_interval=0.2,
-        event_store=make_event_store(redis_server.url, redis_prefix, session_ttl=ttl),
+        event_store=make_event_store(redis_server.url, redis_prefix, session_ttl=ttl, max_bytes=100_000),
     )
+    admin = redis_server.client()
     try:
         sid = new_id()
         info.create(sid)
@@ -572,12 +786,14 @@ def test_a_session_in_use_keeps_its_event_logs_past_the_store_ttl(redis_server, 
         while time.monotonic() < deadline:
             assert info.exists(sid)
             if sent < 3:
-                streams.send([sid], msg(sent))
+                streams.send([sid], big(sent) if sent == 0 else msg(sent))  # a long one: the log's size key too
                 sent += 1
             time.sleep(ttl / 5)
+        assert admin.exists(sizes_key(redis_prefix, sid), broadcast_sizes(redis_prefix)) == 1  # none for broadcasts
         resumed = connect(streams, sid, last_event_id=primer)
         resumed.wait_for(3)
         assert resumed.ns() == [0, 1, 2]
     finally:
+        admin.close()
         streams.close()
         info.close()

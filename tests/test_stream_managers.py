@@ -9,10 +9,15 @@ from __future__ import annotations
 
 import json
 import threading
+import time
+from collections.abc import Callable, Iterator
 
 import pytest
 
-from session_manager import StreamConflictError, StreamController
+from session_manager import InMemoryStreamSessionManager, StreamConflictError, StreamController, StreamSessionManager
+
+from .backends import STREAM_BACKENDS
+from .conftest import Reader
 
 
 def msg(n: object) -> str:
@@ -205,7 +210,9 @@ def test_send_many_keeps_fifo_with_send_and_with_many_messages(streams, open_str
         ([(None, b"bytes")], TypeError),
         ([("one-id-as-str", "{}")], TypeError),
         ([([1], "{}")], TypeError),
-        ([(None, "{}", "extra")], TypeError),
+        ([(None, "{}", "key", "extra")], TypeError),
+        ([(None, "{}", "")], ValueError),  # an empty idempotency key
+        ([(None, "{}", 5)], TypeError),
         (["not a pair"], TypeError),
         ([None], TypeError),
         (None, TypeError),
@@ -286,3 +293,141 @@ def test_many_threads_waiting_each_get_their_own_reply(streams, new_id):
 def test_reply_calls_refuse_bad_input(streams, call, error):
     with pytest.raises(error):
         call(streams)
+
+
+# -- idempotent sends ---------------------------------------------------------------------
+
+
+def take_until(reader: Reader, marker: object, most: int = 50) -> list[object]:
+    """The messages up to and including *marker* (FIFO: anything sent before it has arrived)."""
+    got: list[object] = []
+    while not got or got[-1] != marker:
+        assert len(got) < most, f"no {marker!r} among {got!r}"
+        got += ns(reader.take(1))
+    return got
+
+
+def test_a_send_with_a_used_idempotency_key_does_nothing(streams, open_stream, new_id):
+    a, _, ra = open_stream()
+    b, _, rb = open_stream()
+    key, other = f"k-{new_id()}", f"k-{new_id()}"
+    streams.send([a], msg("once"), idempotency_key=key)
+    streams.send([a], msg("once"), idempotency_key=key)  # a retry: returns normally, sends nothing
+    streams.send([a, b], msg("other message, same key"), idempotency_key=key)
+    streams.send(None, msg("all"), idempotency_key=other)
+    streams.send(None, msg("all"), idempotency_key=other)
+    streams.send([a, b], msg("marker"))
+    assert take_until(ra, "marker") == ["once", "all", "marker"]
+    assert take_until(rb, "marker") == ["all", "marker"]
+
+
+def test_sends_with_different_idempotency_keys_are_each_delivered(streams, open_stream, new_id):
+    sid, _, reader = open_stream()
+    for i in range(3):
+        streams.send([sid], msg("same data"), idempotency_key=f"k-{new_id()}")
+        streams.send(None, msg("same broadcast"), idempotency_key=f"k-{new_id()}-{i}")
+    streams.send([sid], msg("marker"))
+    assert take_until(reader, "marker") == ["same data", "same broadcast"] * 3 + ["marker"]
+
+
+def test_send_many_takes_an_idempotency_key_per_message(streams, open_stream, new_id):
+    sid, _, reader = open_stream()
+    first, second = f"k-{new_id()}", f"k-{new_id()}"
+    streams.send_many([([sid], msg(1), first), ([sid], msg(2)), (None, msg(3), second), ([sid], msg(4), None)])
+    streams.send_many([([sid], msg(1), first), ([sid], msg(5)), (None, msg(3), second)])  # the batch retried, in part
+    streams.send([sid], msg(6), idempotency_key=first)  # one key, shared by send and send_many
+    streams.send([sid], msg("marker"))
+    assert take_until(reader, "marker") == [1, 2, 3, 4, 5, "marker"]
+
+
+@pytest.mark.parametrize(
+    ("key", "error"),
+    [
+        ("", ValueError),
+        ("x" * 257, ValueError),
+        ("has space", ValueError),
+        ("caf\xe9", ValueError),
+        ("\ud800", ValueError),
+        ("tab\there", ValueError),
+        (b"bytes", TypeError),
+        (5, TypeError),
+    ],
+)
+def test_a_bad_idempotency_key_is_refused_and_nothing_is_sent(streams, open_stream, key, error):
+    sid, _, reader = open_stream()
+    with pytest.raises(error, match="idempotency_key"):
+        streams.send([sid], msg("refused"), idempotency_key=key)
+    with pytest.raises(error, match="idempotency_key"):
+        streams.send(None, msg("refused"), idempotency_key=key)
+    streams.send([sid], msg("x" * 256), idempotency_key="x" * 256)  # the longest key
+    streams.send([sid], msg("marker"))
+    assert take_until(reader, "marker") == ["x" * 256, "marker"]
+
+
+@pytest.fixture
+def another(
+    streams: StreamSessionManager, request: pytest.FixtureRequest
+) -> Iterator[Callable[..., StreamSessionManager]]:
+    """``another(**options)``: a new manager of the backend the test runs on, made with *options*; closed afterwards."""
+    made: list[StreamSessionManager] = []
+
+    def make(**options: object) -> StreamSessionManager:
+        made.append(STREAM_BACKENDS[request.node.callspec.params["streams"]](request, **options))
+        return made[-1]
+
+    yield make
+    for manager in made:
+        manager.close()
+
+
+def test_an_idempotency_key_sends_again_once_dedupe_ttl_has_passed(another, new_id):
+    ttl = 0.5
+    streams = another(dedupe_ttl=ttl)
+    sid, key = new_id(), f"k-{new_id()}"
+    controller = StreamController(keepalive=0.2)
+    streams.create(sid, controller)
+    reader = Reader(controller)
+    try:
+        started = time.monotonic()
+        streams.send([sid], msg("first"), idempotency_key=key)
+        streams.send([sid], msg("retry"), idempotency_key=key)
+        within = time.monotonic() - started < ttl  # the retry ran before the key could expire
+        streams.send([sid], msg("marker 0"))
+        got = take_until(reader, "marker 0")
+        assert got[0] == "first"
+        if within:
+            assert got == ["first", "marker 0"]
+        for attempt in range(1, 101):  # bounded: 100 x ttl / 5 (10 s)
+            streams.send([sid], msg(attempt), idempotency_key=key)
+            streams.send([sid], msg(f"marker {attempt}"))
+            got = take_until(reader, f"marker {attempt}")
+            if got != [f"marker {attempt}"]:
+                break
+            time.sleep(ttl / 5)
+        assert got == [attempt, f"marker {attempt}"], "the key was never forgotten"
+    finally:
+        controller.close()
+        reader.thread.join(5)
+
+
+@pytest.mark.parametrize("options", [{"dedupe_ttl": 0}, {"dedupe_ttl": -1}, {"dedupe_ttl": float("nan")}])
+def test_a_bad_dedupe_ttl_is_refused(another, options):
+    with pytest.raises(ValueError, match="dedupe_ttl"):
+        another(**options)
+
+
+def test_the_in_memory_record_of_keys_is_bounded_the_oldest_forgotten_first(new_id):
+    """In memory only: Redis keeps each key for dedupe_ttl, whatever their number."""
+    with InMemoryStreamSessionManager(dedupe_max_keys=3) as streams:
+        sid = new_id()
+        controller = StreamController(keepalive=0.2)
+        streams.create(sid, controller)
+        reader = Reader(controller)
+        for key in ("k1", "k2", "k3", "k4"):  # k1 is forgotten for k4
+            streams.send([sid], msg(key), idempotency_key=key)
+        for key in ("k4", "k3", "k2", "k1"):
+            streams.send([sid], msg(f"again {key}"), idempotency_key=key)
+        streams.send([sid], msg("marker"))
+        assert take_until(reader, "marker") == ["k1", "k2", "k3", "k4", "again k1", "marker"]
+    with pytest.raises(ValueError, match="dedupe_max_keys"):
+        InMemoryStreamSessionManager(dedupe_max_keys=0)

@@ -54,7 +54,7 @@ class McpBlueprint(Blueprint, Notifier):
     those of :class:`~session_manager.wsgi.McpOptions` (*server_info*,
     *capabilities*, *instructions*, *json_response*, *allowed_hosts*,
     *allowed_origins*, *max_body_size*, *keepalive*, *stream_maxsize*,
-    *principal*, *retry*); here *principal* takes no argument and reads
+    *stream_max_bytes*, *principal*, *retry*, ...); here *principal* takes no argument and reads
     ``flask.request``. Instead of a handler, an existing McpApp may be given.
 
     Sessions live in *managers*; with an event store on ``managers.streams``

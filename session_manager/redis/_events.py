@@ -16,19 +16,33 @@ Keys (under ``prefix``; the layout is defined in :mod:`._keys`):
   session's own log, in entry-id order, from the later of ``Last-Event-ID``
   and the log's opening (older broadcasts were never the session's); a GET
   log's priming id is the latest entry of either log.
+- ``event-sizes:<stream>:<sid>``, ``event-sizes:broadcast``: the byte count
+  of a log that holds long messages (see below), refreshed and deleted with it.
 - ``events-clock``: the latest entry id issued.
 
 Logs are trimmed with ``XADD ... MAXLEN ~ max_events``: Redis drops whole
 nodes of old entries, so a log holds at least ``max_events`` events (up to
-one node, 100 entries by default, more). A resume is possible while no log
-it reads (with a GET stream, the broadcast log too) has dropped an entry
-after its ``Last-Event-ID``: a GET-stream client may miss ``max_events``
-targeted messages and ``max_events`` broadcasts. Entry ids come from one
+one node, 100 entries by default, more). They are bounded in bytes too, as
+in memory: a message of more than ``max_bytes // (4 * max_events)`` bytes is
+*long*, and a log's long messages are counted byte by byte (in its size
+key, in the script that stores them); past ``max_bytes`` the oldest go,
+with every entry before them (``XTRIM MINID``), never the newest. Short
+messages are bounded by the count, so a log holds at most ``max_bytes``
+of long messages plus about ``max_events`` short ones (a quarter of
+``max_bytes``), or one long message larger than ``max_bytes`` alone. A
+resume is possible while no log it reads (with a GET stream, the broadcast
+log too) has dropped an entry after its ``Last-Event-ID``: a GET-stream
+client may miss ``max_events`` targeted messages and ``max_events``
+broadcasts (fewer if they are long). A resume from the newest entry dropped
+for the byte bound replays what followed it. Entry ids come from one
 clock per store, so an id is never an entry of another session's log (a
 message sent to many sessions at once has one id in all of them). An id is
 ``expired`` if events after it may have been trimmed, else ``unknown``
 unless it is the log's opening, an entry of the log, or (GET stream) a
-broadcast stored after the opening; either way it gives access to nothing.
+broadcast stored after the opening, and ``unknown`` too once a log it reads
+is gone (the broadcast log lives as long as any GET log, so a GET log
+without it means Redis lost data: broadcasts reached nobody meanwhile);
+either way it gives access to nothing.
 Every key of a session expires ``session_ttl`` seconds after the last
 activity of its logs (open, append, replay, or the heartbeat of an open
 stream of a stream manager using this store); the broadcast log is
@@ -36,7 +50,10 @@ refreshed with every GET log (never by a broadcast), so it goes with the
 last of them.
 
 Costs (each call one script): a broadcast is one ``XADD`` (trimming drops
-whole nodes); a replay is O(events replayed), over at most two logs.
+whole nodes); a short message on a log without long ones costs no command
+more than without the byte bound, a long one a few commands on its log's
+size key (and an ``XTRIM`` when it drops entries); a replay is O(events
+replayed), over at most two logs.
 """
 
 from __future__ import annotations
@@ -50,6 +67,7 @@ from .. import _validate
 from ..errors import EventGoneError
 from ..events import (
     DEFAULT_MAX_EVENTS,
+    DEFAULT_MAX_LOG_BYTES,
     DEFAULT_MAX_STREAMS,
     EventStore,
     Replay,
@@ -122,6 +140,11 @@ class RedisEventStore(RedisBacked, EventStore):
     :param prefix: namespace of every key.
     :param max_events: events kept per log (at least; trimming is approximate).
     :param max_streams: POST-stream logs kept per session (the GET-stream log is always kept).
+    :param max_bytes: bytes of long messages (over ``max_bytes // (4 * max_events)``
+        bytes each) kept per log, exactly: past it the oldest go, never the newest. With
+        the short ones (bounded by ``max_events``), a log holds at most ``max_bytes`` plus
+        about ``max_events`` short messages (a quarter of ``max_bytes``), or one message
+        larger than ``max_bytes`` alone.
     :param session_ttl: seconds after the last use of a session's logs before they expire.
     :param socket_timeout: seconds before a Redis call gives up (clients built from a URL).
     :param max_connections: size of the command pool of a client built from a URL.
@@ -134,15 +157,17 @@ class RedisEventStore(RedisBacked, EventStore):
         prefix: str = "mcp:",
         max_events: int = DEFAULT_MAX_EVENTS,
         max_streams: int = DEFAULT_MAX_STREAMS,
+        max_bytes: int = DEFAULT_MAX_LOG_BYTES,
         session_ttl: float = 3600.0,
         socket_timeout: float = 5.0,
         max_connections: int = 8,
     ) -> None:
-        for name, value in (("max_events", max_events), ("max_streams", max_streams)):
+        for name, value in (("max_events", max_events), ("max_streams", max_streams), ("max_bytes", max_bytes)):
             if type(value) is not int or value < 1:
                 raise ValueError(f"{name} must be a positive int, got {value!r}")
         self.max_events = max_events
         self.max_streams = max_streams
+        self.max_bytes = max_bytes
         self.session_ttl = _validate.positive_seconds(session_ttl, "session_ttl")
         self._connect(
             url_or_client,
@@ -151,9 +176,10 @@ class RedisEventStore(RedisBacked, EventStore):
             max_connections=max_connections,
             role="events",
         )
-        #: ARGV[1..4] of every script using the logs (see _scripts).
+        short = max_bytes // (4 * max_events)  # messages up to this long are bounded by the count (as in memory)
+        #: ARGV[1..4] of every script using the logs (see _scripts): ARGV[2] holds the log bounds.
         self.script_args: tuple[str | int, ...] = (
-            prefix, max_events, milliseconds(self.session_ttl, "session_ttl"), max_streams,
+            prefix, f"{max_events} {max_bytes} {short}", milliseconds(self.session_ttl, "session_ttl"), max_streams,
         )
         register = self._client.register_script
         self._open = register(lua.EVENTS_OPEN)
@@ -188,7 +214,7 @@ class RedisEventStore(RedisBacked, EventStore):
         self._disconnect()
 
     def __repr__(self) -> str:
-        return f"<RedisEventStore prefix={self._prefix!r} max_events={self.max_events}>"
+        return f"<RedisEventStore prefix={self._prefix!r} max_events={self.max_events} max_bytes={self.max_bytes}>"
 
 
 def check_resume(session_id: str, last_event_id: object) -> str:

@@ -12,6 +12,12 @@ prefix) keeps it alive, and a session in use keeps alive the event logs a
 :class:`~session_manager.redis.RedisEventStore` with the same prefix holds
 for it: the scripts name those keys with the builders of :mod:`._keys`,
 from this manager's prefix and the session id.
+
+Session caps (:class:`~session_manager.SessionQuota`) are counted in two
+sorted sets scored by expiry, ``live-sessions`` (every session) and
+``live-sessions:<principal>`` (see :mod:`._scripts`), which the create
+script checks and updates in the same atomic step: a cap holds for the
+whole deployment, whichever worker creates.
 """
 
 from __future__ import annotations
@@ -25,12 +31,16 @@ import redis as redis_py
 
 from .. import _validate
 from .._fields import FieldStoreInfoManager
-from ..errors import SessionNotFoundError
+from ..base import SessionQuota
+from ..errors import SessionLimitError, SessionNotFoundError
 from . import _scripts as lua
 from ._common import RedisBacked, milliseconds, text
 from ._keys import Keys
 
 __all__ = ["RedisInfoSessionManager"]
+
+#: No cap: how a create without a quota is counted (in the server-wide count only).
+_NO_QUOTA = SessionQuota()
 
 
 class RedisInfoSessionManager(RedisBacked, FieldStoreInfoManager):
@@ -38,6 +48,8 @@ class RedisInfoSessionManager(RedisBacked, FieldStoreInfoManager):
 
     Same semantics as :class:`~session_manager.InMemoryInfoSessionManager`,
     plus expiry: a session not used for ``session_ttl`` seconds is gone.
+    Session caps (``create(..., quota=)``) are counted in Redis, so they
+    hold across every process on the prefix.
     Every method that names a session (getters included) refreshes its
     expiry in the same script that does the work; ``get_subscriptions``
     does not (it is not activity of those sessions). Each call is one
@@ -91,12 +103,22 @@ class RedisInfoSessionManager(RedisBacked, FieldStoreInfoManager):
         with self._errors:
             return script(keys=keys, args=[self._prefix, self._ttl_ms, session_id, *args])
 
-    def _insert(self, session_id: str, fields: dict[str, str]) -> bool:
+    def _insert(self, session_id: str, fields: dict[str, str], quota: SessionQuota | None) -> bool:
+        quota = quota or _NO_QUOTA
+        principal = quota.principal
+        counted_for = ("0", "") if principal is None else ("1", principal)
+        caps = (*counted_for, str(quota.max_sessions or 0), str(quota.max_per_principal or 0))  # 0: no cap
         # ttl: how long an open stream of the session keeps it alive (the stream heartbeat reads it).
         flat = ["created", repr(time.time()), "ttl", str(self._ttl_ms)]
         for name, value in fields.items():
             flat += [name, value]
-        return bool(self._run(self._create, session_id, *flat))
+        created = self._run(self._create, session_id, *caps, *flat)
+        if isinstance(created, list):  # past a cap: [scope, ms until the oldest counted session expires]
+            scope = text(created[0])
+            limit = quota.max_sessions if scope == "server" else quota.max_per_principal
+            assert limit is not None
+            raise SessionLimitError(scope, limit, int(created[1]) / 1000)
+        return bool(created)
 
     def _read_all(self, session_id: str) -> Mapping[str, str] | None:
         flat = self._run(self._get_all, session_id)
@@ -115,9 +137,7 @@ class RedisInfoSessionManager(RedisBacked, FieldStoreInfoManager):
     def get_subscriptions(self, uri: str) -> list[str]:
         _validate.text(uri, "uri")
         with self._errors:
-            members = self._subscribers(
-                keys=[self._keys.uri(uri)], args=[self._prefix, uri]
-            )
+            members = self._subscribers(keys=[self._keys.uri(uri)], args=[self._prefix, uri])
         return [text(sid) for sid in members]
 
     def add_subscription(self, session_id: str, uri: str) -> None:

@@ -31,6 +31,12 @@ Streams (:class:`~session_manager.redis.RedisStreamSessionManager`):
 - ``reply:<request id>:<sid>`` (string, TTL the request's timeout): the
   node whose handler waits for the client's reply to a server-to-client
   request; the reply takes it (at most once) and goes to that node's channel.
+- ``sent:<idempotency key>`` (string, TTL ``dedupe_ttl``): a send with
+  that key ran (the send script sets it, ``SET NX``, before it routes or
+  stores anything); a send with the key does nothing while it lives. A
+  message with more than 1,000 targets is sent in parts of 1,000 targets,
+  each marked on its own: ``sent:<key>`` for the first, ``sent:<key> <i>``
+  for part *i* (a key never holds a space).
 - channels ``node:<node>`` (one per process) and ``broadcast``: their
   messages are in :mod:`._codec`.
 
@@ -59,6 +65,10 @@ Event logs (:class:`~session_manager.redis.RedisEventStore`):
 - ``event-log:broadcast`` (the shared log of broadcasts, which every GET
   stream's replay merges: an opening marker ``o``, then one entry ``m`` per
   broadcast);
+- ``event-sizes:<stream>:<sid>`` and ``event-sizes:broadcast`` (sorted sets,
+  the byte bound of a log holding long messages: each long message's entry
+  id scored by a running total of bytes, after a marker of what was dropped;
+  see :mod:`._scripts`), refreshed and deleted with their log;
 - ``events-clock`` (the latest entry id issued).
 """
 
@@ -76,6 +86,7 @@ LAYOUT: dict[str, str] = {
     "broadcast_channel": "broadcast",
     "subscriptions_channel": "subscriptions",
     "reply": "reply:{rid}:{sid}",
+    "sent": "sent:{key}",
     # info
     "session": "session:{sid}",
     "session_uris": "subs:{sid}",
@@ -84,6 +95,8 @@ LAYOUT: dict[str, str] = {
     "event_index": "events:{sid}",
     "event_log": "event-log:{stream}:{sid}",
     "broadcast_log": "event-log:broadcast",
+    "event_sizes": "event-sizes:{stream}:{sid}",
+    "broadcast_sizes": "event-sizes:broadcast",
     "event_clock": "events-clock",
     # shared by every process
     "secret": "secret:{name}",
@@ -124,7 +137,17 @@ def _head(name: str) -> str:
 class Keys:
     """The names under one prefix that Python passes to Redis (the scripts build the rest)."""
 
-    __slots__ = ("_session", "_session_uris", "_stream", "_uri", "broadcast_channel", "node_channel_head", "prefix", "subscriptions_channel")
+    __slots__ = (
+        "_sent",
+        "_session",
+        "_session_uris",
+        "_stream",
+        "_uri",
+        "broadcast_channel",
+        "node_channel_head",
+        "prefix",
+        "subscriptions_channel",
+    )
 
     def __init__(self, prefix: str) -> None:
         self.prefix = prefix
@@ -132,6 +155,7 @@ class Keys:
         self._session = prefix + _head("session")
         self._session_uris = prefix + _head("session_uris")
         self._uri = prefix + _head("uri")
+        self._sent = prefix + _head("sent")
         #: ``node:<node>`` without the node id: a script appends the id of the node it reads in a stream key.
         self.node_channel_head = prefix + _head("node_channel")
         self.broadcast_channel = prefix + LAYOUT["broadcast_channel"]
@@ -142,6 +166,10 @@ class Keys:
 
     def reply(self, request_id: str, session_id: str) -> str:
         return self.prefix + LAYOUT["reply"].format(rid=request_id, sid=session_id)
+
+    def sent(self, key: str, part: int = 0) -> str:
+        """The mark of a send with idempotency key *key* (of its part *part*, for a message sent in parts)."""
+        return f"{self._sent}{key} {part}" if part else self._sent + key
 
     def node_channel(self, node: str) -> str:
         return self.node_channel_head + node

@@ -37,8 +37,15 @@ Failures: the listener reconnects with exponential backoff, resubscribes
 and re-registers this node's streams (Redis may have lost them), logging
 each outage and recovery; open streams stay open. Without an event store,
 messages published while a listener is disconnected are lost (delivery is
-at most once). Configure Redis with ``maxmemory-policy noeviction`` (or no
-memory limit): an evicted stream key reads as a closed stream.
+at most once). With one, a stream whose GET log (or the broadcast log its
+replay merges) Redis lost, in a restart without persistence, is closed
+instead, by the catch-up or the heartbeat,
+whichever sees it first (one warning with the count): messages sent to it
+since were dropped, as there was no log to store them in, and its client,
+resuming with its last id, gets 410 (the id is unknown), which tells it so;
+re-opening a log under the open stream would hide the gap. Configure Redis
+with ``maxmemory-policy noeviction`` (or no memory limit): an evicted stream
+key reads as a closed stream.
 
 Catch-up bookkeeping (with an event store): messages are addressed to a
 registration, not a session, so what was routed to a stream before it was
@@ -60,6 +67,7 @@ import itertools
 import logging
 import os
 import secrets
+import sys
 import threading
 import time
 from collections.abc import Iterator, Sequence
@@ -84,6 +92,8 @@ logger = logging.getLogger(__name__)
 
 #: Most keys handled by one script call (bounds the time Redis spends in it).
 BATCH = 1000
+#: What ``STREAM_REFRESH`` says of a stream besides "refreshed": deleted or taken over elsewhere, or its log is lost.
+_GONE, _LOG_LOST = 0, 2
 #: Most messages, and about the most bytes, the listener reads before it queues what they carry.
 _BATCH_MESSAGES = 1000
 _BATCH_BYTES = 4 * 1024 * 1024
@@ -248,6 +258,8 @@ class Node:
     def __init__(self, config: NodeConfig) -> None:
         self.config = config
         self.pid = os.getpid()
+        #: Frames up to this many bytes fit every stream registered here so far (see :meth:`deliver`).
+        self.fits_all = sys.maxsize
         self.node = secrets.token_hex(8)
         self.channel = config.keys.node_channel(self.node)
         self.counter = itertools.count(1)
@@ -317,6 +329,12 @@ class Node:
 
     def deliver(self, frames: list[bytes], entries: list[Registration]) -> None:
         """Queue *frames* on each stream of *entries*, back to back; a stream closed or overflowing is forgotten."""
+        if max(map(len, frames)) > self.fits_all:  # some stream here may never hold one of them
+            self.deliver_fitting(frames, entries)
+        else:
+            self._queue(frames, entries)
+
+    def _queue(self, frames: list[bytes], entries: list[Registration]) -> None:
         forget = self.forget
         if len(frames) == 1:  # the most common run: one message
             frame = frames[0]
@@ -330,6 +348,24 @@ class Node:
                 if not enqueue(frame):
                     forget(entry.session_id, entry)
                     break
+
+    def deliver_fitting(self, frames: list[bytes], entries: list[Registration]) -> None:
+        """:meth:`deliver`, leaving out (logged) the frames a stream's ``max_bytes`` could never hold.
+
+        The sender is another process (its own ``max_message_bytes`` check
+        passed): all this process can do is say so.
+        """
+        for entry in entries:
+            controller = entry.controller
+            fitting = [frame for frame in frames if len(frame) <= controller.max_bytes]
+            if len(fitting) < len(frames):
+                logger.warning(
+                    "a message larger than the %d bytes the stream of session %r holds was not delivered to it; "
+                    "keep the stream managers' max_message_bytes at most the transports' stream_max_bytes",
+                    controller.max_bytes, entry.session_id,
+                )
+            if fitting:
+                self._queue(fitting, [entry])
 
     def request_catch_up(self, entry: Registration) -> None:
         """Have the listener catch *entry* up from its floor (``c <n>``; a no-op if it is live).
@@ -349,15 +385,15 @@ class Node:
         Runs before the listener reads any further message, so events come in
         order; those the subscription delivers again are dropped by position.
         Every stream caught up is live from then on. A stream that missed
-        more than its logs hold is closed (its client resumes and learns it);
-        one whose log Redis lost stays open (the heartbeat opens a new log).
+        more than its logs hold is closed (its client resumes and learns it),
+        and so is one whose log is gone (:meth:`end_lost`).
         """
         if entries is None:
             self.catch_ups += 1  # before collecting the streams: see request_catch_up
             with self.lock:
                 entries = list(self.registrations.values())
         entries = [e for e in entries if e.floor is not None and not e.controller.closed]
-        lost = 0
+        lost: list[Registration] = []
         for chunk in chunks(entries, 100):
             args: list[str | int] = [*self.config.store_args]
             for entry in chunk:
@@ -373,9 +409,30 @@ class Node:
                     logger.warning("stream of session %r missed more events than its log holds: closing it", entry.session_id)
                     self.end(entry)
                 else:
-                    lost += 1
-        if lost:
-            logger.warning("the event logs of %d open streams are gone (Redis lost its data?): new logs are opened", lost)
+                    lost.append(entry)
+        self.end_lost(lost)
+
+    def end_lost(self, entries: list[Registration]) -> None:
+        """Close the resumable streams whose log is gone (Redis lost its data?), with one warning for all.
+
+        Messages sent to them since were dropped (no log to store them in),
+        so they must not go on as if nothing happened: closed, each client
+        resumes with its last id and gets 410 (unknown id), which tells it
+        messages were lost; a new stream then works as any other.
+        """
+        with self.lock:  # the catch-up and the heartbeat may both see a stream: the first one ends it
+            ending = [entry for entry in entries if self.registrations.get(entry.number) is entry]
+            for entry in ending:
+                del self.registrations[entry.number]
+        if not ending:
+            return
+        logger.warning(
+            "the event logs of %d open streams are gone (Redis lost its data?): closing them, so their clients "
+            "resume and learn that messages were lost (410)",
+            len(ending),
+        )
+        for entry in ending:
+            self.end(entry)
 
     def shutdown(self) -> None:
         """Close this process's streams, stop its threads, delete its keys."""
@@ -429,6 +486,7 @@ class Node:
         config = self.config
         with self.lock:
             items = list(self.streams.items())
+        lost: list[Registration] = []
         for chunk in chunks(items):
             sids = [sid for sid, _ in chunk]
             streams = [get_stream_id(sid) for sid in sids] if config.logged else []
@@ -439,13 +497,16 @@ class Node:
                     *(e.token for _, e in chunk), *sids, *streams,
                 ],
             )
-            for (sid, entry), alive in zip(chunk, results):
-                if not alive:
+            for (sid, entry), state in zip(chunk, results):
+                if state == _GONE:
                     if not entry.controller.closed:
                         logger.info("stream of session %r was deleted or taken over elsewhere: closing it", sid)
                     self.end(entry)
+                elif state == _LOG_LOST:
+                    lost.append(entry)
                 elif entry.controller.closed or self.streams.get(sid) is not entry:
                     self.pending.append((sid, entry.token))  # ended meanwhile: the beat may have re-created its key
+        self.end_lost(lost)
 
     def heartbeat(self) -> None:
         """Thread: refresh stream keys every interval, delete ended streams' keys promptly."""
@@ -599,7 +660,8 @@ class Node:
         """A broadcast: with an event store, a stored one is framed once and queued on every live registration.
 
         A broadcast without an entry id comes from a manager without an event
-        store (e.g. a notification script): delivered as such, unstored.
+        store (which sends only while no store keeps logs on the prefix) or
+        from another publisher: delivered as such, unstored.
         """
         entry_id, data = wire.decode_broadcast(payload) if self.config.logged else (None, payload)
         if entry_id is None:

@@ -23,7 +23,12 @@ message, and each run of targeted messages as one per node holding targets
 them on its streams as one batch (:mod:`._node`). A send is never retried:
 after a timeout Redis may have run it already, and a retry could deliver it
 twice (:func:`~._common.run_once`); the error says which messages of a batch
-were sent, which may have been, which were not.
+were sent, which may have been, which were not. A caller that must know
+retries with an idempotency key: the script marks the key (``SET NX PX
+dedupe_ttl``, :mod:`._keys`) before it routes or stores the message, in the
+same atomic call, and skips a message whose key is marked, so a retry of a
+send that did run does nothing (exactly once, stored once). A message
+without a key costs nothing more.
 
 Event store: with a :class:`~session_manager.redis.RedisEventStore`
 (``event_store=``) streams are resumable. One script stores a message on
@@ -35,6 +40,14 @@ broadcast log that every GET-stream replay merges (so it reaches every
 session with a GET-stream log, open stream or not), and published once with
 its entry id; each node frames it once and queues it on its live
 registrations.
+
+The deployment decides whether events are stored, not each process: a
+manager without a store refuses every send (one ``EXISTS`` per call, in the
+send script) while a ``RedisEventStore`` keeps logs on its prefix (the
+store's broadcast log lives as long as any GET-stream log), raising
+:class:`~session_manager.EventStoreRequiredError` with nothing sent. Its
+messages would carry no id and miss the logs: a client resuming across one
+would get a replay with a hole it cannot see.
 
 Why the manager takes a ``RedisEventStore`` and nothing else (a
 ``TypeError`` says so): storing a message and routing it are one Lua script,
@@ -69,18 +82,19 @@ number of sessions. Calls that need Redis during an outage raise
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Iterable, Sequence
 
 import redis as redis_py
 
 from .. import _validate
 from .._validate import positive_seconds
-from ..base import Message, StreamSessionManager, batch_error, checked_batch
-from ..errors import BackendUnavailableError, StreamConflictError
+from ..base import DEFAULT_DEDUPE_TTL, CheckedMessage, Message, StreamSessionManager, batch_error, checked_batch
+from ..base import idempotency_key as checked_key
+from ..errors import BackendUnavailableError, EventStoreRequiredError, MessageTooLargeError, StreamConflictError
 from ..events import EventStore, get_stream_id, resume_frames
 from ..replies import PendingReply
 from ..sse import encode_event
-from ..stream import StreamController
+from ..stream import DEFAULT_MAX_BYTES, StreamController
 from . import _scripts as lua
 from ._common import Call, CallsFailed, RedisBacked, milliseconds, run_once, text
 from ._events import RedisEventStore, check_resume, position, replay_reply
@@ -93,6 +107,10 @@ logger = logging.getLogger(__name__)
 
 #: Most bytes of message data in one script call (a call is one command: Redis reads it whole).
 _CALL_BYTES = 4 * 1024 * 1024
+#: In a ``STREAM_SEND_MANY`` call: the argument before a message with a mark key (an idempotency key's).
+_MARKED = "k"
+#: The reply of a ``STREAM_SEND_MANY`` call that refused to send (a store-less manager where logs live).
+_REFUSED = -1
 
 def _valid_ids(sessions: Iterable[str]) -> list[str]:
     """The ids of a send that can name a stream; others are unknown ids, ignored."""
@@ -111,38 +129,51 @@ class _SendCalls:
     A call holds at most :data:`BATCH` targets, :data:`BATCH` messages and
     about :data:`_CALL_BYTES` of data (bounding the time Redis spends in
     one script); a message with more targets is split over several calls.
+    A message with an idempotency key is split at fixed points of its own
+    targets (every :data:`BATCH`), each part marked with its own key
+    (``Keys.sent(key, part)``): a retry splits it the same way, whatever
+    else its batch holds, so each part runs once.
     """
 
-    def __init__(self, head: list[str | int], stream_key: Callable[[str], str], logged: bool) -> None:
+    def __init__(self, head: list[str | int], keys: Keys, logged: bool) -> None:
         self.calls: list[Call] = []
         #: Per message: the first and the last call holding a part of it (a message with nothing to send:
         #: the call that was open when it came).
         self.spans: list[tuple[int, int]] = []
-        self._head, self._stream_key, self._logged = head, stream_key, logged
+        self._head, self._stream_key, self._sent_key, self._logged = head, keys.stream, keys.sent, logged
         self._keys: list[str] = []
         self._args: list[str | int] = list(head)
         self._parts = self._bytes = 0
 
-    def add(self, sessions: Sequence[str] | None, data: str) -> None:
+    def add(self, sessions: Sequence[str] | None, data: str, key: str | None = None) -> None:
         if sessions is None:
-            call = self._part(data, None)
+            call = self._part(data, None, None if key is None else self._sent_key(key))
             self.spans.append((call, call))
             return
         rest = _valid_ids(sessions)
         holders: list[int] = []
-        while rest:  # usually one part; else fill the open call, then the next ones
-            if len(self._keys) == BATCH:
+        if key is not None:  # marked parts, even with no target: the key is used all the same
+            for part, start in enumerate(range(0, max(len(rest), 1), BATCH)):
+                ids = rest[start : start + BATCH]
+                if self._keys and len(self._keys) + len(ids) >= BATCH:
+                    self._close()
+                holders.append(self._part(data, ids, self._sent_key(key, part)))
+        while rest and key is None:  # usually one part; else fill the open call, then the next ones
+            if len(self._keys) >= BATCH:
                 self._close()
             room = BATCH - len(self._keys)
             holders.append(self._part(data, rest[:room]))
             rest = rest[room:]
         self.spans.append((holders[0], holders[-1]) if holders else (len(self.calls), len(self.calls)))
 
-    def _part(self, data: str, ids: Sequence[str] | None) -> int:
-        """Add one message (to *ids*, or to every stream) to the open call; return that call's index."""
+    def _part(self, data: str, ids: Sequence[str] | None, mark: str | None = None) -> int:
+        """Add one message (to *ids*, or to every stream; *mark*: its mark key) to the open call; return its index."""
         if self._parts == BATCH or (self._parts and self._bytes + len(data) > _CALL_BYTES):
             self._close()
         args = self._args
+        if mark is not None:
+            args.append(_MARKED)
+            self._keys.append(mark)
         if ids is None:
             args += (-1, data)
         else:
@@ -177,6 +208,10 @@ class _SendCalls:
             return sent, len(self.spans) - sent
         return sent, int(sent < len(self.spans) and self.spans[sent][0] < done)
 
+    def whole(self, ran: Sequence[bool]) -> int:
+        """The messages wholly in calls that ran (``ran[i]``: call *i* did), when some calls refused."""
+        return sum(all(ran[first : last + 1]) for first, last in self.spans)
+
 
 class RedisStreamSessionManager(RedisBacked, StreamSessionManager):
     """Streams of every process, reachable from any process through Redis.
@@ -201,7 +236,17 @@ class RedisStreamSessionManager(RedisBacked, StreamSessionManager):
     :param event_store: a :class:`RedisEventStore` on the same Redis, to make
         streams resumable; :meth:`close` closes it. No other store will do:
         storing a message must be atomic with routing it (one script does
-        both), or a resume could miss or repeat events.
+        both), or a resume could miss or repeat events. Without one, sends
+        raise :class:`~session_manager.EventStoreRequiredError` (nothing
+        sent) while a store keeps logs on *prefix*: the deployment decides.
+    :param dedupe_ttl: seconds a send's ``idempotency_key`` is remembered
+        (a ``sent:<key>`` key in Redis with that TTL, shared by every process).
+    :param max_message_bytes: the largest message (UTF-8) a send accepts;
+        a larger one raises :class:`~session_manager.MessageTooLargeError`,
+        nothing sent. The streams of other processes cannot tell this one
+        that a message exceeds their bound, so it is checked here: keep it
+        at most the transports' ``stream_max_bytes`` (both 16 MiB by
+        default, half of Redis's default pub/sub output buffer limit).
     """
 
     def __init__(
@@ -214,6 +259,8 @@ class RedisStreamSessionManager(RedisBacked, StreamSessionManager):
         socket_timeout: float = 5.0,
         max_connections: int = 8,
         event_store: RedisEventStore | None = None,
+        dedupe_ttl: float = DEFAULT_DEDUPE_TTL,
+        max_message_bytes: int = DEFAULT_MAX_BYTES,
     ) -> None:
         if event_store is not None and not isinstance(event_store, RedisEventStore):
             raise TypeError(
@@ -233,7 +280,11 @@ class RedisStreamSessionManager(RedisBacked, StreamSessionManager):
                 f"the event store's session_ttl ({event_store.session_ttl:g} s) must exceed twice "
                 f"heartbeat_interval ({interval:g} s): the heartbeat keeps the logs of open streams alive"
             )
+        if type(max_message_bytes) is not int or max_message_bytes < 1:
+            raise ValueError(f"max_message_bytes must be a positive int, got {max_message_bytes!r}")
+        self._max_message_bytes = max_message_bytes
         self._ttl_ms = milliseconds(ttl, "liveness_ttl")
+        dedupe_ms = milliseconds(dedupe_ttl, "dedupe_ttl")
         self._timeout = self._connect(
             url_or_client,
             prefix=prefix,
@@ -261,6 +312,9 @@ class RedisStreamSessionManager(RedisBacked, StreamSessionManager):
                 )
             self._claim_logged = register(lua.STREAM_CLAIM_LOGGED)
             self._resume = register(lua.STREAM_RESUME)
+        #: ARGV[1..8] of every STREAM_SEND_MANY call; without a store the script checks no store logs on our prefix.
+        guarded = "" if event_store is not None else self._prefix
+        self._send_head: list[str | int] = [*self._store_args, self._channel_head, self._broadcast, guarded, dedupe_ms]
         self._slot = NodeSlot(
             NodeConfig(
                 self._client,
@@ -308,6 +362,7 @@ class RedisStreamSessionManager(RedisBacked, StreamSessionManager):
                 raise StreamConflictError(session_id)
             node.creating.add(session_id)
         entry = Registration(controller, node.node, next(node.counter), session_id)
+        node.fits_all = min(node.fits_all, controller.max_bytes)
         try:
             if not node.ready.wait(0 if node.failures else self._timeout):
                 raise self._errors.unavailable(
@@ -435,14 +490,21 @@ class RedisStreamSessionManager(RedisBacked, StreamSessionManager):
         # A tombstone, or a stream of this process that is not open any more.
         return not token.startswith("-") and token.partition(":")[0] != node.node
 
-    def send(self, sessions: Iterable[str] | None, data: str) -> None:
+    def send(self, sessions: Iterable[str] | None, data: str, *, idempotency_key: str | None = None) -> None:
         """See :meth:`StreamSessionManager.send`: a batch of one (one script call per 1,000 targets).
 
         Raises :class:`~session_manager.BackendUnavailableError` if Redis
         cannot be used; the message may or may not have been sent then (it
-        is never sent twice: sends are not retried).
+        is never sent twice: sends are not retried). Retry it with the same
+        *idempotency_key* to have it sent exactly once: the script that
+        routes and stores it first marks the key (``SET NX``), and skips a
+        message whose key is marked. Without an event store, raises
+        :class:`~session_manager.EventStoreRequiredError` (nothing sent)
+        where a store keeps logs on this prefix.
         """
-        self._send_batch([(None if sessions is None else _validate.session_ids(sessions), _validate.message(data))])
+        key = None if idempotency_key is None else checked_key(idempotency_key)
+        sessions = None if sessions is None else _validate.session_ids(sessions)
+        self._send_batch([(sessions, _validate.message(data), key)])
 
     def send_many(self, messages: Iterable[Message]) -> None:
         """See :meth:`StreamSessionManager.send_many`: the whole batch in one round trip.
@@ -451,27 +513,33 @@ class RedisStreamSessionManager(RedisBacked, StreamSessionManager):
         atomic: with an event store, storing and routing each message stay
         one step), the calls pipelined and run in order, never retried.
         Redis refusing a call (a ``ResponseError``: a full Redis, a bug) is
-        raised as is.
+        raised as is. Each message may carry its own idempotency key, as
+        with :meth:`send`.
         """
         self._send_batch(checked_batch(messages))
 
-    def _send_batch(self, batch: Sequence[tuple[Sequence[str] | None, str]]) -> None:
-        plan = _SendCalls(
-            [*self._store_args, self._channel_head, self._broadcast], self._keys.stream, self._store is not None
-        )
-        for sessions, data in batch:
-            plan.add(sessions, data)
+    def _send_batch(self, batch: Sequence[CheckedMessage]) -> None:
+        plan = _SendCalls(self._send_head, self._keys, self._store is not None)
+        limit = self._max_message_bytes
+        for sessions, data, key in batch:  # planned, not sent yet: a message too large stops everything
+            if len(data) * 4 > limit:  # 4 bytes a character at most: measure only what could be too large
+                size = len(data.encode("utf-8", "surrogatepass"))
+                if size > limit:
+                    raise MessageTooLargeError(size, limit)
+            plan.add(sessions, data, key)
         calls = plan.finish()
         if not calls:
             return  # no target can have a stream
         try:
-            run_once(self._client, self._send, calls)
+            replies = run_once(self._client, self._send, calls)
         except CallsFailed as failed:
             error = failed.error(self._errors)  # Redis refused a call (a bug, a full Redis): its own error
             if isinstance(error, BackendUnavailableError) and len(batch) > 1:
                 sent, unknown = plan.outcome(failed.done, failed.unsure)
                 error = batch_error(str(error), len(batch), sent, unknown)
             raise error from failed.cause
+        if _REFUSED in replies:  # every call refuses alike, unless a store's logs came or went in between
+            raise EventStoreRequiredError(self._prefix, len(batch), plan.whole([r != _REFUSED for r in replies]))
 
     def expect_reply(self, session_id: str, request_id: str, timeout: float) -> PendingReply:
         """See :meth:`StreamSessionManager.expect_reply`: a reply POSTed to any process finds this one.

@@ -41,7 +41,7 @@ from ..stream import StreamController
 from ..subscriptions import ListenFilter, acknowledged_message
 from ._checks import accepts, check_content_type, check_peer, method_not_allowed, read_message, url_path
 from ._client_requests import INPUT_METHODS, ClientRequests, InputRounds
-from ._context import Emit, RequestContext, context_for
+from ._context import CANCELLED, Emit, RequestContext, context_for
 from ._handler import Handler, OnSuccess, invoke, notify_handler
 from ._handshake import (
     PROTOCOL_HEADER,
@@ -164,7 +164,7 @@ class McpApp(Notifier):
         self.handler = handler
         #: The transport's options, checked (:class:`McpOptions`).
         self.options = McpOptions(**settings) if options is None else options
-        self._lifecycle = lifecycle = Lifecycle(self.options.max_handlers)
+        self._lifecycle = lifecycle = Lifecycle(self.options.max_handlers, self.managers.info.exists)
         requests = ClientRequests(self.managers, closing=lambda: lifecycle.closing)  # waiting handlers give up
         self._handshake = HandshakeSteps(self.options, self.managers, requests)
         self._modern = ModernSteps(self.options)
@@ -239,13 +239,17 @@ class McpApp(Notifier):
     def _new_stream(self, request: Request, kind: type[StreamController] = StreamController) -> StreamController:
         """A tracked stream for *request*, with the options' keepalive, bound and retry.
 
-        A client that falls *stream_maxsize* frames behind has its socket
-        shut, so a write blocked on it fails at once.
+        A client that falls *stream_maxsize* frames or *stream_max_bytes*
+        bytes behind has its socket shut, so a write blocked on it fails at
+        once.
         """
         options = self.options
-        on_overflow = socket_closer(request.environ)
         stream = kind(
-            keepalive=options.keepalive, maxsize=options.stream_maxsize, retry=options.retry, on_overflow=on_overflow
+            keepalive=options.keepalive,
+            maxsize=options.stream_maxsize,
+            max_bytes=options.stream_max_bytes,
+            retry=options.retry,
+            on_overflow=socket_closer(request.environ),
         )
         return self._lifecycle.track(stream)
 
@@ -305,6 +309,8 @@ class McpApp(Notifier):
         key = self._session_key(request)
         info = steps.session_info(key)
         if message.kind != REQUEST:
+            if message.method == CANCELLED:  # the handler sees it too
+                self._lifecycle.requests.cancel(key, message.params)
             steps.client_message(self.handler, key, info, message)
             return empty_response(202)
         try:
@@ -313,7 +319,9 @@ class McpApp(Notifier):
             return self._reply(error_response(message.id, error), use_sse, key)
         if not use_sse:
             ctx = steps.context(key, info, message, steps.to_session(key))
-            return self._reply(invoke(self.handler, message, ctx, record)[0], use_sse)
+            with self._lifecycle.requests.running(ctx):
+                reply = invoke(self.handler, message, ctx, record)[0]
+            return self._reply(reply, use_sse)
         return self._stream_post(request, key, info, message, record)
 
     def _stream_post(
@@ -338,7 +346,7 @@ class McpApp(Notifier):
         ctx = self._handshake.context(key, info, message, post.send, post.close_early)
         try:
             self._lifecycle.start(
-                key, message.method or "request", self._posts.run, post, self.handler, message, ctx, record
+                key, message.method or "request", self._posts.run, post, self.handler, message, ctx, record, request=ctx
             )
         except BaseException:
             self._posts.end(post)
@@ -639,6 +647,7 @@ class McpApp(Notifier):
         key = self._session_key(request)
         self._handshake.check_exists(key)
         self.managers.delete(key)
+        self._lifecycle.requests.cancel_session(key)
         return empty_response(204)
 
     def __repr__(self) -> str:

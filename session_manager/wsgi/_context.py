@@ -2,25 +2,28 @@
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import threading
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from typing import TYPE_CHECKING, Any, Protocol
 
 from .._jsonrpc import REQUEST, Message, notification
 from .._mcp import log_enabled, log_notification, progress_notification
-from ..errors import BackendUnavailableError
-from ._client_requests import DEFAULT_REQUEST_TIMEOUT, cannot_ask
+from ..errors import BackendUnavailableError, SessionManagerError
+from ._client_requests import _SESSION_CHECK_INTERVAL, DEFAULT_REQUEST_TIMEOUT, cannot_ask
 
 if TYPE_CHECKING:
     from ._client_requests import ClientRequests, InputRounds
 
-__all__ = ["Declared", "RequestContext", "context_for", "progress_token"]
+__all__ = ["CANCELLED", "Declared", "RequestContext", "RunningRequests", "context_for", "progress_token"]
 
 logger = logging.getLogger(__name__)
 
 Emit = Callable[[str], object]
+#: What a client sends to cancel one of its requests (the cancellation utility, 2025-11-25 and before).
+CANCELLED = "notifications/cancelled"
 
 
 class Declared(Protocol):
@@ -59,6 +62,8 @@ def context_for(
         emit=emit,
         **extra,
     )
+
+
 #: Ends the current request's stream with a ``retry`` hint (milliseconds, or the transport's); False if it cannot.
 CloseStream = Callable[[int | None], bool]
 
@@ -81,9 +86,15 @@ class RequestContext:
     A stateless request (protocol 2026-07-28, :attr:`stateless`) has no
     session (``session_id`` is ``None``): what the client declared comes
     with the request, messages go only on its own stream, logs only if the
-    request set a log level, :meth:`request` becomes a multi round-trip
-    request, and :attr:`cancelled` turns true when the client closes the
-    request's stream.
+    request set a log level, and :meth:`request` becomes a multi round-trip
+    request.
+
+    :attr:`cancelled` (and :meth:`wait_cancelled`) tells a request's handler
+    that its client gave up, so it can stop working: a stateless request
+    when its client closes the request's stream; a request of a session
+    when the client sends ``notifications/cancelled`` naming it, when the
+    session is deleted or expires, or when the server shuts down
+    (:meth:`~session_manager.wsgi.McpApp.close`).
 
     Attributes: ``session_id`` (the key the managers know the session by:
     the ``Mcp-Session-Id``, prefixed by the principal when one is
@@ -99,6 +110,8 @@ class RequestContext:
         "_close_stream",
         "_emit",
         "_input",
+        "_next_check",
+        "_running",
         "client_capabilities",
         "client_info",
         "log_level",
@@ -138,7 +151,9 @@ class RequestContext:
         self._client = client
         self._close_stream = close_stream
         self._input = rounds
-        self._cancel = cancel
+        self._cancel = cancel  # a session request's is made when first needed (:meth:`RunningRequests.signal`)
+        self._running: RunningRequests | None = None  # a session request's registry, once it runs
+        self._next_check = 0.0  # when to look up the session next (:meth:`_session_gone`)
 
     @property
     def stateless(self) -> bool:
@@ -147,22 +162,72 @@ class RequestContext:
 
     @property
     def cancelled(self) -> bool:
-        """Whether the client gave up on this request (it closed the request's stream); stop work then.
+        """Whether the client gave up on this request, or the server needs it to end; stop work then.
 
-        Only a stateless request is ever cancelled this way: in a session,
-        a dropped stream is resumed, not cancelled. The server learns that
-        the client left when it next writes to the stream, so at the latest
-        one ``keepalive`` interval later (pings are writes).
+        A stateless request is cancelled when its client closes the
+        request's stream: the server learns it when it next writes to the
+        stream, so at the latest one ``keepalive`` interval later (pings are
+        writes). In a session a dropped stream is resumed, not cancelled; a
+        session's request (Streamable HTTP) is cancelled when:
+
+        - its client sends ``notifications/cancelled`` with its id (same
+          session, same principal). The notification reaches the request
+          when it lands on the process running it: with several processes
+          one landing elsewhere is ignored there;
+        - its session ends: deleted (``DELETE``) in this process, at once;
+          deleted in another process, or expired, noticed while the handler
+          asks (one session lookup a second at most, from the request's
+          second second on);
+        - the server shuts down (:meth:`~session_manager.wsgi.McpApp.close`):
+          finish quickly; the response still reaches a client that resumes.
+
+        The handler's reply is still sent when it returns (a client that
+        cancelled ignores it, as the spec asks): a POST is always answered,
+        and a resumable stream that ended without its response would be
+        resumed again and again. Notifications and ``initialize`` are never
+        cancelled.
         """
-        return self._cancel is not None and self._cancel.is_set()
+        cancel = self._cancel
+        if cancel is not None and cancel.is_set():
+            return True
+        return self._running is not None and self._session_gone()
 
     def wait_cancelled(self, timeout: float | None = None) -> bool:
-        """Sleep up to *timeout* seconds, waking early if the client gives up; return :attr:`cancelled`."""
-        if self._cancel is None:
+        """Sleep up to *timeout* seconds, waking early if the request is cancelled; return :attr:`cancelled`."""
+        running = self._running
+        cancel = self._cancel if running is None else running.signal(self)
+        if cancel is None:
             if timeout is not None:
                 time.sleep(timeout)
             return False
-        return self._cancel.wait(timeout)
+        if running is None or running.session_exists is None:
+            return cancel.wait(timeout)
+        deadline = None if timeout is None else time.monotonic() + timeout
+        while not (cancel.is_set() or self._session_gone()):
+            now = time.monotonic()
+            step = self._next_check - now
+            if deadline is not None:
+                if now >= deadline:
+                    return False
+                step = min(step, deadline - now)
+            cancel.wait(step)
+        return True
+
+    def _session_gone(self) -> bool:
+        """Whether the session ended in another process (a lookup at most once a second); cancels the request if so."""
+        running, key, now = self._running, self.session_id, time.monotonic()
+        if running is None or running.session_exists is None or key is None or now < self._next_check:
+            return False
+        self._next_check = now + _SESSION_CHECK_INTERVAL
+        try:
+            if running.session_exists(key):
+                return False
+        except SessionManagerError as exc:  # the backend is down: not a reason to give up the request
+            logger.debug("could not check that the session of a running request exists: %s", exc)
+            return False
+        logger.debug("request %.80r cancelled: its session ended", self.request_id)
+        running.signal(self).set()
+        return True
 
     def send(self, data: str) -> bool:
         """Emit one serialized JSON-RPC message; False if it could not be handed over."""
@@ -253,3 +318,133 @@ class RequestContext:
 
     def __repr__(self) -> str:
         return f"<RequestContext session={self.session_id!r} method={self.method!r} id={self.request_id!r}>"
+
+
+class RunningRequests:
+    """The session requests running in this process, by session key and request id: how each is cancelled.
+
+    One per transport. :meth:`add` registers a request's context when the
+    request starts, :meth:`discard` when it ends: a dict insert and a
+    delete under a lock, nothing else (the context's cancellation signal
+    is made only when someone waits for it or sets it). In between
+    :meth:`cancel` (the client's ``notifications/cancelled``),
+    :meth:`cancel_session` (the session deleted here) and :meth:`cancel_all`
+    (shutdown) cancel it, and :attr:`session_exists` lets a waiting handler
+    notice that its session ended in another process
+    (:attr:`RequestContext.cancelled`).
+
+    Nothing is shared between processes: a ``notifications/cancelled`` that
+    lands on a process not running its request is ignored there (no
+    backend round trip per request to route it).
+    """
+
+    __slots__ = ("_lock", "_sessions", "_stopped", "session_exists")
+
+    def __init__(self, session_exists: Callable[[str], bool] | None = None) -> None:
+        #: Whether a session exists (in any process): how a waiting handler learns its session ended elsewhere.
+        self.session_exists = session_exists
+        self._lock = threading.Lock()
+        self._stopped = False
+        #: session key -> request id -> the running request's context
+        self._sessions: dict[str, dict[str | int, RequestContext]] = {}
+
+    def add(self, ctx: RequestContext) -> None:
+        """Make *ctx*'s request cancellable until :meth:`discard` (a no-op for a notification or a stateless request).
+
+        A client reusing the id of one of its running requests makes the
+        newer one the one its ``notifications/cancelled`` names.
+        """
+        key, request_id = ctx.session_id, ctx.request_id
+        if key is None or request_id is None:
+            return
+        ctx._running = self
+        ctx._next_check = time.monotonic() + _SESSION_CHECK_INTERVAL  # the session was there when the request started
+        with self._lock:
+            running = self._sessions.get(key)
+            if running is None:
+                running = self._sessions[key] = {}
+            running[request_id] = ctx
+            stopped = self._stopped
+        if stopped:
+            self.signal(ctx).set()
+
+    def discard(self, ctx: RequestContext) -> None:
+        """*ctx*'s request is over: forget it."""
+        key, request_id = ctx.session_id, ctx.request_id
+        if key is None or request_id is None:
+            return
+        with self._lock:
+            running = self._sessions.get(key)
+            if running is not None and running.get(request_id) is ctx:
+                del running[request_id]
+                if not running:
+                    del self._sessions[key]
+
+    def signal(self, ctx: RequestContext) -> threading.Event:
+        """*ctx*'s cancellation signal, made on first use."""
+        cancel = ctx._cancel
+        if cancel is None:
+            with self._lock:
+                cancel = ctx._cancel
+                if cancel is None:
+                    cancel = ctx._cancel = threading.Event()
+        return cancel
+
+    @contextlib.contextmanager
+    def running(self, ctx: RequestContext) -> Iterator[RequestContext]:
+        """:meth:`add` *ctx* for the duration of a ``with`` block (a request answered in the caller's thread)."""
+        self.add(ctx)
+        try:
+            yield ctx
+        finally:
+            self.discard(ctx)
+
+    def cancel(self, key: str, params: Mapping[str, Any]) -> bool:
+        """The client of session *key* sent ``notifications/cancelled`` with *params*: cancel the request it names.
+
+        False, changing nothing, if no request with that ``requestId`` runs
+        here for the session (unknown, over, another session's, or running
+        in another process) or the params are malformed: a notification has
+        no answer, so these are only logged (debug).
+        """
+        request_id, reason = params.get("requestId"), params.get("reason")
+        # JSON true is no id: bool is excluded though it is an int to Python
+        if (
+            isinstance(request_id, bool)
+            or not isinstance(request_id, (str, int))
+            or not isinstance(reason, (str, type(None)))
+        ):
+            logger.debug(
+                "ignored a malformed notifications/cancelled (requestId %.80r, reason %.80r)", request_id, reason
+            )
+            return False
+        with self._lock:
+            ctx = self._sessions.get(key, {}).get(request_id)
+        if ctx is None:
+            logger.debug("ignored notifications/cancelled for request %.80r: no such request runs here", request_id)
+            return False
+        logger.debug("request %.80r cancelled by its client: %.200s", request_id, reason or "no reason given")
+        self.signal(ctx).set()
+        return True
+
+    def cancel_session(self, key: str) -> int:
+        """Session *key* ended: cancel its requests running here; returns how many."""
+        with self._lock:
+            cancelled = list(self._sessions.get(key, {}).values())
+        for ctx in cancelled:
+            self.signal(ctx).set()
+        return len(cancelled)
+
+    def cancel_all(self) -> int:
+        """The server shuts down: cancel every running request, and any that starts from now on; returns how many."""
+        with self._lock:
+            self._stopped = True
+            cancelled = [ctx for running in self._sessions.values() for ctx in running.values()]
+        for ctx in cancelled:
+            self.signal(ctx).set()
+        return len(cancelled)
+
+    def __len__(self) -> int:
+        """How many session requests run (registered) in this process."""
+        with self._lock:
+            return sum(len(running) for running in self._sessions.values())

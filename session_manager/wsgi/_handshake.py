@@ -21,7 +21,7 @@ from typing import Any
 
 from .._jsonrpc import INVALID_PARAMS, INVALID_REQUEST, REQUEST, SESSION_NOT_FOUND, HttpError, JsonRpcError, Message
 from .._validate import LOG_LEVELS
-from ..base import SessionInfo, SessionManagers
+from ..base import SessionInfo, SessionManagers, SessionQuota
 from ._client_requests import ClientRequests
 from ._context import CloseStream, Emit, RequestContext, context_for
 from ._handler import Handler, OnSuccess, notify_handler
@@ -71,16 +71,31 @@ def _after(action: Callable[[], object]) -> OnSuccess:
     return on_success
 
 
+def _capped(options: McpOptions, managers: SessionManagers) -> bool:
+    """Whether the options cap sessions; ``TypeError`` if they do and the info manager cannot enforce caps."""
+    if options.max_sessions is None and options.max_sessions_per_principal is None:
+        return False
+    info = managers.info
+    if not info.enforces_quotas:
+        raise TypeError(
+            f"{type(info).__name__} does not enforce session caps (its enforces_quotas is false): give it "
+            "create(..., quota=) and set enforces_quotas = True, or pass max_sessions=None and "
+            "max_sessions_per_principal=None to run without caps"
+        )
+    return True
+
+
 class HandshakeSteps:
     """The session steps of one transport, on its options and managers."""
 
-    __slots__ = ("client_requests", "managers", "options")
+    __slots__ = ("_capped", "client_requests", "managers", "options")
 
     def __init__(self, options: McpOptions, managers: SessionManagers, client_requests: ClientRequests) -> None:
         self.options = options
         self.managers = managers
         #: The handlers' requests to their clients, and the replies that come back.
         self.client_requests = client_requests
+        self._capped = _capped(options, managers)
 
     # -- initialize ----------------------------------------------------------------
 
@@ -147,9 +162,19 @@ class HandshakeSteps:
     # -- sessions --------------------------------------------------------------------
 
     def new_session(self, principal: str | None, **fields: Any) -> tuple[str, str]:
-        """Mint a session id and create its session with *fields*; returns ``(id, managers' key)``."""
+        """Mint a session id and create its session with *fields*; returns ``(id, managers' key)``.
+
+        Every transport creates its sessions here, so all obey the
+        *max_sessions* caps: past one the info manager raises
+        :class:`~session_manager.SessionLimitError` (503 or 429, see
+        :mod:`._responses`) and nothing is created.
+        """
         session_id = mint_session_id()
         key = session_key(principal, session_id)
+        if self._capped:
+            fields["quota"] = SessionQuota(
+                self.options.max_sessions, self.options.max_sessions_per_principal, principal
+            )
         self.managers.info.create(key, **fields)
         return session_id, key
 

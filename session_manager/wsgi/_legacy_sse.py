@@ -28,7 +28,7 @@ from ..errors import SessionManagerError
 from ..sse import encode_event
 from ..stream import StreamController
 from ._checks import accepts, check_content_type, method_not_allowed, read_message, url_path
-from ._context import RequestContext
+from ._context import CANCELLED, RequestContext
 from ._handler import Handler, OnSuccess, invoke
 from ._handshake import LEGACY_SUPPORTED_PROTOCOL_VERSIONS
 from ._responses import SSE, sse_response
@@ -136,7 +136,8 @@ class LegacySse:
         return sse_response(controller)
 
     def _end(self, key: str) -> None:
-        """The stream is over (client gone, or session deleted): the session goes with it."""
+        """The stream is over (client gone, or session deleted): the session goes with it, its requests cancelled."""
+        self._app._lifecycle.requests.cancel_session(key)
         try:
             self._app.managers.delete(key)
         except SessionManagerError as exc:
@@ -162,11 +163,15 @@ class LegacySse:
             emit(error_response(message.id, error))
             return _accepted()
         if prepared is None:
+            if message.method == CANCELLED:  # the handler sees it too
+                app._lifecycle.requests.cancel(key, message.params)
             steps.client_message(app.handler, key, info, message)
             return _accepted()
         info, record = prepared
         ctx = steps.context(key, info, message, emit)
-        app._lifecycle.start(key, message.method or "request", _run_request, app.handler, message, ctx, record)
+        app._lifecycle.start(
+            key, message.method or "request", _run_request, app.handler, message, ctx, record, request=ctx
+        )
         return _accepted()
 
     def _session_info(self, key: str) -> SessionInfo:

@@ -8,6 +8,9 @@ monkey-patching ``threading.Thread`` is a greenlet, so the same code serves
 both worlds. A request thread runs in a copy of the context variables of
 the request that started it: a framework's request context (Flask's
 ``request`` and ``g``), tracing or logging context reach the handler.
+The session requests running here are also kept by session and request id
+(:attr:`Lifecycle.requests`), so a client's ``notifications/cancelled``, the
+session's end or the shutdown cancels them.
 """
 
 from __future__ import annotations
@@ -22,6 +25,7 @@ from typing import Any
 from .._jsonrpc import INTERNAL_ERROR, HttpError
 from ..base import SessionManagers
 from ..stream import StreamController
+from ._context import RequestContext, RunningRequests
 
 __all__ = ["Lifecycle", "shutting_down", "too_busy"]
 
@@ -46,11 +50,14 @@ def too_busy(limit: int) -> HttpError:
 class Lifecycle:
     """The open streams and running request threads of one transport; refuses new ones once closing."""
 
-    __slots__ = ("_closing", "_controllers", "_lock", "_running", "_workers", "max_handlers")
+    __slots__ = ("_closing", "_controllers", "_lock", "_running", "_workers", "max_handlers", "requests")
 
-    def __init__(self, max_handlers: int | None = None) -> None:
+    def __init__(self, max_handlers: int | None = None, session_exists: Callable[[str], bool] | None = None) -> None:
         #: Most request threads running at once (None: no bound); one more gets 503.
         self.max_handlers = max_handlers
+        #: The session requests running here, by session and request id: what cancels them (*session_exists*:
+        #: how a waiting handler checks that its session did not end in another process).
+        self.requests = RunningRequests(session_exists)
         self._lock = threading.Lock()
         self._closing = False
         self._controllers: set[StreamController] = set()
@@ -71,7 +78,15 @@ class Lifecycle:
         controller.add_close_callback(lambda: self._forget(self._controllers, controller))
         return controller
 
-    def start(self, key: str, name: str, run: Callable[..., object], *args: Any, bounded: bool = True) -> None:
+    def start(
+        self,
+        key: str,
+        name: str,
+        run: Callable[..., object],
+        *args: Any,
+        bounded: bool = True,
+        request: RequestContext | None = None,
+    ) -> None:
         """Run ``run(*args)`` on a new thread (greenlet under gevent) on behalf of session *key*.
 
         503 once closing, or while :attr:`max_handlers` threads run (with
@@ -81,7 +96,9 @@ class Lifecycle:
         :meth:`close` can wait for it, and while it runs the session is
         kept alive (:meth:`is_running`). The HTTP request may end first: a
         client that went away does not cancel its request. The thread sees
-        the caller's context variables (a copy).
+        the caller's context variables (a copy). A session request's context,
+        *request*, is in :attr:`requests` while the thread runs: it can be
+        cancelled.
         """
 
         def body() -> None:
@@ -90,7 +107,7 @@ class Lifecycle:
             except Exception:
                 logger.exception("MCP request thread failed on %s", name)
             finally:
-                self._finished(key, thread)
+                self._finished(key, thread, request)
 
         context = contextvars.copy_context()
         thread = threading.Thread(target=context.run, args=(body,), name=f"mcp-{name[:40]}", daemon=True)
@@ -101,9 +118,17 @@ class Lifecycle:
                 raise too_busy(self.max_handlers)
             self._workers.add(thread)
             self._running[key] = self._running.get(key, 0) + 1
-        thread.start()
+        if request is not None:
+            self.requests.add(request)  # before the thread starts: a cancel sent right away finds it
+        try:
+            thread.start()
+        except BaseException:  # no thread (the OS refused one): nothing of it stays behind
+            self._finished(key, thread, request)
+            raise
 
-    def _finished(self, key: str, thread: threading.Thread) -> None:
+    def _finished(self, key: str, thread: threading.Thread, request: RequestContext | None) -> None:
+        if request is not None:
+            self.requests.discard(request)
         with self._lock:
             self._workers.discard(thread)
             left = self._running.pop(key) - 1
@@ -124,14 +149,16 @@ class Lifecycle:
             self._closing = True
 
     def close(self, managers: SessionManagers, timeout: float) -> bool:
-        """Shut down: end every stream, wait up to *timeout* seconds for the handlers, close *managers*.
+        """Shut down: cancel requests, end streams, wait up to *timeout* seconds for the handlers, close *managers*.
 
-        Open streams end at once, each with its ``retry`` hint so clients
-        reconnect (elsewhere, or here after a restart); streams already
-        ending (draining their last frames) finish doing so. Then the ended
-        streams are given until the same deadline to be released (their
-        close callbacks, e.g. unregistering them, run before the managers
-        close). Returns True if no handler was left running. Idempotent.
+        Running requests are cancelled (``ctx.cancelled`` turns true: a
+        handler that asks finishes early). Open streams end at once, each
+        with its ``retry`` hint so clients reconnect (elsewhere, or here
+        after a restart); streams already ending (draining their last
+        frames) finish doing so. Then the ended streams are given until the
+        same deadline to be released (their close callbacks, e.g.
+        unregistering them, run before the managers close). Returns True if
+        no handler was left running. Idempotent.
         """
         if not isinstance(timeout, (int, float)) or timeout < 0:
             raise ValueError(f"timeout must be a non-negative number of seconds, got {timeout!r}")
@@ -139,6 +166,7 @@ class Lifecycle:
             self._closing = True
             controllers = list(self._controllers)
             workers = list(self._workers)
+        self.requests.cancel_all()
         for controller in controllers:
             if not controller.closed:  # one already ending (a response, a listen result) delivers what it has
                 controller.close()

@@ -15,7 +15,7 @@ from werkzeug.wrappers import Request
 
 from .. import __version__
 from .._validate import positive_seconds
-from ..stream import DEFAULT_KEEPALIVE, DEFAULT_MAXSIZE, StreamController
+from ..stream import DEFAULT_KEEPALIVE, DEFAULT_MAX_BYTES, DEFAULT_MAXSIZE, StreamController
 from ._checks import Allowlist
 from ._request_state import DEFAULT_STATE_TTL, StateSealer
 
@@ -26,6 +26,8 @@ __all__ = [
     "DEFAULT_MAX_BODY_SIZE",
     "DEFAULT_MAX_HANDLERS",
     "DEFAULT_MAX_LISTEN_STREAMS",
+    "DEFAULT_MAX_SESSIONS",
+    "DEFAULT_MAX_SESSIONS_PER_PRINCIPAL",
     "DEFAULT_MAX_SESSION_INFO",
     "DEFAULT_RETRY",
     "McpOptions",
@@ -49,6 +51,10 @@ DEFAULT_MAX_HANDLERS = 512
 DEFAULT_MAX_LISTEN_STREAMS = 10_000
 #: Bytes of client info and capabilities a session may store, by default.
 DEFAULT_MAX_SESSION_INFO = 64 * 1024
+#: Sessions the server holds at once by default (all its workers, on a shared backend).
+DEFAULT_MAX_SESSIONS = 10_000
+#: Sessions one principal holds at once by default.
+DEFAULT_MAX_SESSIONS_PER_PRINCIPAL = 100
 
 #: The protocol eras an endpoint can serve (both by default).
 ERAS = ("handshake", "modern")
@@ -78,7 +84,9 @@ class McpOptions:
       localhost names by default, ``None`` disables the check.
     - *max_body_size*: bytes per POST body (413 beyond).
     - *keepalive*: seconds between pings on idle streams;
-      *stream_maxsize*: messages a stream may hold for a slow client.
+      *stream_maxsize*: messages a stream may hold for a slow client;
+      *stream_max_bytes*: bytes it may hold (16 MiB; a response larger
+      than that is answered with a JSON-RPC internal error instead).
     - *principal*: called with each request, returns its authenticated
       principal (or ``None``); a session is only visible to its principal.
       (The Flask blueprints call it with no argument, inside Flask's
@@ -94,6 +102,15 @@ class McpOptions:
       process; one more gets 503 with ``Retry-After``.
     - *max_session_info*: bytes of client info and capabilities one session
       may store (``initialize``); more gets 400 -32602.
+    - *max_sessions*: sessions the server holds at once, counted by the
+      info manager (so across every worker of a Redis deployment); one more
+      ``initialize`` (or legacy ``GET /sse``) gets 503 with ``Retry-After``.
+      *max_sessions_per_principal*: sessions one principal (the *principal*
+      option) holds at once; one more gets 429 with ``Retry-After``, and
+      other principals are not affected. Requests without a principal count
+      only against *max_sessions*. A session stops counting when deleted
+      or expired. ``None``: no cap. With caps, the info manager must
+      enforce them (``enforces_quotas``: this package's backends do).
     - *eras*: which protocol eras the endpoint serves: ``"handshake"``
       (sessions, 2025-11-25 and before) and ``"modern"`` (stateless,
       2026-07-28); both by default, on one URL.
@@ -118,10 +135,13 @@ class McpOptions:
     max_body_size: int = DEFAULT_MAX_BODY_SIZE
     keepalive: float = DEFAULT_KEEPALIVE
     stream_maxsize: int = DEFAULT_MAXSIZE
+    stream_max_bytes: int = DEFAULT_MAX_BYTES
     principal: Principal | None = None
     retry: int | None = DEFAULT_RETRY
     max_handlers: int | None = DEFAULT_MAX_HANDLERS
     max_session_info: int = DEFAULT_MAX_SESSION_INFO
+    max_sessions: int | None = DEFAULT_MAX_SESSIONS
+    max_sessions_per_principal: int | None = DEFAULT_MAX_SESSIONS_PER_PRINCIPAL
     max_listen_streams: int = DEFAULT_MAX_LISTEN_STREAMS
     eras: Iterable[str] = ERAS
     cache_ttl_ms: int = 0
@@ -137,13 +157,19 @@ class McpOptions:
         if type(self.max_body_size) is not int or self.max_body_size < 1:
             raise ValueError(f"max_body_size must be a positive int, got {self.max_body_size!r}")
         # A stream with these settings validates them (the same checks as every stream), failing early.
-        StreamController(keepalive=self.keepalive, maxsize=self.stream_maxsize, retry=self.retry)
+        StreamController(
+            keepalive=self.keepalive, maxsize=self.stream_maxsize, max_bytes=self.stream_max_bytes, retry=self.retry
+        )
         if self.max_handlers is not None and (type(self.max_handlers) is not int or self.max_handlers < 1):
             raise ValueError(f"max_handlers must be a positive int or None, got {self.max_handlers!r}")
         if type(self.max_listen_streams) is not int or self.max_listen_streams < 1:
             raise ValueError(f"max_listen_streams must be a positive int, got {self.max_listen_streams!r}")
         if type(self.max_session_info) is not int or self.max_session_info < 1:
             raise ValueError(f"max_session_info must be a positive int, got {self.max_session_info!r}")
+        for name in ("max_sessions", "max_sessions_per_principal"):
+            cap = getattr(self, name)
+            if cap is not None and (type(cap) is not int or cap < 1):
+                raise ValueError(f"{name} must be a positive int or None, got {cap!r}")
         eras = _entries(self.eras)
         if isinstance(eras, str) or not eras or not set(eras) <= set(ERAS):
             raise ValueError(f"eras must name one or both of {', '.join(map(repr, ERAS))}, got {self.eras!r}")

@@ -17,8 +17,8 @@ import threading
 import time
 from collections.abc import Callable, Iterable
 
-from .._jsonrpc import Message
-from ..errors import EventGoneError, SessionManagerError
+from .._jsonrpc import INTERNAL_ERROR, JsonRpcError, Message, error_response
+from ..errors import EventGoneError, MessageTooLargeError, SessionManagerError
 from ..events import EventStore, Replay, event_frame, new_post_stream_id, replay_frames
 from ..sse import encode_event, encode_id, encode_message
 from ..stream import StreamController
@@ -34,6 +34,8 @@ logger = logging.getLogger(__name__)
 FOLLOW_INTERVAL = 0.1
 #: Longest a resume follows such a stream before it ends with ``retry`` (the client comes back).
 FOLLOW_FOR = 30.0
+#: Room for the ``id`` field a store adds to a frame (an event id is at most 64 characters).
+_ID_FIELD = len("id: \n") + 64
 
 
 def resume_elsewhere(store: EventStore, key: str, stream_id: str, last_event_id: str) -> Replay:
@@ -121,14 +123,24 @@ class PostStream:
             controller.prime([encode_event("", id=store.open(key, self.stream_id), retry=controller.retry)])
 
     def send(self, data: str) -> bool:
-        """Emit one message; True if it was queued to the client or stored for a resume."""
+        """Emit one message; True if it was queued to the client or stored for a resume.
+
+        Raises :class:`~session_manager.MessageTooLargeError` (nothing sent
+        or stored) for a message the stream could never hold.
+        """
         with self._lock:
+            frame = self._frame(data)
             if self.first is None:
                 self._set_first(data, False)
-            return self._send(data)
+            return self._send(data, frame)
 
-    def _send(self, data: str) -> bool:
+    def _frame(self, data: str) -> bytes:
+        """The SSE frame of *data*, checked against what the stream can hold (with the id a store adds)."""
         frame = encode_message(data)
+        self._controller.check_size(len(frame) + _ID_FIELD)
+        return frame
+
+    def _send(self, data: str, frame: bytes) -> bool:
         event_id = None
         if self._store is not None:
             assert self.stream_id is not None
@@ -140,11 +152,16 @@ class PostStream:
         return queued or event_id is not None
 
     def finish(self, reply: str) -> None:
-        """Send the response; the stream ends once its client has it."""
+        """Send the response; the stream ends once its client has it.
+
+        Raises :class:`~session_manager.MessageTooLargeError` (nothing sent,
+        the stream still open) for a response the stream could never hold.
+        """
         with self._lock:
+            frame = self._frame(reply)
             if self.first is None:
                 self._set_first(reply, True)
-            self._send(reply)
+            self._send(reply, frame)
             self._end()
 
     def _set_first(self, data: str, is_reply: bool) -> None:
@@ -249,6 +266,12 @@ class PostStreams:
     ) -> None:
         """The body of a request's own thread: run the handler, send its reply on *post*, end the stream."""
         try:
-            post.finish(invoke(handler, message, ctx, record)[0])
+            reply = invoke(handler, message, ctx, record)[0]
+            try:
+                post.finish(reply)
+            except MessageTooLargeError as exc:  # the client still gets an answer
+                logger.warning("MCP %s: the response cannot be sent: %s", message.method, exc)
+                too_large = f"Internal error: the response takes {exc.size} bytes; this server's streams hold at most {exc.limit}"
+                post.finish(error_response(message.id, JsonRpcError(INTERNAL_ERROR, too_large)))
         finally:
             self.end(post)

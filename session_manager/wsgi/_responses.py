@@ -19,7 +19,7 @@ from werkzeug.exceptions import HTTPException
 from werkzeug.wrappers import Request, Response
 
 from .._jsonrpc import INTERNAL_ERROR, INVALID_REQUEST, SERVER_ERROR, HttpError
-from ..errors import BackendUnavailableError, EventGoneError, InvalidEventIdError
+from ..errors import BackendUnavailableError, EventGoneError, InvalidEventIdError, SessionLimitError
 from ..sse import encode_comment
 from ..stream import StreamController
 
@@ -92,6 +92,22 @@ def _backend_down(exc: BackendUnavailableError) -> HttpError:
     return HttpError(503, INTERNAL_ERROR, "Service Unavailable: session backend unavailable")
 
 
+def _session_limit(exc: SessionLimitError) -> HttpError:
+    """503 when the server holds all the sessions it may, 429 when the principal does; both with ``Retry-After``."""
+    if exc.scope == "principal":
+        status, code, what = 429, SERVER_ERROR, "Too Many Requests: this principal holds"
+        then = "end one (DELETE) or retry later"
+    else:
+        status, code, what, then = 503, INTERNAL_ERROR, "Service Unavailable: the server holds", "retry later"
+    return HttpError(
+        status,
+        code,
+        f"{what} {exc.limit} sessions, its limit; {then}",
+        headers={"Retry-After": str(exc.retry_after)},
+        data={"scope": exc.scope, "limit": exc.limit, "retryAfter": exc.retry_after},
+    )
+
+
 #: What a failure while answering means to the client, first match wins.
 _REFUSALS: tuple[tuple[type[Exception], Callable[[Any], HttpError]], ...] = (
     (HttpError, lambda exc: exc),
@@ -101,6 +117,7 @@ _REFUSALS: tuple[tuple[type[Exception], Callable[[Any], HttpError]], ...] = (
     ),
     (EventGoneError, _gone),
     (BackendUnavailableError, _backend_down),
+    (SessionLimitError, _session_limit),
 )
 
 
