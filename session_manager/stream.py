@@ -29,6 +29,7 @@ DEFAULT_MAXSIZE = 1024
 DEFAULT_MAX_BYTES = 16 * 1024 * 1024
 #: Seconds of silence after which an idle stream sends a comment ping.
 DEFAULT_KEEPALIVE = 15.0
+_DEFAULT_SMALL = DEFAULT_MAX_BYTES // (4 * DEFAULT_MAXSIZE)
 #: Most frames joined into one chunk handed to the WSGI server.
 _MAX_BATCH = 64
 
@@ -132,7 +133,8 @@ class StreamController:
         self._queue: queue.SimpleQueue[object] = queue.SimpleQueue()
         self._maxsize = maxsize
         self._max_bytes = max_bytes
-        self._small = max_bytes // (4 * maxsize)  # frames this big or smaller: the frame count bounds them
+        # Frames this big or smaller: the frame count bounds them (the defaults share one int object).
+        self._small = _DEFAULT_SMALL if max_bytes == DEFAULT_MAX_BYTES and maxsize == DEFAULT_MAXSIZE else max_bytes // (4 * maxsize)
         self._large = 0  # bytes of larger frames queued, under the lock
         self._keepalive = float(keepalive)
         self._state = _OPEN

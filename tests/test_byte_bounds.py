@@ -16,14 +16,12 @@ import threading
 import pytest
 
 from session_manager import (
-    EventGoneError,
     InMemoryEventStore,
     InMemoryStreamSessionManager,
     MessageTooLargeError,
     SessionManagers,
     StreamController,
 )
-from session_manager.events import get_stream_id, new_post_stream_id
 from session_manager.flask import JsonRpcError
 from session_manager.sse import encode_message
 
@@ -163,72 +161,12 @@ def test_a_broadcast_frame_is_shared_not_copied_per_stream():
     assert all(_drain(controller)[0] is big for controller in controllers)
 
 
-# -- the in-memory event store ----------------------------------------------------------
-
-
-def message(n: int, size: int) -> str:
-    return json.dumps({"n": n, "pad": "z" * max(0, size - 25)})
-
-
-def ns(events: list[tuple[str, str]]) -> list[int]:
-    return [json.loads(data)["n"] for _, data in events]
+# -- the in-memory event store (its byte bound is in the shared suite, tests/test_event_stores.py) -----
 
 
 def test_store_bad_max_bytes_is_refused():
     with pytest.raises(ValueError, match="max_bytes must be a positive int"):
         InMemoryEventStore(max_bytes=0)
-
-
-def test_a_log_keeps_about_max_bytes_and_a_resume_from_before_that_is_expired():
-    store = InMemoryEventStore(1000, max_bytes=100_000)
-    stream = get_stream_id("s")
-    primer = store.open("s", stream)
-    ids = [store.append("s", stream, message(n, 10_000)) for n in range(100)]  # 1 MB in, 100 kB kept
-    log = store._sessions["s"][stream]
-    kept = sum(len(m) for _, m in list(log.events) + list(log.large))
-    assert 90_000 <= kept <= 100_000 * 1.25
-    with pytest.raises(EventGoneError) as info:
-        store.replay("s", primer)
-    assert info.value.reason == "expired"
-    assert ns(store.replay("s", ids[-6]).events) == [95, 96, 97, 98, 99]
-    oldest_kept = len(ids) - len(log.large)
-    assert store.replay("s", ids[oldest_kept - 1]).events  # the last dropped one is a valid place to resume from
-    with pytest.raises(EventGoneError):
-        store.replay("s", ids[oldest_kept - 2])
-
-
-def test_short_and_long_messages_replay_in_their_order():
-    store = InMemoryEventStore(50, max_bytes=1_000_000)
-    stream = new_post_stream_id()
-    primer = store.open("s", stream)
-    sizes = [30, 40_000, 50, 60, 30_000, 20, 70_000, 10]
-    for n, size in enumerate(sizes):
-        store.append("s", stream, message(n, size))
-    assert ns(store.replay("s", primer).events) == list(range(len(sizes)))
-
-
-def test_long_broadcasts_and_bulk_sends_are_bounded_too():
-    store = InMemoryEventStore(100, max_bytes=50_000)
-    sids = [f"s{i}" for i in range(5)]
-    primers = {sid: store.open(sid, get_stream_id(sid)) for sid in sids}
-    for n in range(30):
-        store.append_broadcast(message(n, 5_000))
-        groups = store.append_many(sids, message(100 + n, 5_000))
-        assert sorted(sid for _, members in groups for sid in members) == sids
-    assert sum(len(m) for _, m in store._broadcasts.large) <= 50_000
-    for sid in sids:
-        with pytest.raises(EventGoneError):
-            store.replay(sid, primers[sid])
-        assert sum(len(m) for _, m in store._sessions[sid]["g"].large) <= 50_000
-
-
-def test_one_message_larger_than_max_bytes_is_kept_alone():
-    store = InMemoryEventStore(10, max_bytes=1_000)
-    stream = new_post_stream_id()
-    store.open("s", stream)
-    first = store.append("s", stream, message(1, 500))
-    store.append("s", stream, message(2, 5_000))
-    assert ns(store.replay("s", first).events) == [2]
 
 
 # -- the transport ----------------------------------------------------------------------

@@ -179,7 +179,10 @@ class RedisEventStore(RedisBacked, EventStore):
         short = max_bytes // (4 * max_events)  # messages up to this long are bounded by the count (as in memory)
         #: ARGV[1..4] of every script using the logs (see _scripts): ARGV[2] holds the log bounds.
         self.script_args: tuple[str | int, ...] = (
-            prefix, f"{max_events} {max_bytes} {short}", milliseconds(self.session_ttl, "session_ttl"), max_streams,
+            prefix,
+            f"{max_events} {max_bytes} {short}",
+            milliseconds(self.session_ttl, "session_ttl"),
+            max_streams,
         )
         register = self._client.register_script
         self._open = register(lua.EVENTS_OPEN)

@@ -93,7 +93,7 @@ logger = logging.getLogger(__name__)
 #: Most keys handled by one script call (bounds the time Redis spends in it).
 BATCH = 1000
 #: What ``STREAM_REFRESH`` says of a stream besides "refreshed": deleted or taken over elsewhere, or its log is lost.
-_GONE, _LOG_LOST = 0, 2
+_GONE, _LOG_LOST, _KEY_LOST = 0, 2, 3
 #: Most messages, and about the most bytes, the listener reads before it queues what they carry.
 _BATCH_MESSAGES = 1000
 _BATCH_BYTES = 4 * 1024 * 1024
@@ -487,6 +487,7 @@ class Node:
         with self.lock:
             items = list(self.streams.items())
         lost: list[Registration] = []
+        expired: list[Registration] = []
         for chunk in chunks(items):
             sids = [sid for sid, _ in chunk]
             streams = [get_stream_id(sid) for sid in sids] if config.logged else []
@@ -504,9 +505,20 @@ class Node:
                     self.end(entry)
                 elif state == _LOG_LOST:
                     lost.append(entry)
+                elif state == _KEY_LOST:
+                    expired.append(entry)
                 elif entry.controller.closed or self.streams.get(sid) is not entry:
                     self.pending.append((sid, entry.token))  # ended meanwhile: the beat may have re-created its key
         self.end_lost(lost)
+        if expired:
+            # Messages sent while its key was gone were stored but routed nowhere: its client resumes from its log.
+            logger.warning(
+                "the stream keys of %d open resumable streams expired (a heartbeat later than liveness_ttl, a "
+                "stalled Redis?): closing them, so their clients resume and miss nothing",
+                len(expired),
+            )
+            for entry in expired:
+                self.end(entry)
 
     def heartbeat(self) -> None:
         """Thread: refresh stream keys every interval, delete ended streams' keys promptly."""

@@ -871,9 +871,11 @@ return count
 #: Heartbeat of one batch. KEYS: stream keys. ARGV[5], ARGV[6]: ttl ms, the
 #: stream manager's prefix; then one token per key, then one session id per
 #: key, then (with a store) one GET stream id per key. Per key: 1 = refreshed
-#: (or re-created after Redis lost it), 0 = deleted elsewhere (tombstone) or
-#: taken over by another node, 2 = (with a store) its GET log or the
-#: broadcast log is gone (Redis lost data): close the local stream. A lost
+#: (or, without a store, re-created after Redis lost it), 0 = deleted
+#: elsewhere (tombstone) or taken over by another node, 2 = (with a store) its
+#: GET log or the broadcast log is gone (Redis lost data), 3 = (with a store)
+#: its key expired (a late heartbeat, a stalled Redis: messages sent
+#: meanwhile were stored but routed nowhere): close the local stream. A lost
 #: log is never re-opened under an open stream (messages sent meanwhile were
 #: dropped): closed, the stream's client resumes and learns of the gap (410;
 #: ``ev_replay`` knows no id of a lost log). An open stream keeps its session
@@ -889,6 +891,8 @@ for i, key in ipairs(KEYS) do
     out[i] = 0
   elseif EV.p ~= '' and redis.call('EXISTS', key_event_log(EV.p, stream, sid), key_broadcast_log(EV.p)) < 2 then
     out[i] = 2
+  elseif EV.p ~= '' and not v then
+    out[i] = 3
   else
     redis.call('SET', key, token, 'PX', ARGV[5])
     out[i] = 1
