@@ -60,6 +60,7 @@ EVENT_STORE_BACKENDS: dict[str, StoreFactory] = {
     ),
 }
 
+
 class DelegatingStore(EventStore):
     """A third-party store, as far as the managers can tell: they must use only the EventStore API."""
 

@@ -103,7 +103,9 @@ def test_an_id_of_another_session_is_unknown(event_store, new_id):
         event_store.replay(mine, event_store.append(theirs, post, "secret"))
 
 
-@pytest.mark.parametrize("bad", ["", "zz", "g1234.1", "gXXXXXXXX.1", "g12345678", "g12345678.", "g12345678.1\n", "x" * 500])
+@pytest.mark.parametrize(
+    "bad", ["", "zz", "g1234.1", "gXXXXXXXX.1", "g12345678", "g12345678.", "g12345678.1\n", "x" * 500]
+)
 def test_malformed_ids_are_refused(event_store, new_id, bad):
     with pytest.raises(InvalidEventIdError):
         event_store.replay(new_id(), bad)
@@ -169,7 +171,9 @@ def test_concurrent_appends_get_distinct_ordered_ids(event_store, new_id):
     every = [eid for ids in got.values() for eid in ids]
     assert len(set(every)) == 40
     replayed = event_store.replay(sid, primer).events
-    assert len(replayed) == 40 and sorted(m for _, m in replayed) == sorted(f"{w}:{i}" for w in range(8) for i in range(5))
+    assert len(replayed) == 40 and sorted(m for _, m in replayed) == sorted(
+        f"{w}:{i}" for w in range(8) for i in range(5)
+    )
     for w in range(8):  # each writer's events keep its order
         mine = [m for _, m in replayed if m.startswith(f"{w}:")]
         assert mine == [f"{w}:{i}" for i in range(5)]

@@ -51,6 +51,7 @@ def connect() -> Iterator[Callable[..., Client]]:
 
 # -- resume on another node ------------------------------------------------------
 
+
 def test_resume_on_another_node_replays_then_continues_and_closes_the_old_stream(nodes, connect, new_id):
     a, b = nodes(), nodes()
     assert a.node_id != b.node_id
@@ -155,7 +156,9 @@ def test_a_stream_held_by_another_process_is_resumed_here(nodes, connect, new_id
     sid = new_id()
     with spawned(RESUMABLE_HOLDER, redis_server.url, redis_prefix, sid) as holder:
         primer = read_line(holder, 30).strip()
-        assert parse_event_id(primer)[0] == get_stream_id(sid), holder.stderr.read() if holder.poll() is not None else ""
+        assert parse_event_id(primer)[0] == get_stream_id(sid), (
+            holder.stderr.read() if holder.poll() is not None else ""
+        )
         for i in range(5):
             here.send([sid], msg(i))
         ids = [read_line(holder, 10).strip() for _ in range(5)]
@@ -169,6 +172,7 @@ def test_a_stream_held_by_another_process_is_resumed_here(nodes, connect, new_id
 
 
 # -- ids that cannot be resumed ---------------------------------------------------
+
 
 def test_ids_that_cannot_be_resumed_leave_the_open_stream_untouched(nodes, connect, new_id):
     a, b = nodes(max_events=10), nodes(max_events=10)
@@ -214,6 +218,7 @@ def test_only_a_redis_event_store_is_accepted(redis_server, redis_prefix):
 
 
 # -- broadcast -------------------------------------------------------------------
+
 
 def broadcast_log(prefix: str) -> str:
     return f"{prefix}event-log:broadcast"
@@ -450,11 +455,11 @@ def test_a_manager_without_store_sends_where_no_store_keeps_logs(
 
 # -- the byte bound -------------------------------------------------------------------
 
+
 def big(n: object, size: int = 2_000) -> str:
-    """A message of *size* characters: long for a store with max_bytes=100,000 (over 500 bytes)."""
-    head = msg(n)[:-2]  # without the closing braces
-    pad = ', "pad": ""}}'
-    return head + pad[:-3] + "x" * (size - len(head) - len(pad)) + pad[-3:]
+    """:func:`msg` padded to *size* characters: long for a store with max_bytes=100,000 (over 500 bytes)."""
+    base = json.dumps({"jsonrpc": "2.0", "method": "notifications/message", "params": {"n": n, "pad": ""}})
+    return base[:-3] + "x" * (size - len(base)) + base[-3:]  # inside the pad's quotes
 
 
 def sizes_key(prefix: str, sid: str, stream: str | None = None) -> str:
@@ -471,9 +476,7 @@ def test_bad_max_bytes_is_refused(max_bytes):
         RedisEventStore("redis://127.0.0.1:1/0", max_bytes=max_bytes)
 
 
-def test_redis_memory_of_logs_of_large_messages_stays_within_max_bytes(
-    nodes, new_id, redis_server, redis_prefix
-):
+def test_redis_memory_of_logs_of_large_messages_stays_within_max_bytes(nodes, new_id, redis_server, redis_prefix):
     """200 messages of 100 kB to one log and 200 broadcasts (20 MB each) leave about 1 MB in each log."""
     node = nodes(max_bytes=1_000_000)
     sid = new_id()
@@ -504,7 +507,7 @@ def test_a_short_message_to_a_log_without_long_ones_costs_no_command_on_size_key
     primers = {sid: node.event_store.open(sid, get_stream_id(sid)) for sid in sids}
     admin = redis_server.client()
     try:
-        calls = lambda: {  # noqa: E731
+        calls = lambda: {
             name: stats.get("calls", 0)
             for name, stats in admin.info("commandstats").items()
             if name in ("cmdstat_zadd", "cmdstat_zrange", "cmdstat_zrangebyscore", "cmdstat_xtrim")
@@ -553,13 +556,17 @@ def test_size_keys_live_and_go_with_their_logs(nodes, new_id, redis_server, redi
 
 # -- expiry and shutdown -----------------------------------------------------------
 
+
 def test_an_open_stream_keeps_its_session_alive_and_an_expired_one_leaves_no_key(
     redis_server, redis_prefix, new_id, connect
 ):
     ttl = 1.0
     info = RedisInfoSessionManager(redis_server.url, prefix=redis_prefix, session_ttl=ttl)
     streams = RedisStreamSessionManager(
-        redis_server.url, prefix=redis_prefix, liveness_ttl=1.0, heartbeat_interval=0.2,
+        redis_server.url,
+        prefix=redis_prefix,
+        liveness_ttl=1.0,
+        heartbeat_interval=0.2,
         event_store=make_event_store(redis_server.url, redis_prefix, session_ttl=ttl, max_bytes=100_000),
     )
     admin = redis_server.client()
@@ -596,7 +603,10 @@ def test_close_leaves_no_thread_connection_or_stream_key(redis_server, redis_pre
     before = set(threading.enumerate())
     managers = [
         RedisStreamSessionManager(
-            redis_server.url, prefix=redis_prefix, liveness_ttl=TEST_LIVENESS_TTL, heartbeat_interval=TEST_HEARTBEAT,
+            redis_server.url,
+            prefix=redis_prefix,
+            liveness_ttl=TEST_LIVENESS_TTL,
+            heartbeat_interval=TEST_HEARTBEAT,
             event_store=make_event_store(redis_server.url, redis_prefix),
         )
         for _ in range(2)
@@ -632,7 +642,9 @@ def kill_listener(admin, prefix: str) -> None:
     admin.client_kill_filter(_id=listeners[0])
 
 
-def test_after_a_listener_outage_open_streams_catch_up_from_their_logs(nodes, connect, new_id, redis_server, redis_prefix):
+def test_after_a_listener_outage_open_streams_catch_up_from_their_logs(
+    nodes, connect, new_id, redis_server, redis_prefix
+):
     holder, sender = nodes(max_events=500), nodes(max_events=500)
     sid = new_id()
     client = connect(holder, sid)
@@ -678,7 +690,10 @@ def test_a_stream_that_missed_more_than_its_log_holds_is_closed(private_redis, c
     """The listener stays away (new connections refused) while 100 messages go to a log of 50."""
     store = make_event_store(private_redis.url, redis_prefix)
     holder = RedisStreamSessionManager(
-        private_redis.url, prefix=redis_prefix, liveness_ttl=TEST_LIVENESS_TTL, heartbeat_interval=TEST_HEARTBEAT,
+        private_redis.url,
+        prefix=redis_prefix,
+        liveness_ttl=TEST_LIVENESS_TTL,
+        heartbeat_interval=TEST_HEARTBEAT,
         event_store=store,
     )
     admin = private_redis.client()
@@ -770,7 +785,10 @@ def test_a_session_in_use_keeps_its_event_logs_past_the_store_ttl(redis_server, 
     ttl = 1.0
     info = RedisInfoSessionManager(redis_server.url, prefix=redis_prefix, session_ttl=ttl)
     streams = RedisStreamSessionManager(
-        redis_server.url, prefix=redis_prefix, liveness_ttl=1.0, heartbeat_interval=0.2,
+        redis_server.url,
+        prefix=redis_prefix,
+        liveness_ttl=1.0,
+        heartbeat_interval=0.2,
         event_store=make_event_store(redis_server.url, redis_prefix, session_ttl=ttl, max_bytes=100_000),
     )
     admin = redis_server.client()
