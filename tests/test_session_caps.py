@@ -457,10 +457,10 @@ def test_expired_sessions_leave_memory_with_no_request_arriving() -> None:
 def test_close_stops_the_sweeper_and_it_does_not_come_back() -> None:
     before = set(sweepers())
     info = InMemoryInfoSessionManager(session_ttl=30)
-    assert set(sweepers()) == before  # lazily: no session, no sweeper
-    info.create("a")
-    ours = set(sweepers()) - before
+    ours = set(sweepers()) - before  # started with the manager, not inside the first session's request
     assert len(ours) == 1
+    info.create("a")
+    assert set(sweepers()) - before == ours
     info.create("b")
     assert set(sweepers()) - before == ours  # one per manager
     info.close()
