@@ -93,7 +93,10 @@ def serve(cpu: int | None) -> None:
     from examples.server import create_app
 
     hf.prepare_process(cpu)
-    WSGIServer(hf.listen(), create_app(), log=None).serve_forever()  # hf.listen() prints the port
+    # No session cap: the sessions of earlier runs live on in Redis (session_ttl), and the
+    # repeats together open more than the default max_sessions (10,000) would admit.
+    app = create_app(max_sessions=None, max_sessions_per_principal=None)
+    WSGIServer(hf.listen(), app, log=None).serve_forever()  # hf.listen() prints the port
 
 
 def start_worker(url: str, cpu: int | None, events: bool) -> tuple["subprocess.Popen[str]", int]:

@@ -9,6 +9,7 @@ a cut of the reader; the event store's logs keep about ``max_bytes`` each.
 from __future__ import annotations
 
 import json
+import os
 import random
 import socket
 import threading
@@ -34,6 +35,12 @@ JOIN = 10.0
 def frame(size: int, n: int = 0) -> bytes:
     """An SSE frame of about *size* bytes carrying the number *n*."""
     return encode_message(json.dumps({"n": n, "pad": "x" * max(0, size - 30)}))
+
+
+def resident_bytes() -> int:
+    """This process's resident memory (Linux)."""
+    with open("/proc/self/statm") as statm:
+        return int(statm.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
 
 
 def numbers(chunks: list[bytes]) -> list[int]:
@@ -230,6 +237,7 @@ def test_a_stopped_get_reader_of_large_messages_is_cut_at_the_byte_bound(serve):
     )
     wait_until(lambda: h.managers.streams.has(slow_sid), what="the slow stream")
     controller = h.managers.streams._streams[slow_sid]
+    rss_before = resident_bytes()
     payload = "p" * 100_000
     peak = sent = 0
     for n in range(400):  # 40 MB offered; a frame bound of 1024 would hold 100 MB
@@ -241,6 +249,8 @@ def test_a_stopped_get_reader_of_large_messages_is_cut_at_the_byte_bound(serve):
         good.take(1)
     assert controller.overflowed and not h.managers.streams.has(slow_sid)
     assert peak <= 1_000_000 and sent < 400
+    # The process (server and clients) kept the bound, not the flood: without it the stream alone would hold 100 MB.
+    assert resident_bytes() - rss_before < 30_000_000
     h.bp.send([good_sid], json.dumps({"jsonrpc": "2.0", "method": "notifications/last", "params": {"n": -1}}))
     assert good.take(1)[0]["params"]["n"] == -1  # the other stream got everything, in order
     slow.close()
