@@ -89,3 +89,12 @@ def positive_seconds(value: Any, what: str) -> float:
     if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 < value < float("inf"):
         raise ValueError(f"{what} must be a positive number of seconds, got {value!r}")
     return float(value)
+
+
+def positive_int(value: Any, what: str, *, optional: bool = False) -> int | None:
+    """Return *value* if it is a positive int (or ``None`` when *optional*), else raise ValueError naming *what*."""
+    if optional and value is None:
+        return None
+    if type(value) is not int or value < 1:
+        raise ValueError(f"{what} must be a positive int{' or None' if optional else ''}, got {value!r}")
+    return value

@@ -263,12 +263,6 @@ class SessionInfo:
     log_level: str | None = None
 
 
-def _cap(value: Any, what: str) -> None:
-    """Refuse a cap that is neither a positive int nor None."""
-    if value is not None and (type(value) is not int or value < 1):
-        raise ValueError(f"{what} must be a positive int or None, got {value!r}")
-
-
 @dataclass(frozen=True)
 class SessionQuota:
     """The caps a new session must fit within, checked and counted by :meth:`InfoSessionManager.create` atomically.
@@ -291,8 +285,8 @@ class SessionQuota:
     principal: str | None = None
 
     def __post_init__(self) -> None:
-        _cap(self.max_sessions, "max_sessions")
-        _cap(self.max_per_principal, "max_per_principal")
+        _validate.positive_int(self.max_sessions, "max_sessions", optional=True)
+        _validate.positive_int(self.max_per_principal, "max_per_principal", optional=True)
         if self.principal is not None and type(self.principal) is not str:
             raise TypeError(f"principal must be a str or None, not {type(self.principal).__name__}")
 

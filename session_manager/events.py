@@ -29,6 +29,7 @@ from __future__ import annotations
 
 import abc
 import collections
+import contextlib
 import itertools
 import re
 import secrets
@@ -39,6 +40,7 @@ from typing import NamedTuple
 from . import _validate
 from .errors import EventGoneError, InvalidEventIdError
 from .sse import encode_event, encode_message
+from .stream import counted_above
 
 __all__ = [
     "DEFAULT_MAX_EVENTS",
@@ -62,6 +64,9 @@ DEFAULT_MAX_EVENTS = 1000
 DEFAULT_MAX_LOG_BYTES = 4 * 1024 * 1024
 #: POST stream logs kept per session by default (the GET stream's log is always kept).
 DEFAULT_MAX_STREAMS = 16
+
+#: What a lock-free path holds instead of a lock.
+_UNLOCKED = contextlib.nullcontext()
 
 #: The id of every session's GET stream.
 GET_STREAM = "g"
@@ -277,7 +282,7 @@ class InMemoryEventStore(EventStore):
         self.max_events = max_events
         self.max_streams = max_streams
         self.max_bytes = max_bytes
-        self._small = max_bytes // (4 * max_events)  # messages this long or shorter: the count bounds them
+        self._small = counted_above(max_bytes, max_events)  # messages this long or shorter: the count bounds them
         self._lock = threading.Lock()
         self._positions = itertools.count(1)
         # session id -> stream id -> log, in the order the logs were opened
@@ -326,19 +331,22 @@ class InMemoryEventStore(EventStore):
         # One position and one stored tuple for every session: one group, one id on each stream.
         if type(message) is not str:
             _validate.message(message)
-        if len(message) > self._small:  # counted byte by byte, under the lock: one append each
-            return super().append_many(session_ids, message)
+        long = len(message) > self._small  # counted byte by byte, under the lock
         position = next(self._positions)
         entry = (position, message)
         sessions = self._sessions  # dict reads and deque appends are atomic: no lock per session
         stored = []
-        for session_id in session_ids:
-            logs = sessions.get(session_id)
-            if logs is not None:
-                log = logs.get(GET_STREAM)
-                if log is not None:
-                    log.events.append(entry)
-                    stored.append(session_id)
+        with self._lock if long else _UNLOCKED:
+            for session_id in session_ids:
+                logs = sessions.get(session_id)
+                if logs is not None:
+                    log = logs.get(GET_STREAM)
+                    if log is not None:
+                        if long:
+                            log.add_large(entry, self.max_bytes)
+                        else:
+                            log.events.append(entry)
+                        stored.append(session_id)
         return [(f"{GET_STREAM}.{position}", stored)] if stored else []
 
     def append_broadcast(self, message: str) -> str | None:

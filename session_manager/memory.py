@@ -17,7 +17,7 @@ from .base import DEFAULT_DEDUPE_TTL, SessionQuota, StreamSessionManager, idempo
 from .errors import SessionLimitError, SessionNotFoundError, StreamConflictError
 from .events import EventStore, get_stream_id, replay_frames
 from .sse import encode_event, encode_message
-from .stream import StreamController
+from .stream import FRAME_ROOM, StreamController
 
 __all__ = ["InMemoryInfoSessionManager", "InMemoryStreamSessionManager"]
 
@@ -27,9 +27,6 @@ logger = logging.getLogger(__name__)
 DEFAULT_SESSION_TTL = 3600.0
 
 
-
-#: Bytes a frame may add to its message's encoding: the ``id`` field an event store gives it.
-_FRAME_ROOM = 80
 
 #: Most expired sessions one call of the in-memory info manager removes on its way.
 SWEEP_STEP = 64
@@ -126,6 +123,7 @@ class InMemoryStreamSessionManager(StreamSessionManager):
         self._send_lock = threading.Lock()
         #: Streams closed because their consumer fell behind.
         self.slow_consumers_dropped = 0
+        self._keyed_lock = threading.Lock()  # see _send_once
         #: Messages up to this many characters fit every stream registered so far (see :meth:`_check_fits`).
         self._fits_all = sys.maxsize
 
@@ -136,7 +134,9 @@ class InMemoryStreamSessionManager(StreamSessionManager):
     def create(self, session_id: str, controller: StreamController, *, last_event_id: str | None = None) -> None:
         self._check_create(session_id, controller, last_event_id)
         # A frame takes at most 10 bytes a character (4 of UTF-8, 6 for a "data: " per line), plus its id.
-        self._fits_all = min(self._fits_all, (controller.max_bytes - _FRAME_ROOM) // 10)
+        fits = (controller.max_bytes - controller.frame_overhead - FRAME_ROOM) // 10
+        with self._lock:
+            self._fits_all = min(self._fits_all, fits)
         store = self._store
         if store is None:
             self._register(session_id, controller, replace=False)
@@ -228,7 +228,7 @@ class InMemoryStreamSessionManager(StreamSessionManager):
         smallest bound it exceeds: a message is sent whole or not at all.
         """
         ids = None if sessions is None else _validate.session_ids(sessions)
-        need = len(encode_message(data)) + _FRAME_ROOM
+        need = len(encode_message(data)) + FRAME_ROOM
         with self._lock:
             targets = list(self._streams.values()) if ids is None else [self._streams.get(sid) for sid in ids]
         for controller in targets:
@@ -237,18 +237,24 @@ class InMemoryStreamSessionManager(StreamSessionManager):
         return ids
 
     def _send_once(self, sessions: Iterable[str] | None, data: str, key: str) -> None:
-        """A send with an idempotency key: checked, then sent unless the key was used (forgotten if it fails)."""
+        """A send with an idempotency key: checked, then sent unless the key was used (forgotten if it fails).
+
+        Keyed sends run one at a time: a retry racing the send it retries
+        waits for its outcome (sent: it does nothing; failed: it runs),
+        never returns as if sent while that send may still fail.
+        """
         idempotency_key(key)
         ids = None if sessions is None else _validate.session_ids(sessions)
         _validate.message(data)
-        mark = self._recent.record(key)
-        if mark is None:
-            return  # sent already
-        try:
-            self.send(ids, data)
-        except BaseException:
-            self._recent.forget(key, mark)
-            raise
+        with self._keyed_lock:
+            mark = self._recent.record(key)
+            if mark is None:
+                return  # sent already
+            try:
+                self.send(ids, data)
+            except BaseException:
+                self._recent.forget(key, mark)
+                raise
 
     def _broadcast(self, frame: bytes) -> None:
         """Queue *frame* on every registered stream."""

@@ -14,12 +14,12 @@ import logging
 import queue
 import threading
 from collections.abc import Callable, Generator, Iterator
-from typing import Any
+from typing import Any, ClassVar
 
 from .errors import MessageTooLargeError
 from .sse import PING, encode_event, encode_message
 
-__all__ = ["DEFAULT_KEEPALIVE", "DEFAULT_MAXSIZE", "DEFAULT_MAX_BYTES", "StreamController"]
+__all__ = ["DEFAULT_KEEPALIVE", "DEFAULT_MAXSIZE", "DEFAULT_MAX_BYTES", "FRAME_ROOM", "StreamController", "counted_above"]
 
 logger = logging.getLogger(__name__)
 
@@ -29,7 +29,23 @@ DEFAULT_MAXSIZE = 1024
 DEFAULT_MAX_BYTES = 16 * 1024 * 1024
 #: Seconds of silence after which an idle stream sends a comment ping.
 DEFAULT_KEEPALIVE = 15.0
-_DEFAULT_SMALL = DEFAULT_MAX_BYTES // (4 * DEFAULT_MAXSIZE)
+#: Bytes a frame may gain after a sender checked its message: an ``id`` field (an event id
+#: is at most 64 characters) and a stream's ``frame_overhead`` (an event name, up to 59
+#: bytes). Checks made before a frame is built leave this much room.
+FRAME_ROOM = 128
+
+
+def counted_above(max_bytes: int, count: int) -> int:
+    """The size over which an item is counted byte by byte against *max_bytes*: smaller ones are bounded by *count*.
+
+    A quarter of the byte budget at most goes to items bounded by the count
+    alone, so the hot path (short messages) takes no lock and no sum; every
+    byte-bounded buffer here (streams, event logs) splits its budget this way.
+    """
+    return max_bytes // (4 * count)
+
+
+_DEFAULT_SMALL = counted_above(DEFAULT_MAX_BYTES, DEFAULT_MAXSIZE)
 #: Most frames joined into one chunk handed to the WSGI server.
 _MAX_BATCH = 64
 
@@ -106,6 +122,10 @@ class StreamController:
         "_state",
     )
 
+    #: Bytes a subclass adds to every frame it is offered (an event name, say): fan-out
+    #: checks a frame against ``max_bytes - frame_overhead`` before offering it.
+    frame_overhead: ClassVar[int] = 0
+
     def __init__(
         self,
         *,
@@ -134,7 +154,8 @@ class StreamController:
         self._maxsize = maxsize
         self._max_bytes = max_bytes
         # Frames this big or smaller: the frame count bounds them (the defaults share one int object).
-        self._small = _DEFAULT_SMALL if max_bytes == DEFAULT_MAX_BYTES and maxsize == DEFAULT_MAXSIZE else max_bytes // (4 * maxsize)
+        defaults = max_bytes == DEFAULT_MAX_BYTES and maxsize == DEFAULT_MAXSIZE
+        self._small = _DEFAULT_SMALL if defaults else counted_above(max_bytes, maxsize)
         self._large = 0  # bytes of larger frames queued, under the lock
         self._keepalive = float(keepalive)
         self._state = _OPEN
@@ -175,11 +196,14 @@ class StreamController:
         size = len(frame)
         self.check_size(size)
         with self._lock:
-            fits = self._large + size <= self._max_bytes and self._queue.qsize() < self._maxsize
+            room = self._large + size <= self._max_bytes
+            fits = room and self._queue.qsize() < self._maxsize
             if fits:
                 self._large += size
                 self._queue.put(_Large(frame))
-        return fits or self._overflow(f"more than {self._max_bytes} bytes unread")
+        if fits:
+            return True
+        return self._overflow(f"more than {self._max_bytes} bytes unread" if not room else f"{self._maxsize} frames unread")
 
     def check_size(self, size: int) -> None:
         """Raise :class:`~session_manager.MessageTooLargeError` if a frame of *size* bytes could never be queued."""

@@ -17,6 +17,7 @@ import threading
 import pytest
 
 from session_manager import (
+    BackendUnavailableError,
     InMemoryEventStore,
     InMemoryStreamSessionManager,
     MessageTooLargeError,
@@ -306,3 +307,66 @@ def test_redis_stream_too_small_for_a_message_misses_it_logged_and_the_listener_
     wait_until(lambda: small._queue.qsize() >= 1 and roomy._queue.qsize() >= 2, what="both messages")
     assert drained_numbers(small) == [2] and drained_numbers(roomy) == [1, 2]
     assert "was not delivered" in caplog.text
+
+
+def test_a_keyed_retry_racing_its_failing_send_waits_and_delivers_once():
+    """In memory: a retry with the same key that arrives while the first send runs waits for its outcome."""
+
+    entered, release = threading.Event(), threading.Event()
+
+    class FirstAppendFails(InMemoryEventStore):
+        calls = 0
+
+        def append_many(self, session_ids, message):
+            FirstAppendFails.calls += 1
+            if FirstAppendFails.calls == 1:
+                entered.set()
+                release.wait(JOIN)
+                raise BackendUnavailableError("the store is down")
+            return super().append_many(session_ids, message)
+
+    streams = InMemoryStreamSessionManager(event_store=FirstAppendFails())
+    controller = StreamController()
+    streams.create("s", controller)
+    failures: list[BaseException] = []
+
+    def first() -> None:
+        try:
+            streams.send(["s"], note(1), idempotency_key="k-1")
+        except BackendUnavailableError as exc:
+            failures.append(exc)
+
+    sender = threading.Thread(target=first)
+    sender.start()
+    assert entered.wait(JOIN)
+    retry = threading.Thread(target=lambda: streams.send(["s"], note(1), idempotency_key="k-1"))
+    retry.start()
+    retry.join(0.2)
+    assert retry.is_alive()  # waiting for the first send's outcome, not told "sent"
+    release.set()
+    sender.join(JOIN)
+    retry.join(JOIN)
+    assert len(failures) == 1
+    assert drained_numbers(controller) == [1]  # the retry delivered it, once
+
+
+def test_a_long_message_to_many_sessions_is_stored_once_under_one_id():
+    store = InMemoryEventStore(100, max_bytes=1_000_000)
+    sids = [f"s{i}" for i in range(5)]
+    for sid in sids:
+        store.open(sid, "g")
+    groups = store.append_many(sids, "L" * 50_000)  # over max_bytes / (4 * max_events): counted byte by byte
+    assert len(groups) == 1 and sorted(groups[0][1]) == sids
+    assert all(store._sessions[sid]["g"].large[0][1] is store._sessions[sids[0]]["g"].large[0][1] for sid in sids)
+
+
+def test_redis_sender_leaves_room_for_the_frame_so_no_stream_refuses_what_it_admitted(node_factory):
+    limit = 100_000
+    sender, holder = node_factory(max_message_bytes=limit), node_factory()
+    controller = StreamController(max_bytes=limit)
+    holder.create("r", controller)
+    with pytest.raises(MessageTooLargeError):  # its data fits the limit, its frame does not
+        sender.send(["r"], json.dumps({"pad": "z" * (limit - 40)}))
+    sender.send(["r"], note(7, limit - 300))
+    wait_until(lambda: controller._large > 0, what="the message to arrive")
+    assert drained_numbers(controller) == [7]

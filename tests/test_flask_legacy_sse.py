@@ -604,3 +604,14 @@ def test_gunicorn_workers_serve_posts_for_a_stream_held_by_another(private_redis
         info.close()
         cluster.close()
     assert "Traceback" not in cluster.stderr(), cluster.stderr()
+
+
+def test_a_reply_larger_than_the_stream_holds_becomes_an_error_with_its_id(serve: Callable[..., LegacyServer]) -> None:
+    """As on Streamable HTTP: the client gets an answer, not a stream that waits forever."""
+    server = serve(stream_max_bytes=200_000)
+    client = server.connect()
+    client.initialize()
+    reply = client.request("tools/call", {"name": "echo", "arguments": {"text": "x" * 300_000}}, id="big")
+    assert reply["id"] == "big" and reply["error"]["code"] == -32603
+    assert "200000" in reply["error"]["message"]
+    assert client.request("ping", id="p") == {"jsonrpc": "2.0", "id": "p", "result": {}}

@@ -75,6 +75,7 @@ from ..events import (
     get_stream_id,
     parse_event_id,
 )
+from ..stream import counted_above
 from . import _scripts as lua
 from ._common import RedisBacked, milliseconds, text
 
@@ -176,7 +177,7 @@ class RedisEventStore(RedisBacked, EventStore):
             max_connections=max_connections,
             role="events",
         )
-        short = max_bytes // (4 * max_events)  # messages up to this long are bounded by the count (as in memory)
+        short = counted_above(max_bytes, max_events)  # messages up to this long are bounded by the count (as in memory)
         #: ARGV[1..4] of every script using the logs (see _scripts): ARGV[2] holds the log bounds.
         self.script_args: tuple[str | int, ...] = (
             prefix,

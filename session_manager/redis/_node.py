@@ -94,6 +94,14 @@ logger = logging.getLogger(__name__)
 BATCH = 1000
 #: What ``STREAM_REFRESH`` says of a stream besides "refreshed": deleted or taken over elsewhere, or its log is lost.
 _GONE, _LOG_LOST, _KEY_LOST = 0, 2, 3
+_LOGS_GONE = (
+    "the event logs of %d open streams are gone (Redis lost its data?): closing them, so their clients "
+    "resume and learn that messages were lost (410)"
+)
+_KEY_EXPIRED = (
+    "the stream keys of %d open resumable streams expired (a heartbeat later than liveness_ttl, a stalled "
+    "Redis?): closing them, so their clients resume from their logs and miss nothing"
+)
 #: Most messages, and about the most bytes, the listener reads before it queues what they carry.
 _BATCH_MESSAGES = 1000
 _BATCH_BYTES = 4 * 1024 * 1024
@@ -357,13 +365,18 @@ class Node:
         """
         for entry in entries:
             controller = entry.controller
-            fitting = [frame for frame in frames if len(frame) <= controller.max_bytes]
+            room = controller.max_bytes - controller.frame_overhead  # frames come with their id already
+            fitting = [frame for frame in frames if len(frame) <= room]
             if len(fitting) < len(frames):
                 logger.warning(
-                    "a message larger than the %d bytes the stream of session %r holds was not delivered to it; "
+                    "a message larger than the %d bytes the stream of session %r holds was not delivered to it%s; "
                     "keep the stream managers' max_message_bytes at most the transports' stream_max_bytes",
                     controller.max_bytes, entry.session_id,
+                    " (closed: its client resumes from the log)" if entry.floor is not None else "",
                 )
+                if entry.floor is not None:  # resumable: never a stream that goes on with a hole in it
+                    self.end(entry)
+                    continue
             if fitting:
                 self._queue(fitting, [entry])
 
@@ -412,11 +425,11 @@ class Node:
                     lost.append(entry)
         self.end_lost(lost)
 
-    def end_lost(self, entries: list[Registration]) -> None:
-        """Close the resumable streams whose log is gone (Redis lost its data?), with one warning for all.
+    def end_lost(self, entries: list[Registration], why: str = _LOGS_GONE) -> None:
+        """Close resumable streams that cannot go on as if nothing happened, with one warning (*why*) for all.
 
-        Messages sent to them since were dropped (no log to store them in),
-        so they must not go on as if nothing happened: closed, each client
+        By default their log is gone (Redis lost its data?): messages sent to
+        them since were dropped (no log to store them in), so each client
         resumes with its last id and gets 410 (unknown id), which tells it
         messages were lost; a new stream then works as any other.
         """
@@ -426,11 +439,7 @@ class Node:
                 del self.registrations[entry.number]
         if not ending:
             return
-        logger.warning(
-            "the event logs of %d open streams are gone (Redis lost its data?): closing them, so their clients "
-            "resume and learn that messages were lost (410)",
-            len(ending),
-        )
+        logger.warning(why, len(ending))
         for entry in ending:
             self.end(entry)
 
@@ -499,7 +508,11 @@ class Node:
                 ],
             )
             for (sid, entry), state in zip(chunk, results):
-                if state == _GONE:
+                if state != _GONE and (entry.controller.closed or self.streams.get(sid) is not entry):
+                    # Ended meanwhile (a DELETE deletes its key and logs): nothing was lost, and the beat may
+                    # have re-created its key.
+                    self.pending.append((sid, entry.token))
+                elif state == _GONE:
                     if not entry.controller.closed:
                         logger.info("stream of session %r was deleted or taken over elsewhere: closing it", sid)
                     self.end(entry)
@@ -507,18 +520,9 @@ class Node:
                     lost.append(entry)
                 elif state == _KEY_LOST:
                     expired.append(entry)
-                elif entry.controller.closed or self.streams.get(sid) is not entry:
-                    self.pending.append((sid, entry.token))  # ended meanwhile: the beat may have re-created its key
         self.end_lost(lost)
-        if expired:
-            # Messages sent while its key was gone were stored but routed nowhere: its client resumes from its log.
-            logger.warning(
-                "the stream keys of %d open resumable streams expired (a heartbeat later than liveness_ttl, a "
-                "stalled Redis?): closing them, so their clients resume and miss nothing",
-                len(expired),
-            )
-            for entry in expired:
-                self.end(entry)
+        # Messages sent while its key was gone were stored but routed nowhere: its client resumes from its log.
+        self.end_lost(expired, _KEY_EXPIRED)
 
     def heartbeat(self) -> None:
         """Thread: refresh stream keys every interval, delete ended streams' keys promptly."""

@@ -93,8 +93,8 @@ from ..base import idempotency_key as checked_key
 from ..errors import BackendUnavailableError, EventStoreRequiredError, MessageTooLargeError, StreamConflictError
 from ..events import EventStore, get_stream_id, resume_frames
 from ..replies import PendingReply
-from ..sse import encode_event
-from ..stream import DEFAULT_MAX_BYTES, StreamController
+from ..sse import encode_event, encode_message
+from ..stream import DEFAULT_MAX_BYTES, FRAME_ROOM, StreamController
 from . import _scripts as lua
 from ._common import Call, CallsFailed, RedisBacked, milliseconds, run_once, text
 from ._events import RedisEventStore, check_resume, position, replay_reply
@@ -241,7 +241,8 @@ class RedisStreamSessionManager(RedisBacked, StreamSessionManager):
         sent) while a store keeps logs on *prefix*: the deployment decides.
     :param dedupe_ttl: seconds a send's ``idempotency_key`` is remembered
         (a ``sent:<key>`` key in Redis with that TTL, shared by every process).
-    :param max_message_bytes: the largest message (UTF-8) a send accepts;
+    :param max_message_bytes: the largest frame (the message in UTF-8 as SSE,
+        with room for its id) a send accepts;
         a larger one raises :class:`~session_manager.MessageTooLargeError`,
         nothing sent. The streams of other processes cannot tell this one
         that a message exceeds their bound, so it is checked here: keep it
@@ -362,7 +363,8 @@ class RedisStreamSessionManager(RedisBacked, StreamSessionManager):
                 raise StreamConflictError(session_id)
             node.creating.add(session_id)
         entry = Registration(controller, node.node, next(node.counter), session_id)
-        node.fits_all = min(node.fits_all, controller.max_bytes)
+        with node.lock:
+            node.fits_all = min(node.fits_all, controller.max_bytes - controller.frame_overhead)
         try:
             if not node.ready.wait(0 if node.failures else self._timeout):
                 raise self._errors.unavailable(
@@ -522,8 +524,8 @@ class RedisStreamSessionManager(RedisBacked, StreamSessionManager):
         plan = _SendCalls(self._send_head, self._keys, self._store is not None)
         limit = self._max_message_bytes
         for sessions, data, key in batch:  # planned, not sent yet: a message too large stops everything
-            if len(data) * 4 > limit:  # 4 bytes a character at most: measure only what could be too large
-                size = len(data.encode("utf-8", "surrogatepass"))
+            if len(data) * 10 + FRAME_ROOM > limit:  # a frame takes 10 bytes a character at most: measure the rest
+                size = len(encode_message(data)) + FRAME_ROOM  # the frame a stream is offered, with its id
                 if size > limit:
                     raise MessageTooLargeError(size, limit)
             plan.add(sessions, data, key)

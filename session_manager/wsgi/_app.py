@@ -41,7 +41,7 @@ from ..stream import StreamController
 from ..subscriptions import ListenFilter, acknowledged_message
 from ._checks import accepts, check_content_type, check_peer, method_not_allowed, read_message, url_path
 from ._client_requests import INPUT_METHODS, ClientRequests, InputRounds
-from ._context import CANCELLED, Emit, RequestContext, context_for
+from ._context import Emit, RequestContext, context_for
 from ._handler import Handler, OnSuccess, invoke, notify_handler
 from ._handshake import (
     PROTOCOL_HEADER,
@@ -309,8 +309,7 @@ class McpApp(Notifier):
         key = self._session_key(request)
         info = steps.session_info(key)
         if message.kind != REQUEST:
-            if message.method == CANCELLED:  # the handler sees it too
-                self._lifecycle.requests.cancel(key, message.params)
+            self._lifecycle.requests.notice(key, message.method, message.params)  # the handler sees it too
             steps.client_message(self.handler, key, info, message)
             return empty_response(202)
         try:

@@ -21,6 +21,9 @@ __all__ = ["CANCELLED", "Declared", "RequestContext", "RunningRequests", "contex
 
 logger = logging.getLogger(__name__)
 
+#: Seconds a request stops looking its session up after a lookup failed (the backend is down).
+_OUTAGE_BACKOFF = 30.0
+
 Emit = Callable[[str], object]
 #: What a client sends to cancel one of its requests (the cancellation utility, 2025-11-25 and before).
 CANCELLED = "notifications/cancelled"
@@ -224,6 +227,9 @@ class RequestContext:
                 return False
         except SessionManagerError as exc:  # the backend is down: not a reason to give up the request
             logger.debug("could not check that the session of a running request exists: %s", exc)
+            # Each failed lookup may have waited out the socket timeout: a handler polling
+            # ``cancelled`` in its loop pays that at most once per _OUTAGE_BACKOFF, not every second.
+            self._next_check = time.monotonic() + _OUTAGE_BACKOFF
             return False
         logger.debug("request %.80r cancelled: its session ended", self.request_id)
         running.signal(self).set()
@@ -398,6 +404,11 @@ class RunningRequests:
             yield ctx
         finally:
             self.discard(ctx)
+
+    def notice(self, key: str, method: str | None, params: Mapping[str, Any]) -> None:
+        """A client notification of session *key*: ``notifications/cancelled`` cancels the request it names."""
+        if method == CANCELLED:
+            self.cancel(key, params)
 
     def cancel(self, key: str, params: Mapping[str, Any]) -> bool:
         """The client of session *key* sent ``notifications/cancelled`` with *params*: cancel the request it names.

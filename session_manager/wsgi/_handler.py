@@ -15,11 +15,11 @@ from collections.abc import Callable
 from typing import Any
 
 from .._jsonrpc import INTERNAL_ERROR, JsonRpcError, Message, error_response, result_response
-from ..errors import SessionManagerError
+from ..errors import MessageTooLargeError, SessionManagerError
 from ._client_requests import InputRequired
 from ._context import RequestContext
 
-__all__ = ["Handler", "OnSuccess", "invoke", "notify_handler"]
+__all__ = ["Handler", "OnSuccess", "invoke", "notify_handler", "send_reply"]
 
 logger = logging.getLogger(__name__)
 
@@ -61,6 +61,20 @@ def invoke(
     except Exception:
         logger.exception("MCP handler failed on %s", message.method)
         return error_response(message.id, _INTERNAL), False
+
+
+def send_reply(send: Callable[[str], object], message: Message, reply: str) -> None:
+    """Send *reply* with *send*; one larger than the stream can hold goes as an internal error with its id.
+
+    The client still gets an answer to its request, whichever transport
+    carries it.
+    """
+    try:
+        send(reply)
+    except MessageTooLargeError as exc:
+        logger.warning("MCP %s: the response cannot be sent: %s", message.method, exc)
+        too_large = f"Internal error: the response takes {exc.size} bytes; this server's streams hold at most {exc.limit}"
+        send(error_response(message.id, JsonRpcError(INTERNAL_ERROR, too_large)))
 
 
 def notify_handler(handler: Handler, message: Message, ctx: RequestContext) -> None:

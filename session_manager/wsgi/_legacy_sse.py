@@ -28,8 +28,8 @@ from ..errors import SessionManagerError
 from ..sse import encode_event
 from ..stream import StreamController
 from ._checks import accepts, check_content_type, method_not_allowed, read_message, url_path
-from ._context import CANCELLED, RequestContext
-from ._handler import Handler, OnSuccess, invoke
+from ._context import RequestContext
+from ._handler import Handler, OnSuccess, invoke, send_reply
 from ._handshake import LEGACY_SUPPORTED_PROTOCOL_VERSIONS
 from ._responses import SSE, sse_response
 
@@ -66,6 +66,7 @@ class _MessageEvents(StreamController):
     """
 
     __slots__ = ()
+    frame_overhead = len(_MESSAGE_EVENT)
 
     def enqueue_frame(self, frame: bytes) -> bool:
         if frame.startswith((b"data:", b"id:")):
@@ -163,8 +164,7 @@ class LegacySse:
             emit(error_response(message.id, error))
             return _accepted()
         if prepared is None:
-            if message.method == CANCELLED:  # the handler sees it too
-                app._lifecycle.requests.cancel(key, message.params)
+            app._lifecycle.requests.notice(key, message.method, message.params)  # the handler sees it too
             steps.client_message(app.handler, key, info, message)
             return _accepted()
         info, record = prepared
@@ -206,4 +206,4 @@ class LegacySse:
 
 def _run_request(handler: Handler, message: Message, ctx: RequestContext, record: OnSuccess | None) -> None:
     """The body of a legacy request's own thread: the reply goes where the handler's messages go."""
-    ctx.send(invoke(handler, message, ctx, record)[0])
+    send_reply(ctx.send, message, invoke(handler, message, ctx, record)[0])

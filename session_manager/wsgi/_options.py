@@ -14,7 +14,7 @@ from typing import Any
 from werkzeug.wrappers import Request
 
 from .. import __version__
-from .._validate import positive_seconds
+from .._validate import positive_int, positive_seconds
 from ..stream import DEFAULT_KEEPALIVE, DEFAULT_MAX_BYTES, DEFAULT_MAXSIZE, StreamController
 from ._checks import Allowlist
 from ._request_state import DEFAULT_STATE_TTL, StateSealer
@@ -160,16 +160,10 @@ class McpOptions:
         StreamController(
             keepalive=self.keepalive, maxsize=self.stream_maxsize, max_bytes=self.stream_max_bytes, retry=self.retry
         )
-        if self.max_handlers is not None and (type(self.max_handlers) is not int or self.max_handlers < 1):
-            raise ValueError(f"max_handlers must be a positive int or None, got {self.max_handlers!r}")
-        if type(self.max_listen_streams) is not int or self.max_listen_streams < 1:
-            raise ValueError(f"max_listen_streams must be a positive int, got {self.max_listen_streams!r}")
-        if type(self.max_session_info) is not int or self.max_session_info < 1:
-            raise ValueError(f"max_session_info must be a positive int, got {self.max_session_info!r}")
-        for name in ("max_sessions", "max_sessions_per_principal"):
-            cap = getattr(self, name)
-            if cap is not None and (type(cap) is not int or cap < 1):
-                raise ValueError(f"{name} must be a positive int or None, got {cap!r}")
+        for name in ("max_handlers", "max_sessions", "max_sessions_per_principal"):
+            positive_int(getattr(self, name), name, optional=True)
+        positive_int(self.max_listen_streams, "max_listen_streams")
+        positive_int(self.max_session_info, "max_session_info")
         eras = _entries(self.eras)
         if isinstance(eras, str) or not eras or not set(eras) <= set(ERAS):
             raise ValueError(f"eras must name one or both of {', '.join(map(repr, ERAS))}, got {self.eras!r}")

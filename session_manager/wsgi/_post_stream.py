@@ -17,13 +17,13 @@ import threading
 import time
 from collections.abc import Callable, Iterable
 
-from .._jsonrpc import INTERNAL_ERROR, JsonRpcError, Message, error_response
-from ..errors import EventGoneError, MessageTooLargeError, SessionManagerError
+from .._jsonrpc import Message
+from ..errors import EventGoneError, SessionManagerError
 from ..events import EventStore, Replay, event_frame, new_post_stream_id, replay_frames
 from ..sse import encode_event, encode_id, encode_message
-from ..stream import StreamController
+from ..stream import FRAME_ROOM, StreamController
 from ._context import RequestContext
-from ._handler import Handler, OnSuccess, invoke
+from ._handler import Handler, OnSuccess, invoke, send_reply
 
 __all__ = ["FOLLOW_FOR", "FOLLOW_INTERVAL", "PostStream", "PostStreams", "follow", "has_response", "resume_elsewhere", "stored_reply"]
 
@@ -34,8 +34,6 @@ logger = logging.getLogger(__name__)
 FOLLOW_INTERVAL = 0.1
 #: Longest a resume follows such a stream before it ends with ``retry`` (the client comes back).
 FOLLOW_FOR = 30.0
-#: Room for the ``id`` field a store adds to a frame (an event id is at most 64 characters).
-_ID_FIELD = len("id: \n") + 64
 
 
 def resume_elsewhere(store: EventStore, key: str, stream_id: str, last_event_id: str) -> Replay:
@@ -137,7 +135,7 @@ class PostStream:
     def _frame(self, data: str) -> bytes:
         """The SSE frame of *data*, checked against what the stream can hold (with the id a store adds)."""
         frame = encode_message(data)
-        self._controller.check_size(len(frame) + _ID_FIELD)
+        self._controller.check_size(len(frame) + FRAME_ROOM)
         return frame
 
     def _send(self, data: str, frame: bytes) -> bool:
@@ -266,12 +264,6 @@ class PostStreams:
     ) -> None:
         """The body of a request's own thread: run the handler, send its reply on *post*, end the stream."""
         try:
-            reply = invoke(handler, message, ctx, record)[0]
-            try:
-                post.finish(reply)
-            except MessageTooLargeError as exc:  # the client still gets an answer
-                logger.warning("MCP %s: the response cannot be sent: %s", message.method, exc)
-                too_large = f"Internal error: the response takes {exc.size} bytes; this server's streams hold at most {exc.limit}"
-                post.finish(error_response(message.id, JsonRpcError(INTERNAL_ERROR, too_large)))
+            send_reply(post.finish, message, invoke(handler, message, ctx, record)[0])
         finally:
             self.end(post)
