@@ -557,10 +557,8 @@ def test_size_keys_live_and_go_with_their_logs(nodes, new_id, redis_server, redi
 # -- expiry and shutdown -----------------------------------------------------------
 
 
-def test_an_open_stream_keeps_its_session_alive_and_an_expired_one_leaves_no_key(
-    redis_server, redis_prefix, new_id, connect
-):
-    ttl = 1.0
+def short_lived(redis_server, redis_prefix: str, ttl: float) -> tuple[RedisInfoSessionManager, RedisStreamSessionManager]:
+    """Info and stream managers (with a byte-bounded store) whose sessions expire after *ttl* seconds idle."""
     info = RedisInfoSessionManager(redis_server.url, prefix=redis_prefix, session_ttl=ttl)
     streams = RedisStreamSessionManager(
         redis_server.url,
@@ -569,6 +567,14 @@ def test_an_open_stream_keeps_its_session_alive_and_an_expired_one_leaves_no_key
         heartbeat_interval=0.2,
         event_store=make_event_store(redis_server.url, redis_prefix, session_ttl=ttl, max_bytes=100_000),
     )
+    return info, streams
+
+
+def test_an_open_stream_keeps_its_session_alive_and_an_expired_one_leaves_no_key(
+    redis_server, redis_prefix, new_id, connect
+):
+    ttl = 1.0
+    info, streams = short_lived(redis_server, redis_prefix, ttl)
     admin = redis_server.client()
     try:
         sid = new_id()
@@ -783,14 +789,7 @@ def test_after_redis_lost_its_data_resumable_streams_close_and_their_clients_lea
 def test_a_session_in_use_keeps_its_event_logs_past_the_store_ttl(redis_server, redis_prefix, new_id, connect):
     """Requests (info calls) and targeted sends keep what a resume needs, as long as the session lives."""
     ttl = 1.0
-    info = RedisInfoSessionManager(redis_server.url, prefix=redis_prefix, session_ttl=ttl)
-    streams = RedisStreamSessionManager(
-        redis_server.url,
-        prefix=redis_prefix,
-        liveness_ttl=1.0,
-        heartbeat_interval=0.2,
-        event_store=make_event_store(redis_server.url, redis_prefix, session_ttl=ttl, max_bytes=100_000),
-    )
+    info, streams = short_lived(redis_server, redis_prefix, ttl)
     admin = redis_server.client()
     try:
         sid = new_id()
