@@ -29,7 +29,6 @@ from __future__ import annotations
 
 import abc
 import collections
-import contextlib
 import itertools
 import re
 import secrets
@@ -64,9 +63,6 @@ DEFAULT_MAX_EVENTS = 1000
 DEFAULT_MAX_LOG_BYTES = 4 * 1024 * 1024
 #: POST stream logs kept per session by default (the GET stream's log is always kept).
 DEFAULT_MAX_STREAMS = 16
-
-#: What a lock-free path holds instead of a lock.
-_UNLOCKED = contextlib.nullcontext()
 
 #: The id of every session's GET stream.
 GET_STREAM = "g"
@@ -331,23 +327,32 @@ class InMemoryEventStore(EventStore):
         # One position and one stored tuple for every session: one group, one id on each stream.
         if type(message) is not str:
             _validate.message(message)
-        long = len(message) > self._small  # counted byte by byte, under the lock
+        if len(message) > self._small:
+            return self._append_large_many(session_ids, message)
         position = next(self._positions)
         entry = (position, message)
         sessions = self._sessions  # dict reads and deque appends are atomic: no lock per session
         stored = []
-        with self._lock if long else _UNLOCKED:
-            for session_id in session_ids:
-                logs = sessions.get(session_id)
-                if logs is not None:
-                    log = logs.get(GET_STREAM)
-                    if log is not None:
-                        if long:
-                            log.add_large(entry, self.max_bytes)
-                        else:
-                            log.events.append(entry)
-                        stored.append(session_id)
+        for session_id in session_ids:
+            logs = sessions.get(session_id)
+            if logs is not None:
+                log = logs.get(GET_STREAM)
+                if log is not None:
+                    log.events.append(entry)
+                    stored.append(session_id)
         return [(f"{GET_STREAM}.{position}", stored)] if stored else []
+
+    def _append_large_many(self, session_ids: Iterable[str], message: str) -> list[tuple[str, list[str]]]:
+        """:meth:`append_many` of a message counted byte by byte: under the lock, still one entry and one id."""
+        with self._lock:
+            logs = {sid: self._sessions.get(sid, {}).get(GET_STREAM) for sid in session_ids}
+            found = {sid: log for sid, log in logs.items() if log is not None}
+            if not found:
+                return []
+            position = self._next_position()
+            for log in found.values():
+                log.add_large((position, message), self.max_bytes)
+        return [(f"{GET_STREAM}.{position}", list(found))]
 
     def append_broadcast(self, message: str) -> str | None:
         # Stored once, in the log every GET stream replays from (what came after it opened).

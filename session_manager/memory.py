@@ -188,8 +188,12 @@ class InMemoryStreamSessionManager(StreamSessionManager):
         if idempotency_key is not None:
             self._send_once(sessions, data, idempotency_key)
             return
-        if type(data) is str and len(data) > self._fits_all:  # O(1): only a long message is measured
-            sessions = self._check_fits(sessions, data)
+        try:
+            if len(data) > self._fits_all:  # O(1): only a long message is measured
+                sessions = self._check_fits(sessions, data)
+        except TypeError:
+            _validate.message(data)  # says what was expected
+            raise
         store = self._store
         if store is not None:
             # Store and queue as one step. The store's bulk calls are its fast path:
