@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 import re
 from collections.abc import Iterable, Sequence
-from typing import Any
+from typing import Any, overload
 
 #: Longest session id accepted; minted ids are far shorter.
 MAX_SESSION_ID_LENGTH = 256
@@ -91,6 +91,10 @@ def positive_seconds(value: Any, what: str) -> float:
     return float(value)
 
 
+@overload
+def positive_int(value: Any, what: str) -> int: ...
+@overload
+def positive_int(value: Any, what: str, *, optional: bool) -> int | None: ...
 def positive_int(value: Any, what: str, *, optional: bool = False) -> int | None:
     """Return *value* if it is a positive int (or ``None`` when *optional*), else raise ValueError naming *what*."""
     if optional and value is None:

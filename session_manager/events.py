@@ -273,8 +273,7 @@ class InMemoryEventStore(EventStore):
         max_bytes: int = DEFAULT_MAX_LOG_BYTES,
     ) -> None:
         for name, value in (("max_events", max_events), ("max_streams", max_streams), ("max_bytes", max_bytes)):
-            if type(value) is not int or value < 1:
-                raise ValueError(f"{name} must be a positive int, got {value!r}")
+            _validate.positive_int(value, name)
         self.max_events = max_events
         self.max_streams = max_streams
         self.max_bytes = max_bytes
@@ -345,8 +344,8 @@ class InMemoryEventStore(EventStore):
     def _append_large_many(self, session_ids: Iterable[str], message: str) -> list[tuple[str, list[str]]]:
         """:meth:`append_many` of a message counted byte by byte: under the lock, still one entry and one id."""
         with self._lock:
-            logs = {sid: self._sessions.get(sid, {}).get(GET_STREAM) for sid in session_ids}
-            found = {sid: log for sid, log in logs.items() if log is not None}
+            sessions = self._sessions
+            found = {sid: log for sid in session_ids if (log := sessions.get(sid, {}).get(GET_STREAM)) is not None}
             if not found:
                 return []
             position = self._next_position()

@@ -111,8 +111,7 @@ class InMemoryStreamSessionManager(StreamSessionManager):
     ) -> None:
         if event_store is not None and not isinstance(event_store, EventStore):
             raise TypeError(f"event_store must be an EventStore, not {type(event_store).__name__}")
-        if type(dedupe_max_keys) is not int or dedupe_max_keys < 1:
-            raise ValueError(f"dedupe_max_keys must be a positive int, got {dedupe_max_keys!r}")
+        _validate.positive_int(dedupe_max_keys, "dedupe_max_keys")
         self._recent = _RecentKeys(_validate.positive_seconds(dedupe_ttl, "dedupe_ttl"), dedupe_max_keys)
         self._lock = threading.Lock()
         self._streams: dict[str, StreamController] = {}

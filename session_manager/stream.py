@@ -16,6 +16,7 @@ import threading
 from collections.abc import Callable, Generator, Iterator
 from typing import Any, ClassVar
 
+from ._validate import positive_int
 from .errors import MessageTooLargeError
 from .sse import PING, encode_event, encode_message
 
@@ -136,10 +137,8 @@ class StreamController:
         on_close: Callable[[], object] | None = None,
         on_overflow: Callable[[], object] | None = None,
     ) -> None:
-        if type(maxsize) is not int or maxsize < 1:
-            raise ValueError(f"maxsize must be a positive int, got {maxsize!r}")
-        if type(max_bytes) is not int or max_bytes < 1:
-            raise ValueError(f"max_bytes must be a positive int, got {max_bytes!r}")
+        positive_int(maxsize, "maxsize")
+        positive_int(max_bytes, "max_bytes")
         if not isinstance(keepalive, (int, float)) or not 0 < keepalive <= threading.TIMEOUT_MAX:
             raise ValueError(
                 f"keepalive must be a positive, finite number of seconds (at most "

@@ -164,8 +164,7 @@ class RedisEventStore(RedisBacked, EventStore):
         max_connections: int = 8,
     ) -> None:
         for name, value in (("max_events", max_events), ("max_streams", max_streams), ("max_bytes", max_bytes)):
-            if type(value) is not int or value < 1:
-                raise ValueError(f"{name} must be a positive int, got {value!r}")
+            _validate.positive_int(value, name)
         self.max_events = max_events
         self.max_streams = max_streams
         self.max_bytes = max_bytes

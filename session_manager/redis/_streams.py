@@ -281,9 +281,7 @@ class RedisStreamSessionManager(RedisBacked, StreamSessionManager):
                 f"the event store's session_ttl ({event_store.session_ttl:g} s) must exceed twice "
                 f"heartbeat_interval ({interval:g} s): the heartbeat keeps the logs of open streams alive"
             )
-        if type(max_message_bytes) is not int or max_message_bytes < 1:
-            raise ValueError(f"max_message_bytes must be a positive int, got {max_message_bytes!r}")
-        self._max_message_bytes = max_message_bytes
+        self._max_message_bytes = _validate.positive_int(max_message_bytes, "max_message_bytes")
         self._ttl_ms = milliseconds(ttl, "liveness_ttl")
         dedupe_ms = milliseconds(dedupe_ttl, "dedupe_ttl")
         self._timeout = self._connect(

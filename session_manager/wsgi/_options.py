@@ -154,8 +154,7 @@ class McpOptions:
     def __post_init__(self) -> None:
         if self.principal is not None and not callable(self.principal):
             raise TypeError(f"principal must be callable, not {type(self.principal).__name__}")
-        if type(self.max_body_size) is not int or self.max_body_size < 1:
-            raise ValueError(f"max_body_size must be a positive int, got {self.max_body_size!r}")
+        positive_int(self.max_body_size, "max_body_size")
         # A stream with these settings validates them (the same checks as every stream), failing early.
         StreamController(
             keepalive=self.keepalive, maxsize=self.stream_maxsize, max_bytes=self.stream_max_bytes, retry=self.retry
