@@ -202,7 +202,8 @@ class _Log:
         # One more than max_events: while the oldest kept event is one the client
         # got, everything after it is still here.
         self.events: collections.deque[tuple[int, str]] = collections.deque(maxlen=max_events + 1)
-        self.large: collections.deque[tuple[int, str]] = collections.deque()
+        # A deque once a long message came: most logs never see one (an empty deque is 760 bytes).
+        self.large: collections.deque[tuple[int, str]] | tuple[()] = ()
         self.large_bytes = 0
         self.opened = opened  # the position a stream opened now is primed with
         self.trimmed = 0  # the newest long message dropped to keep the byte bound (0: none)
@@ -214,6 +215,8 @@ class _Log:
     def add_large(self, entry: tuple[int, str], budget: int) -> None:
         """Keep a long message; drop the oldest long ones beyond *budget* characters. Caller holds the lock."""
         large = self.large
+        if not isinstance(large, collections.deque):
+            large = self.large = collections.deque()
         large.append(entry)
         self.large_bytes += len(entry[1])
         while self.large_bytes > budget and len(large) > 1:

@@ -125,6 +125,9 @@ class InMemoryStreamSessionManager(StreamSessionManager):
         self._keyed_lock = threading.Lock()  # see _send_once
         #: Messages up to this many characters fit every stream registered so far (see :meth:`_check_fits`).
         self._fits_all = sys.maxsize
+        #: Frames up to this long are short on every stream registered so far: queued unmeasured.
+        #: (A stream registered while a send is under way may take that one frame unmeasured.)
+        self._short = sys.maxsize
 
     @property
     def event_store(self) -> EventStore | None:
@@ -136,6 +139,7 @@ class InMemoryStreamSessionManager(StreamSessionManager):
         fits = (controller.max_bytes - controller.frame_overhead - FRAME_ROOM) // 10
         with self._lock:
             self._fits_all = min(self._fits_all, fits)
+            self._short = min(self._short, controller.short_frame)
         store = self._store
         if store is None:
             self._register(session_id, controller, replace=False)
@@ -183,9 +187,32 @@ class InMemoryStreamSessionManager(StreamSessionManager):
         controller = self._streams.get(session_id)
         return controller is not None and not controller.closed
 
-    def send(self, sessions: Iterable[str] | None, data: str, *, idempotency_key: str | None = None) -> None:
+    def send(self, sessions: Iterable[str] | None, data: str, idempotency_key: str | None = None) -> None:
         if idempotency_key is not None:
             self._send_once(sessions, data, idempotency_key)
+            return
+        store = self._store
+        if store is None:
+            frame = encode_message(data)  # a TypeError says what was expected
+            if len(frame) > self._short:  # measured once for every stream
+                self._send_long(sessions, data, frame)
+            elif sessions is None:
+                self._broadcast(frame)
+            else:
+                # Ids are checked as they are looked up (a list's, the common case): one that is
+                # not a str raises TypeError, after the ids before it were served.
+                lookup = self._streams.get
+                try:
+                    for sid in sessions if type(sessions) is list else _validate.session_ids(sessions):
+                        target = lookup(sid)
+                        if target is None:
+                            if type(sid) is not str:
+                                _validate.session_ids([sid])  # raises, saying what was expected
+                        elif not target._enqueue_short(frame):
+                            self._forget(sid, target)
+                except TypeError:
+                    _validate.session_ids(sessions)  # an unhashable id: say what was expected
+                    raise
             return
         try:
             if len(data) > self._fits_all:  # O(1): only a long message is measured
@@ -193,33 +220,34 @@ class InMemoryStreamSessionManager(StreamSessionManager):
         except TypeError:
             _validate.message(data)  # says what was expected
             raise
-        store = self._store
-        if store is not None:
-            # Store and queue as one step. The store's bulk calls are its fast path:
-            # one that stores one entry for many sessions (the in-memory one) returns
-            # them in one group under one id, framed here once.
-            with self._send_lock:
-                if sessions is None:
-                    event_id = store.append_broadcast(data)
-                    if event_id is not None:  # stored once, replayed by every GET stream
-                        self._broadcast(encode_message(data, event_id))
-                        return
-                    with self._lock:
-                        sessions = list(self._logged)
-                streams = self._streams
-                for event_id, stored in store.append_many(_validate.session_ids(sessions), data):
-                    framed = encode_message(data, event_id)
-                    for sid in stored:
-                        controller = streams.get(sid)
-                        if controller is not None and not controller.enqueue_frame(framed):
-                            self._forget(sid, controller)
-            return
-        frame = encode_message(data)
-        if sessions is None:
+        # Store and queue as one step, so ids reach each stream in the order they were stored.
+        # The store's bulk calls are its fast path: one that stores one entry for many sessions
+        # (the in-memory one) returns them in one group under one id, framed here once.
+        with self._send_lock:
+            if sessions is None:
+                event_id = store.append_broadcast(data)
+                if event_id is not None:  # stored once, replayed by every GET stream
+                    self._broadcast(encode_message(data, event_id))
+                    return
+                with self._lock:
+                    sessions = list(self._logged)
+            streams = self._streams
+            for event_id, stored in store.append_many(_validate.session_ids(sessions), data):
+                framed = encode_message(data, event_id)
+                short = len(framed) <= self._short
+                for sid in stored:
+                    target = streams.get(sid)
+                    if target is not None and not (target._enqueue_short(framed) if short else target.enqueue_frame(framed)):
+                        self._forget(sid, target)
+
+    def _send_long(self, sessions: Iterable[str] | None, data: str, frame: bytes) -> None:
+        """Send a frame too long to queue unmeasured: whole, or refused if some target could never hold it."""
+        ids = self._check_fits(sessions, data)
+        if ids is None:
             self._broadcast(frame)
             return
         lookup = self._streams.get
-        for sid in _validate.session_ids(sessions):
+        for sid in ids:
             target = lookup(sid)
             if target is not None and not target.enqueue_frame(frame):
                 self._forget(sid, target)
@@ -260,12 +288,13 @@ class InMemoryStreamSessionManager(StreamSessionManager):
                 raise
 
     def _broadcast(self, frame: bytes) -> None:
-        """Queue *frame* on every registered stream."""
+        """Queue *frame* on every registered stream, measured once for all of them."""
         with self._lock:
             targets = self._streams.copy()  # far cheaper than a list of item tuples
-        for sid, controller in targets.items():
-            if not controller.enqueue_frame(frame):
-                self._forget(sid, controller)
+        short = len(frame) <= self._short
+        for sid, target in targets.items():
+            if not (target._enqueue_short(frame) if short else target.enqueue_frame(frame)):
+                self._forget(sid, target)
 
     def close(self) -> None:
         with self._lock:

@@ -127,6 +127,13 @@ class StreamController:
     #: checks a frame against ``max_bytes - frame_overhead`` before offering it.
     frame_overhead: ClassVar[int] = 0
 
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        # A subclass that changes how frames are queued gets every frame that way,
+        # short ones from the in-memory manager included.
+        if "enqueue_frame" in cls.__dict__ and "_enqueue_short" not in cls.__dict__:
+            cls._enqueue_short = cls.enqueue_frame  # type: ignore[method-assign]
+
     def __init__(
         self,
         *,
@@ -184,11 +191,30 @@ class StreamController:
             return False
         if len(frame) > self._small:
             return self._enqueue_large(frame)
+        queue_ = self._queue  # _enqueue_short, inlined: this is every direct send's path
+        if queue_.qsize() < self._maxsize:
+            queue_.put(frame)
+            return True
+        return self._overflow(f"{self._maxsize} frames unread")
+
+    def _enqueue_short(self, frame: bytes) -> bool:
+        """:meth:`enqueue_frame` of a frame the caller measured: ``len(frame) <= short_frame``.
+
+        Fan-out measures a frame once for all its streams, so no delivery
+        pays the length check.
+        """
+        if self._state is not _OPEN:
+            return False
         queue_ = self._queue
         if queue_.qsize() < self._maxsize:
             queue_.put(frame)
             return True
         return self._overflow(f"{self._maxsize} frames unread")
+
+    @property
+    def short_frame(self) -> int:
+        """Longest frame bounded by the frame count alone; longer ones are counted byte by byte."""
+        return self._small - self.frame_overhead
 
     def _enqueue_large(self, frame: bytes) -> bool:
         """Queue a frame counted against the byte budget (a wrapper tells the reader to give its bytes back)."""

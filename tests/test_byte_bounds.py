@@ -283,6 +283,44 @@ def test_memory_manager_refuses_a_message_some_target_stream_cannot_hold_and_sen
     assert drained_numbers(roomy) == [2, 3] and drained_numbers(small) == [3]
 
 
+class _Tagged(StreamController):
+    """A subclass that changes how frames are queued (as the legacy transport's stream does)."""
+
+    __slots__ = ()
+
+    def enqueue_frame(self, frame: bytes) -> bool:
+        return super().enqueue_frame(b": tagged\n" + frame)
+
+
+@pytest.mark.parametrize("with_store", [False, True], ids=["no-store", "store"])
+def test_a_subclass_that_changes_enqueue_frame_gets_every_fanned_out_frame_through_it(with_store):
+    streams = InMemoryStreamSessionManager(event_store=InMemoryEventStore() if with_store else None)
+    plain, tagged = StreamController(), _Tagged()
+    streams.create("plain", plain)
+    streams.create("tagged", tagged)
+    streams.send(None, note(1, 100))  # short: queued unmeasured on plain streams
+    streams.send(["plain", "tagged"], note(2, 100))
+    streams.send(["tagged"], note(3, 50_000))  # long: counted byte by byte
+    tagged_chunks = b"".join(_drain(tagged))
+    assert tagged_chunks.count(b": tagged\n") == 3
+    assert drained_numbers(plain) == [1, 2]
+
+
+def test_one_stream_with_a_small_bound_makes_the_manager_measure_frames_for_it():
+    streams = InMemoryStreamSessionManager()
+    roomy, small = StreamController(), StreamController(maxsize=4, max_bytes=4_000)
+    assert small.short_frame == 250 < roomy.short_frame
+    streams.create("roomy", roomy)
+    streams.create("small", small)
+    for n in range(3):  # 600-byte frames: short for roomy, counted on small (1,800 of 4,000 bytes)
+        streams.send(None, note(n, 600))
+    assert small._large > 1_500 and roomy._large == 0
+    streams.send(["small"], note(3, 600))
+    streams.send(["small"], note(4, 600))  # 3,000 bytes and 5 frames: over maxsize, a slow consumer
+    assert small.overflowed and not roomy.closed
+    assert drained_numbers(roomy) == [0, 1, 2]
+
+
 def test_redis_manager_refuses_a_message_over_max_message_bytes_before_sending_anything(node_factory):
     sender, holder = node_factory(max_message_bytes=100_000), node_factory()
     controller = StreamController()

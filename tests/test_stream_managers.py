@@ -150,6 +150,8 @@ def test_slow_consumer_is_dropped_others_unaffected(streams, open_stream, new_id
         (lambda s: s.send(None, b"bytes"), TypeError),
         (lambda s: s.send("one-id-as-str", "{}"), TypeError),
         (lambda s: s.send([1, 2], "{}"), TypeError),
+        (lambda s: s.send([["unhashable"]], "{}"), TypeError),
+        (lambda s: s.send((sid for sid in [None]), "{}"), TypeError),
         (lambda s: s.has(None), TypeError),
         (lambda s: s.delete(5), TypeError),
     ],

@@ -268,6 +268,8 @@ class Node:
         self.pid = os.getpid()
         #: Frames up to this many bytes fit every stream registered here so far (see :meth:`deliver`).
         self.fits_all = sys.maxsize
+        #: Frames up to this many bytes are short on every stream registered here so far: queued unmeasured.
+        self.short_all = sys.maxsize
         self.node = secrets.token_hex(8)
         self.channel = config.keys.node_channel(self.node)
         self.counter = itertools.count(1)
@@ -337,21 +339,24 @@ class Node:
 
     def deliver(self, frames: list[bytes], entries: list[Registration]) -> None:
         """Queue *frames* on each stream of *entries*, back to back; a stream closed or overflowing is forgotten."""
-        if max(map(len, frames)) > self.fits_all:  # some stream here may never hold one of them
+        longest = max(map(len, frames))
+        if longest > self.fits_all:  # some stream here may never hold one of them
             self.deliver_fitting(frames, entries)
         else:
-            self._queue(frames, entries)
+            self._queue(frames, entries, short=longest <= self.short_all)
 
-    def _queue(self, frames: list[bytes], entries: list[Registration]) -> None:
+    def _queue(self, frames: list[bytes], entries: list[Registration], *, short: bool = False) -> None:
+        """Queue *frames* on each stream of *entries*; *short*: every frame is short on every one of them."""
         forget = self.forget
         if len(frames) == 1:  # the most common run: one message
             frame = frames[0]
             for entry in entries:
-                if not entry.controller.enqueue_frame(frame):
+                controller = entry.controller
+                if not (controller._enqueue_short(frame) if short else controller.enqueue_frame(frame)):
                     forget(entry.session_id, entry)
             return
         for entry in entries:
-            enqueue = entry.controller.enqueue_frame
+            enqueue = entry.controller._enqueue_short if short else entry.controller.enqueue_frame
             for frame in frames:
                 if not enqueue(frame):
                     forget(entry.session_id, entry)

@@ -363,6 +363,7 @@ class RedisStreamSessionManager(RedisBacked, StreamSessionManager):
         entry = Registration(controller, node.node, next(node.counter), session_id)
         with node.lock:
             node.fits_all = min(node.fits_all, controller.max_bytes - controller.frame_overhead)
+            node.short_all = min(node.short_all, controller.short_frame)
         try:
             if not node.ready.wait(0 if node.failures else self._timeout):
                 raise self._errors.unavailable(
@@ -490,7 +491,7 @@ class RedisStreamSessionManager(RedisBacked, StreamSessionManager):
         # A tombstone, or a stream of this process that is not open any more.
         return not token.startswith("-") and token.partition(":")[0] != node.node
 
-    def send(self, sessions: Iterable[str] | None, data: str, *, idempotency_key: str | None = None) -> None:
+    def send(self, sessions: Iterable[str] | None, data: str, idempotency_key: str | None = None) -> None:
         """See :meth:`StreamSessionManager.send`: a batch of one (one script call per 1,000 targets).
 
         Raises :class:`~session_manager.BackendUnavailableError` if Redis
