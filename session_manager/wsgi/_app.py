@@ -72,6 +72,7 @@ from ._responses import (
     empty_response,
     error_response_for,
     json_response,
+    long_lived_response,
     refusal_for,
     socket_closer,
     sse_response,
@@ -471,7 +472,7 @@ class McpApp(Notifier):
         except BaseException:
             controller.close()
             raise
-        return sse_response(controller)
+        return long_lived_response(controller, request.environ)
 
     def _ask_handler_to_listen(self, message: Message, declared: ModernRequest, wanted: ListenFilter) -> ListenFilter:
         """The handler's say on a listen request: it may refuse (a JsonRpcError) or grant less (``{"notifications": ...}``).
@@ -591,7 +592,7 @@ class McpApp(Notifier):
         except BaseException:
             controller.close()
             raise
-        return sse_response(controller)
+        return long_lived_response(controller, request.environ)
 
     def _resume_post(self, request: Request, key: str, stream_id: str, last_event_id: str) -> Response:
         """``GET`` + ``Last-Event-ID`` of a POST stream: the events after it, then live if it still runs here.

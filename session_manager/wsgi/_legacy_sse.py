@@ -31,7 +31,7 @@ from ._checks import accepts, check_content_type, method_not_allowed, read_messa
 from ._context import RequestContext
 from ._handler import Handler, OnSuccess, invoke, send_reply
 from ._handshake import LEGACY_SUPPORTED_PROTOCOL_VERSIONS
-from ._responses import SSE, sse_response
+from ._responses import SSE, long_lived_response
 
 if TYPE_CHECKING:
     from ._app import McpApp
@@ -134,7 +134,7 @@ class LegacySse:
             controller.close()  # never read: ends the session at once
             raise
         logger.debug("legacy SSE session opened")
-        return sse_response(controller)
+        return long_lived_response(controller, request.environ)
 
     def _end(self, key: str) -> None:
         """The stream is over (client gone, or session deleted): the session goes with it, its requests cancelled."""

@@ -31,6 +31,7 @@ __all__ = [
     "error_response_for",
     "http_error",
     "json_response",
+    "long_lived_response",
     "refusal_for",
     "socket_closer",
     "sse_response",
@@ -54,11 +55,40 @@ def json_response(body: str, status: int = 200) -> Response:
 
 
 def sse_response(body: StreamController | Iterable[bytes]) -> Response:
-    """An SSE response; a controller body is closed when the server is done with the response."""
-    response = Response(body, 200, content_type=SSE, headers=_SSE_HEADERS)
-    if isinstance(body, StreamController):
-        response.call_on_close(body.close)
+    """An SSE response; a controller body is closed when the server is done with the response.
+
+    A controller's frames go to the server as they are (``direct_passthrough``):
+    werkzeug's encoding and closing iterators would sit on the stack of every
+    blocked stream (1.4 KB each, saved with its greenlet under gevent).
+    """
+    if not isinstance(body, StreamController):
+        return Response(body, 200, content_type=SSE, headers=_SSE_HEADERS)
+    response = Response(iter(body), 200, content_type=SSE, headers=_SSE_HEADERS, direct_passthrough=True)
+    response.call_on_close(body.close)
     return response
+
+
+def long_lived_response(controller: StreamController, environ: Mapping[str, Any]) -> Response:
+    """The SSE response of a stream that outlives its request (a GET stream, a listen stream).
+
+    Its connection carries nothing else: under gevent.pywsgi (and gunicorn's
+    gevent worker) the request's buffered reader, 8 KB per connection, is
+    closed now, and the server closes the connection when the stream ends
+    (a client opens a new one to reconnect anyway).
+    """
+    _release_input(environ)
+    return sse_response(controller)
+
+
+def _release_input(environ: Mapping[str, Any]) -> None:
+    """Close gevent.pywsgi's reader of a request whose body was read whole; other servers: nothing."""
+    body = environ.get("wsgi.input")
+    if type(body).__module__ != "gevent.pywsgi" or getattr(body, "chunked_input", True):
+        return
+    rfile = getattr(body, "rfile", None)
+    if rfile is not None and getattr(body, "position", 0) >= (getattr(body, "content_length", None) or 0):
+        with contextlib.suppress(Exception):
+            rfile.close()  # pywsgi then ends the connection after this response (its "rfile.closed" check)
 
 
 def empty_response(status: int) -> Response:
