@@ -307,8 +307,10 @@ class Stream(asyncio.Protocol):
                 run.all_done.set_result(None)
 
 
-async def open_session(port: int, pool: "asyncio.Queue[Connection]", run: Run, name: str) -> tuple[str, Stream]:
-    """initialize and notifications/initialized on a pooled connection, then the GET stream on its own."""
+async def open_session(
+    port: int, pool: "asyncio.Queue[Connection]", run: Run, name: str, protocol: type[Stream] = Stream
+) -> tuple[str, Stream]:
+    """initialize and notifications/initialized on a pooled connection, then the GET stream (a *protocol*) on its own."""
     conn = await pool.get()
     try:
         init = {
@@ -327,7 +329,7 @@ async def open_session(port: int, pool: "asyncio.Queue[Connection]", run: Run, n
             raise RuntimeError(f"notifications/initialized: {status}")
     finally:
         pool.put_nowait(conn)
-    _, stream = await asyncio.get_running_loop().create_connection(lambda: Stream(run), "127.0.0.1", port)
+    _, stream = await asyncio.get_running_loop().create_connection(lambda: protocol(run), "127.0.0.1", port)
     stream.transport.write(http_request("GET", "/mcp", port, sid))  # type: ignore[union-attr]
     status, headers = await stream.head
     if status != 200 or "chunked" not in headers.get("transfer-encoding", ""):
@@ -335,7 +337,9 @@ async def open_session(port: int, pool: "asyncio.Queue[Connection]", run: Run, n
     return sid, stream
 
 
-async def open_sessions(port: int, n: int, run: Run, name: str) -> list[tuple[str, Stream]]:
+async def open_sessions(
+    port: int, n: int, run: Run, name: str, protocol: type[Stream] = Stream
+) -> list[tuple[str, Stream]]:
     """Open *n* sessions, CONCURRENCY at a time, each step bounded by STEP_TIMEOUT."""
     pool: asyncio.Queue[Connection] = asyncio.Queue()
     for _ in range(POST_CONNECTIONS):
@@ -344,7 +348,7 @@ async def open_sessions(port: int, n: int, run: Run, name: str) -> list[tuple[st
 
     async def one() -> tuple[str, Stream]:
         async with limit:
-            return await asyncio.wait_for(open_session(port, pool, run, name), STEP_TIMEOUT)
+            return await asyncio.wait_for(open_session(port, pool, run, name, protocol), STEP_TIMEOUT)
 
     try:
         return await asyncio.gather(*(one() for _ in range(n)))

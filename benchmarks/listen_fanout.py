@@ -349,6 +349,8 @@ def serve(cpu: int | None, redis_url: str | None) -> None:
         method = message.get("method")
         if method == "tools/list":
             return {"tools": []}
+        if method == "initialize":  # sessions too (stream_scale.py): McpApp fills in the result
+            return {}
         if "id" in message and method:
             raise JsonRpcError(METHOD_NOT_FOUND, f"Method not found: {method}")
         return None
@@ -358,6 +360,7 @@ def serve(cpu: int | None, redis_url: str | None) -> None:
         managers=SessionManagers(subscriptions=subscriptions),
         server_info={"name": "listen-bench-ours", "version": "1"},
         capabilities={"tools": {"listChanged": True}, "resources": {"subscribe": True, "listChanged": True}},
+        max_sessions=None,  # stream_scale.py holds up to 50,000 sessions (the default cap is 10,000)
     )
 
     def app(environ: dict[str, Any], start_response: Any) -> Any:

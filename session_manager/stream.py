@@ -2,10 +2,10 @@
 
 The queue is a :class:`queue.SimpleQueue` with the bound kept by the
 controller: it is the documented, C-implemented queue of the standard
-library (gevent's ``patch_all`` swaps in a cooperative one), about ten times
-faster to fill and twenty times smaller than a :class:`queue.Queue`, whose
-Python-level condition variables would dominate fan-out cost and per-stream
-memory.
+library, about ten times faster to fill and twenty times smaller than a
+:class:`queue.Queue`, whose Python-level condition variables would dominate
+fan-out cost and per-stream memory. Under gevent the items stay in the C
+queue and the reader waits on a doorbell (see ``_queues``).
 """
 
 from __future__ import annotations
@@ -16,6 +16,7 @@ import threading
 from collections.abc import Callable, Generator, Iterator
 from typing import Any, ClassVar
 
+from ._queues import new_queue
 from ._validate import positive_int
 from .errors import MessageTooLargeError
 from .sse import PING, encode_event, encode_message
@@ -156,7 +157,7 @@ class StreamController:
         for name, callback in (("on_close", on_close), ("on_overflow", on_overflow)):
             if callback is not None and not callable(callback):
                 raise TypeError(f"{name} must be callable, not {type(callback).__name__}")
-        self._queue: queue.SimpleQueue[object] = queue.SimpleQueue()
+        self._queue: queue.SimpleQueue[object] = new_queue()  # or its gevent stand-in
         self._maxsize = maxsize
         self._max_bytes = max_bytes
         # Frames this big or smaller: the frame count bounds them (the defaults share one int object).

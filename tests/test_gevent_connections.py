@@ -73,7 +73,7 @@ class Connection:
         """True if the server closed the connection (EOF) within the timeout."""
         try:
             return self.sock.recv(1) == b""
-        except (ConnectionResetError, socket.timeout):
+        except (ConnectionResetError, TimeoutError):
             return False
 
     def _read(self) -> None:
