@@ -13,7 +13,7 @@ from __future__ import annotations
 import logging
 import queue
 import threading
-from collections.abc import Callable, Generator, Iterator
+from collections.abc import Callable, Iterator
 from typing import Any, ClassVar
 
 from ._queues import new_queue
@@ -52,6 +52,8 @@ _DEFAULT_SMALL = counted_above(DEFAULT_MAX_BYTES, DEFAULT_MAXSIZE)
 _MAX_BATCH = 64
 
 _OPEN, _DRAINING, _CLOSED = 0, 1, 2
+# A reader's phases (see _Frames).
+_NEW, _PRIMING, _LIVE, _RETRY, _OVER = "new", "priming", "live", "retry", "over"
 _WAKE = object()  # queue item that only wakes the reader up
 
 
@@ -329,51 +331,6 @@ class StreamController:
         """The consumer's iterator; iterate a controller once."""
         return _Frames(self)
 
-    def _frames(self) -> Generator[bytes, None, None]:
-        self._started = True
-        q = self._queue
-        get, get_nowait = q.get, q.get_nowait
-        keepalive = self._keepalive
-        try:
-            preamble, self._preamble = self._preamble, []
-            for start in range(0, len(preamble), _MAX_BATCH):
-                # Closed while they go out: stop between batches. Closed before the
-                # first read (at shutdown, say; close() released it then): they all
-                # go out, so the client has an event id to resume from.
-                if self._state is _CLOSED and self._callbacks is not None:
-                    break
-                yield b"".join(preamble[start : start + _MAX_BATCH])
-            del preamble
-            while self._state is not _CLOSED:
-                try:
-                    item = get(timeout=keepalive)
-                except queue.Empty:
-                    if self._state is not _OPEN:
-                        return
-                    yield PING
-                    continue
-                chunk: list[bytes] = [] if item is _WAKE else [item]  # type: ignore[list-item]
-                try:  # the only reader: qsize() frames are there to take
-                    for _ in range(min(q.qsize(), _MAX_BATCH)):
-                        item = get_nowait()
-                        if item is not _WAKE:
-                            chunk.append(item)  # type: ignore[arg-type]
-                except queue.Empty:  # pragma: no cover - a second reader on the same stream
-                    pass
-                if self._large:  # counted before it was queued: a large frame may be in this chunk
-                    chunk = self._unwrap(chunk)
-                if self._state is _CLOSED:
-                    break
-                if chunk:
-                    yield chunk[0] if len(chunk) == 1 else b"".join(chunk)
-                if self._state is _DRAINING and q.empty():
-                    return
-            if self._retry is not None:  # closed by the server: say when to come back
-                yield encode_event(retry=self._retry)
-        finally:
-            self._state = _CLOSED
-            self._release()
-
     def _unwrap(self, chunk: list[Any]) -> list[bytes]:
         """The frames of *chunk*, large ones unwrapped, their bytes given back to the budget."""
         frames: list[bytes] = []
@@ -394,28 +351,109 @@ class StreamController:
 
 
 class _Frames:
-    """Iterator over a controller's chunks.
+    """The consumer's iterator over a controller: chunks of frames, pings while idle, then the end.
 
-    WSGI servers call ``close()`` on a response body when the client is
-    gone; a bare generator closed before its first ``next()`` would skip its
-    cleanup, so closing this iterator also closes the controller.
+    An iterator class rather than a generator: a WSGI server's loop calls
+    its ``__next__`` directly, so a stream blocked in ``get`` nests one
+    interpreter frame less on the C stack (under gevent that stack is
+    saved with every idle stream's greenlet), and ``close()`` before the
+    first ``next()`` still ends the stream (a generator would skip its
+    cleanup). The stream is over, and its close callbacks run, when the
+    iterator is exhausted, closed, garbage collected, or a ``next()``
+    raises.
     """
 
-    __slots__ = ("_controller", "_frames")
+    __slots__ = ("_controller", "_phase", "_preamble")
 
     def __init__(self, controller: StreamController) -> None:
         self._controller = controller
-        self._frames = controller._frames()
+        self._phase = _NEW
+        self._preamble: list[bytes] = []
 
     def __iter__(self) -> _Frames:
         return self
 
     def __next__(self) -> bytes:
-        return next(self._frames)
+        if self._phase is not _LIVE:
+            return self._not_live()
+        c = self._controller
+        q = c._queue
+        try:
+            while c._state is not _CLOSED:
+                if c._state is _DRAINING and q.empty():
+                    return self._end(retry=False)
+                try:
+                    item = q.get(timeout=c._keepalive)
+                except queue.Empty:
+                    if c._state is not _OPEN:
+                        return self._end(retry=False)
+                    return PING
+                chunk: list[bytes] = [] if item is _WAKE else [item]  # type: ignore[list-item]
+                waiting = q.qsize()  # the only reader: that many frames are there to take
+                if waiting:
+                    get_nowait = q.get_nowait
+                    for _ in range(min(waiting, _MAX_BATCH)):
+                        item = get_nowait()
+                        if item is not _WAKE:
+                            chunk.append(item)  # type: ignore[arg-type]
+                if c._large:  # counted before it was queued: a large frame may be in this chunk
+                    chunk = c._unwrap(chunk)
+                if c._state is _CLOSED:
+                    break
+                if chunk:
+                    return chunk[0] if len(chunk) == 1 else b"".join(chunk)
+        except BaseException:
+            self._finish()
+            raise
+        return self._end(retry=True)
+
+    def _not_live(self) -> bytes:
+        """The first frames (primed ones, in batches), the retry hint at the end, or the end itself."""
+        c = self._controller
+        if self._phase is _NEW:
+            c._started = True
+            self._preamble, c._preamble = c._preamble, []
+            self._phase = _PRIMING
+        if self._phase is _PRIMING:
+            preamble = self._preamble
+            # Closed while they go out: stop between batches. Closed before the first
+            # read (at shutdown, say; close() released it then): they all go out, so
+            # the client has an event id to resume from.
+            if preamble and not (c._state is _CLOSED and c._callbacks is not None):
+                batch, self._preamble = preamble[:_MAX_BATCH], preamble[_MAX_BATCH:]
+                return b"".join(batch)
+            self._preamble = []
+            self._phase = _LIVE
+            return next(self)
+        if self._phase is _RETRY:
+            self._phase = _OVER
+            return encode_event(retry=c._retry)
+        self._finish()
+        raise StopIteration
+
+    def _end(self, *, retry: bool) -> bytes:
+        """End the stream; a stream the server closed says when to come back, if it has a retry hint."""
+        if retry and self._controller._retry is not None:
+            self._phase = _RETRY
+            return self._not_live()
+        self._finish()
+        raise StopIteration
+
+    def _finish(self) -> None:
+        self._phase = _OVER
+        c = self._controller
+        c._state = _CLOSED
+        c._release()
 
     def close(self) -> None:
-        self._frames.close()
+        """The server is done with the response (or the client went away): end the stream."""
+        if self._phase is not _OVER:
+            self._finish()
         self._controller.close()
+
+    def __del__(self) -> None:
+        if self._phase is not _OVER and self._phase is not _NEW:
+            self._finish()
 
 
 def _run_callback(callback: Callable[[], object]) -> None:
