@@ -212,9 +212,14 @@ def socket_closer(environ: Mapping[str, Any]) -> Callable[[], None] | None:
     if sock is None:
         return None
 
+    # gevent's socket would also wake a write blocked on it with EBADF, which pywsgi logs
+    # with a traceback; shut the OS socket under it and the write fails with EPIPE, which
+    # the server expects of a client that went away.
+    os_socket = getattr(sock, "_sock", sock)
+
     def shut() -> None:
         with contextlib.suppress(OSError):
-            sock.shutdown(socket.SHUT_RDWR)
+            os_socket.shutdown(socket.SHUT_RDWR)
         logger.info("slow SSE consumer disconnected")
 
     return shut
