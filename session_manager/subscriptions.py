@@ -112,6 +112,13 @@ def _template(method: str, params: dict[str, Any] | None = None) -> tuple[str, s
 
 #: The list_changed templates never change: encoded once, at import.
 _LIST_TEMPLATES = {kind: _template(method) for kind, method in _LIST_METHODS.items()}
+#: resources/updated around its URI: ``_UPDATED[0] + json.dumps(uri) + _UPDATED[1]`` is its head.
+_UPDATED = _template(RESOURCE_UPDATED, {"uri": ""})[0].split('""', 1)
+
+
+def _updated_template(uri: str) -> tuple[str, str]:
+    """:func:`_template` of ``resources/updated`` for *uri*, with one ``json.dumps`` of the URI alone."""
+    return _UPDATED[0] + json.dumps(uri) + _UPDATED[1], "}}}"
 
 
 def _encoded_id(subscription_id: object) -> str:
@@ -358,7 +365,8 @@ class Registry:
     def __init__(self) -> None:
         self._lock = threading.Lock()
         self._all: dict[Listener, None] = {}
-        self._kinds: dict[str, dict[Listener, None]] = {kind: {} for kind in _LIST_METHODS}
+        #: Per list kind, each listener that asked for it with its tagged frame of that kind, framed once.
+        self._kinds: dict[str, dict[Listener, bytes]] = {kind: {} for kind in _LIST_METHODS}
         self._uris: dict[str, dict[Listener, None]] = {}
         #: Streams closed because their consumer fell behind.
         self.slow_consumers_dropped = 0
@@ -369,7 +377,8 @@ class Registry:
         with self._lock:
             self._all[listener] = None
             for kind in wanted.kinds():
-                self._kinds[kind][listener] = None
+                head, tail = _LIST_TEMPLATES[kind]
+                self._kinds[kind][listener] = encode_message(head + listener.encoded_id + tail)
             for uri in wanted.resource_subscriptions:
                 self._uris.setdefault(uri, {})[listener] = None
 
@@ -399,9 +408,10 @@ class Registry:
     def list_changed(self, kind: str) -> None:
         """Queue the list_changed notification of *kind* on the streams that asked for it."""
         with self._lock:
-            targets = list(self._kinds[kind])
-        if targets:
-            self._deliver(_LIST_TEMPLATES[kind], targets)
+            targets = self._kinds[kind].copy()  # a listener's list_changed frame never changes: framed at add()
+        for listener, frame in targets.items():
+            if not listener.controller.enqueue_frame(frame):
+                self.discard(listener)  # closed, or overflowed (it closed itself)
 
     def resource_updated(self, uri: str) -> None:
         """Queue ``notifications/resources/updated`` of *uri* on the streams watching it."""
@@ -409,7 +419,7 @@ class Registry:
             watchers = self._uris.get(uri)
             targets = list(watchers) if watchers else None
         if targets:
-            self._deliver(_template(RESOURCE_UPDATED, {"uri": uri}), targets)
+            self._deliver(_updated_template(uri), targets)
 
     def _deliver(self, template: tuple[str, str], targets: Iterable[Listener]) -> None:
         """Splice each target's id into *template*, frame it, queue it; drop a closed or slow stream."""
