@@ -575,8 +575,24 @@ async def measure(
         gc.unfreeze()
         close_all(streams)
 
-    window = max(run.last_receipt, triggered) - triggered
     failures = sum(not stream.check([]) for stream in streams)
+    return figures(
+        streams, k, (triggered, run.last_receipt, done), (server_ran, server_waited, own_cpu),
+        kb=(sum(rss_after) - sum(rss_before)) / n, failures=failures + trigger_failed, setup_s=setup_s, send_ms=send_ms,
+    )
+
+
+def figures(
+    streams: Sequence[Any], k: int, times: tuple[float, float, float], cpu: tuple[float, float, float], **extra: float
+) -> dict[str, Any]:
+    """A run's row: *streams* (each with ``count`` and ``finished_at``) got up to *k* notifications each.
+
+    *times*: the trigger, the last receipt, the end of the window; *cpu*: the server's CPU seconds ran
+    and waited in it, and this process's; *extra*: kb, failures, setup_s, send_ms.
+    """
+    triggered, last_receipt, done = times
+    server_ran, server_waited, own_cpu = cpu
+    window = max(last_receipt, triggered) - triggered
     latencies = sorted(s.finished_at - triggered for s in streams if s.finished_at)
 
     def ms(quantile: float) -> float:
@@ -584,19 +600,16 @@ async def measure(
 
     delivered = sum(min(s.count, k) for s in streams)
     return {
-        "streams": n,
+        "streams": len(streams),
         "delivered": delivered,
         "per_s": delivered / window if window > 0 else 0.0,
         "per_cpu_s": delivered / server_ran if server_ran > 0 else float("nan"),
         "p50": ms(0.50),
         "p99": ms(0.99),
-        "kb": (sum(rss_after) - sum(rss_before)) / n,
-        "failures": failures + trigger_failed,
         "srv_cpu": server_ran / (done - triggered),
         "srv_wait": server_waited / (done - triggered),
         "gen_cpu": own_cpu / (done - triggered),
-        "setup_s": setup_s,
-        "send_ms": send_ms,
+        **extra,
     }
 
 

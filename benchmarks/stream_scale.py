@@ -189,28 +189,11 @@ async def measure(port: int, pid: int, n: int, k: int) -> dict[str, Any]:
         run.close()
 
     streams = run.opened
-    window = max(run.last_receipt, triggered) - triggered
-    latencies = sorted(s.finished_at - triggered for s in streams if s.finished_at)
-
-    def ms(quantile: float) -> float:
-        return latencies[min(len(latencies) - 1, int(quantile * len(latencies)))] * 1000 if latencies else float("nan")
-
-    delivered = sum(min(s.count, k) for s in streams)
-    return {
-        "streams": n,
-        "delivered": delivered,
-        "per_s": delivered / window if window > 0 else 0.0,
-        "per_cpu_s": delivered / server_ran if server_ran > 0 else float("nan"),
-        "p50": ms(0.50),
-        "p99": ms(0.99),
-        "kb": (rss_after - rss_before) / n,
-        "failures": sum(not s.exact() for s in streams) + trigger_failed,
-        "srv_cpu": server_ran / (done - triggered),
-        "srv_wait": server_waited / (done - triggered),
-        "gen_cpu": own_cpu / (done - triggered),
-        "setup_s": setup_s,
-        "send_ms": send_ms,
-    }
+    return lf.figures(
+        streams, k, (triggered, run.last_receipt, done), (server_ran, server_waited, own_cpu),
+        kb=(rss_after - rss_before) / n, failures=sum(not s.exact() for s in streams) + trigger_failed,
+        setup_s=setup_s, send_ms=send_ms,
+    )
 
 
 STARTERS: dict[str, Callable[[int | None], tuple["subprocess.Popen[str]", int]]] = {
