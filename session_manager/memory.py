@@ -199,20 +199,15 @@ class InMemoryStreamSessionManager(StreamSessionManager):
             elif sessions is None:
                 self._broadcast(frame)
             else:
-                # Ids are checked as they are looked up (a list's, the common case): one that is
+                # A list's ids (the common case) are checked as they are served: one that is
                 # not a str raises TypeError, after the ids before it were served.
                 lookup = self._streams.get
-                try:
-                    for sid in sessions if type(sessions) is list else _validate.session_ids(sessions):
-                        target = lookup(sid)
-                        if target is None:
-                            if type(sid) is not str:
-                                _validate.session_ids([sid])  # raises, saying what was expected
-                        elif not target._enqueue_short(frame):
-                            self._forget(sid, target)
-                except TypeError:
-                    _validate.session_ids(sessions)  # an unhashable id: say what was expected
-                    raise
+                for sid in sessions if type(sessions) is list else _validate.session_ids(sessions):
+                    if type(sid) is not str:
+                        _validate.session_ids([sid])  # raises, saying what was expected
+                    target = lookup(sid)
+                    if target is not None and not target._enqueue_short(frame):
+                        self._forget(sid, target)
             return
         try:
             if len(data) > self._fits_all:  # O(1): only a long message is measured

@@ -134,7 +134,8 @@ class StreamController:
         super().__init_subclass__(**kwargs)
         # A subclass that changes how frames are queued gets every frame that way,
         # short ones from the in-memory manager included.
-        if "enqueue_frame" in cls.__dict__ and "_enqueue_short" not in cls.__dict__:
+        # (Its own, a base's or a mixin's: whatever its MRO resolves.)
+        if cls.enqueue_frame is not StreamController.enqueue_frame and "_enqueue_short" not in cls.__dict__:
             cls._enqueue_short = cls.enqueue_frame  # type: ignore[method-assign]
 
     def __init__(
@@ -386,7 +387,7 @@ class _Frames:
                     item = q.get(timeout=c._keepalive)
                 except queue.Empty:
                     if c._state is not _OPEN:
-                        return self._end(retry=False)
+                        continue  # closing: the loop's checks end it, after the frames a drain still owes
                     return PING
                 chunk: list[bytes] = [] if item is _WAKE else [item]  # type: ignore[list-item]
                 waiting = q.qsize()  # the only reader: that many frames are there to take
@@ -446,13 +447,17 @@ class _Frames:
         c._release()
 
     def close(self) -> None:
-        """The server is done with the response (or the client went away): end the stream."""
-        if self._phase is not _OVER:
-            self._finish()
+        """The server is done with the response (or the client went away): end the stream.
+
+        Also after the last frame (the retry hint): the stream is over only
+        once its callbacks ran. The controller is closed first, so a reader
+        blocked in another thread wakes at once.
+        """
         self._controller.close()
+        self._finish()
 
     def __del__(self) -> None:
-        if self._phase is not _OVER and self._phase is not _NEW:
+        if self._phase is not _NEW:
             self._finish()
 
 

@@ -292,10 +292,22 @@ class _Tagged(StreamController):
         return super().enqueue_frame(b": tagged\n" + frame)
 
 
+class _TaggingMixin:
+    """The same change as a mixin before StreamController in the bases."""
+
+    def enqueue_frame(self, frame: bytes) -> bool:
+        return super().enqueue_frame(b": tagged\n" + frame)  # type: ignore[misc, no-any-return]
+
+
+class _MixedIn(_TaggingMixin, StreamController):
+    __slots__ = ()
+
+
+@pytest.mark.parametrize("kind", [_Tagged, _MixedIn], ids=["subclass", "mixin"])
 @pytest.mark.parametrize("with_store", [False, True], ids=["no-store", "store"])
-def test_a_subclass_that_changes_enqueue_frame_gets_every_fanned_out_frame_through_it(with_store):
+def test_a_subclass_that_changes_enqueue_frame_gets_every_fanned_out_frame_through_it(with_store, kind):
     streams = InMemoryStreamSessionManager(event_store=InMemoryEventStore() if with_store else None)
-    plain, tagged = StreamController(), _Tagged()
+    plain, tagged = StreamController(), kind()
     streams.create("plain", plain)
     streams.create("tagged", tagged)
     streams.send(None, note(1, 100))  # short: queued unmeasured on plain streams

@@ -74,3 +74,37 @@ def test_gevent_resumes_under_concurrent_senders_lose_and_repeat_nothing():
     assert summary["stuck"] == 0, summary
     assert summary["taken_over"] >= summary["consumers"], summary  # resumes replaced open streams
     assert summary["left_streams"] == 0 and summary["left_logs"] == 0, summary
+
+
+#: A drained stream whose last frame arrives in the loop turn its reader's keep-alive timer expires:
+#: the reader must still deliver it (a POST stream's response), then end. 20 tries, bounded.
+_DRAIN_RACE = """
+from gevent import monkey; monkey.patch_all()
+import gevent, time
+from session_manager import StreamController
+lost = 0
+for _ in range(20):
+    controller = StreamController(keepalive=0.05)
+    out = []
+    def reader():
+        out.extend(controller)
+    def producer():
+        controller.enqueue('{"jsonrpc":"2.0","id":1,"result":{}}')
+        controller.close(drain=True)
+    greenlet = gevent.spawn(reader)
+    gevent.sleep(0)  # the reader waits in get(timeout=0.05)
+    gevent.spawn_later(0.05, producer)
+    time.sleep(0.08)  # a busy loop: the timer and the producer are due in the same turn
+    greenlet.join(5)
+    lost += not any(b"result" in chunk for chunk in out)
+print(lost)
+"""
+
+
+def test_a_drained_stream_delivers_a_frame_that_races_the_keepalive_timer():
+    proc = subprocess.run(
+        [sys.executable, "-c", _DRAIN_RACE], capture_output=True, text=True, timeout=60, check=False,
+        cwd=os.path.dirname(os.path.dirname(WORKER)),
+    )
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert proc.stdout.strip() == "0", f"responses lost in {proc.stdout.strip()} of 20 drained streams"

@@ -700,3 +700,21 @@ def test_on_overflow_runs_once_when_the_consumer_falls_behind():
 def test_bad_retry_is_refused(bad):
     with pytest.raises(ValueError, match="retry"):
         StreamController(retry=bad)
+
+
+def test_callbacks_run_when_the_server_closes_the_body_after_the_retry_hint():
+    """A server that fails to write the last frame (the retry hint) closes the body instead of asking for more."""
+    for finish in ("close", "del"):
+        ran: list[int] = []
+        controller = StreamController(retry=1000, on_close=lambda ran=ran: ran.append(1))
+        frames = iter(controller)
+        controller.enqueue("{}")
+        assert next(frames) == b"data: {}\n\n"
+        controller.close()
+        assert next(frames) == b"retry: 1000\n\n"
+        if finish == "close":
+            frames.close()  # type: ignore[attr-defined]
+        else:
+            del frames
+            gc.collect()
+        assert ran == [1], finish

@@ -165,6 +165,19 @@ def test_bad_input_raises_clear_error(streams, open_stream, call, error):
     assert ns(reader.take(1)) == ["unharmed"]
 
 
+class _Id(str):
+    """A str subclass (a StrEnum member, say): not a session id, open stream or not."""
+
+
+def test_an_id_of_a_str_subclass_is_refused_whether_its_stream_is_open_or_not(streams, open_stream):
+    sid, _, reader = open_stream()
+    for ids in ([_Id(sid)], [_Id("no-such-session")]):
+        with pytest.raises(TypeError, match="session ids must be str"):
+            streams.send(ids, msg("refused"))
+    streams.send([sid], msg("unharmed"))
+    assert ns(reader.take(1)) == ["unharmed"]
+
+
 # -- send_many: a batch, as send one after the other -------------------------------------
 
 
