@@ -221,6 +221,15 @@ class Run:
         self.last_receipt = 0.0
         self.all_done = asyncio.get_running_loop().create_future()
 
+    def counted(self, stream: Any, before: int, now: float) -> None:
+        """*stream*'s count went from *before* to ``stream.count`` at *now*: its K-th makes it complete."""
+        self.last_receipt = now
+        if before < self.k <= stream.count:
+            stream.finished_at = now
+            self.complete += 1
+            if self.complete == self.expected and not self.all_done.done():
+                self.all_done.set_result(None)
+
 
 class Stream(asyncio.Protocol):
     """One GET stream: response head, chunked body, SSE events.
@@ -236,6 +245,7 @@ class Stream(asyncio.Protocol):
         self.sse = b""  # de-chunked bytes not yet a complete event
         self.head = asyncio.get_running_loop().create_future()
         self.count = 0  # notifications received
+        self.finished_at = 0.0  # when the K-th came
         self.received: list[tuple[float, list[tuple[bytes, bytes]]]] = []  # (receipt time, [(seq, t)])
         self.malformed = 0  # data lines without a seq/t pair
         self.transport: asyncio.Transport | None = None
@@ -298,13 +308,9 @@ class Stream(asyncio.Protocol):
         if not pairs:
             return
         self.received.append((now, pairs))
-        run, before = self.run, self.count
+        before = self.count
         self.count += len(pairs)
-        run.last_receipt = now
-        if before < run.k <= self.count:
-            run.complete += 1
-            if run.complete == run.expected and not run.all_done.done():
-                run.all_done.set_result(None)
+        self.run.counted(self, before, now)
 
 
 async def open_session(

@@ -428,7 +428,6 @@ class ListenStream(hf.Stream):
         self.sid = sid
         self.acked = asyncio.get_running_loop().create_future()  # its first message arrived
         self.seen: list[tuple[bytes, bytes]] = []
-        self.finished_at = 0.0  # receipt of its K-th notification
 
     def events(self, data: bytes, now: float) -> None:
         sse = self.sse + data
@@ -447,14 +446,9 @@ class ListenStream(hf.Stream):
         seen += found
         if not self.acked.done():
             self.acked.set_result(None)
-        run, before = self.run, self.count
+        before = self.count
         self.count = len(seen) - 1  # notifications after the acknowledgement
-        run.last_receipt = now
-        if before < run.k <= self.count:
-            self.finished_at = now
-            run.complete += 1
-            if run.complete == run.expected and not run.all_done.done():
-                run.all_done.set_result(None)
+        self.run.counted(self, before, now)
 
     def check(self, latencies: list[float]) -> bool:  # type: ignore[override]
         """True if it got its acknowledgement, then exactly K list_changed, all with its own id."""
@@ -553,19 +547,39 @@ async def measure(
         if gc_port is not None:
             await hf.post_once(gc_port, hf.http_request("POST", "/bench/gc", gc_port))
         rss_after = [hf.rss_kb(pid) for pid in pids]
+        times, cpu, send_ms, trigger_failed = await delivery_window(run, [*pids, *also_cpu], n, k, lambda _: trigger())
+    finally:
+        close_all(streams)
 
-        gc.collect()
-        gc.freeze()  # keep the generator's GC off the setup objects during the window
-        server_ran, server_waited = map(sum, zip(*(hf.cpu_seconds(pid) for pid in [*pids, *also_cpu])))
+    failures = sum(not stream.check([]) for stream in streams)
+    return figures(
+        streams, k, times, cpu,
+        kb=(sum(rss_after) - sum(rss_before)) / n, failures=failures + trigger_failed, setup_s=setup_s, send_ms=send_ms,
+    )
+
+
+async def delivery_window(
+    run: "hf.Run", server_pids: Sequence[int], n: int, k: int, trigger: Callable[[float], Awaitable[float]]
+) -> tuple[tuple[float, float, float], tuple[float, float, float], float, int]:
+    """Start the K notifications (``trigger(timeout)``) and wait for every stream to have them, bounded.
+
+    Returns what :func:`figures` takes (times, CPU of *server_pids* and of this process), then how
+    long the sending took (ms, NaN if the trigger failed) and 1 if it failed. The generator's GC is
+    kept off the setup objects during the window.
+    """
+    gc.collect()
+    gc.freeze()
+    try:
+        server_ran, server_waited = map(sum, zip(*(hf.cpu_seconds(pid) for pid in server_pids)))
         own_cpu = time.process_time()
-        timeout = hf.STEP_TIMEOUT + n * k / 2000
+        timeout = hf.STEP_TIMEOUT + n * k / 2000  # generous: even 2,000/s finishes
         triggered = time.time()
-        sending = asyncio.ensure_future(trigger())
+        sending = asyncio.ensure_future(trigger(timeout))
         with contextlib.suppress(asyncio.TimeoutError):  # missing deliveries are reported as failures
             await asyncio.wait_for(asyncio.shield(run.all_done), timeout)
         done = time.time()
-        ran, waited = map(sum, zip(*(hf.cpu_seconds(pid) for pid in [*pids, *also_cpu])))
-        server_ran, server_waited, own_cpu = ran - server_ran, waited - server_waited, time.process_time() - own_cpu
+        ran, waited = map(sum, zip(*(hf.cpu_seconds(pid) for pid in server_pids)))
+        cpu = (ran - server_ran, waited - server_waited, time.process_time() - own_cpu)
         try:
             send_ms, trigger_failed = await asyncio.wait_for(sending, timeout), 0
         except Exception:  # noqa: BLE001 - counted as a failure
@@ -573,13 +587,7 @@ async def measure(
         await asyncio.sleep(0.3)  # anything beyond K per stream would show up as a failure
     finally:
         gc.unfreeze()
-        close_all(streams)
-
-    failures = sum(not stream.check([]) for stream in streams)
-    return figures(
-        streams, k, (triggered, run.last_receipt, done), (server_ran, server_waited, own_cpu),
-        kb=(sum(rss_after) - sum(rss_before)) / n, failures=failures + trigger_failed, setup_s=setup_s, send_ms=send_ms,
-    )
+    return (triggered, run.last_receipt, done), cpu, send_ms, trigger_failed
 
 
 def figures(

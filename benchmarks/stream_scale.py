@@ -50,7 +50,6 @@ fresh runs at 1,000 x 20): ``--streams 1000 --repeat 10``.
 import argparse
 import asyncio
 import contextlib
-import gc
 import os
 import resource
 import statistics
@@ -100,7 +99,6 @@ class Notified(hf.Stream):
     def __init__(self, run: Round) -> None:
         super().__init__(run)
         run.opened.append(self)
-        self.finished_at = 0.0
 
     def events(self, data: bytes, now: float) -> None:
         sse = self.sse + data
@@ -113,14 +111,9 @@ class Notified(hf.Stream):
         self.malformed += events.count(b"\ndata:") - found  # comments (": ping") are no data lines
         if not found:
             return
-        run, before = self.run, self.count
+        before = self.count
         self.count += found
-        run.last_receipt = now
-        if before < run.k <= self.count:
-            self.finished_at = now
-            run.complete += 1
-            if run.complete == run.expected and not run.all_done.done():
-                run.all_done.set_result(None)
+        self.run.counted(self, before, now)
 
     def exact(self) -> bool:
         """True if it got exactly K notifications and nothing else."""
@@ -166,31 +159,15 @@ async def measure(port: int, pid: int, n: int, k: int) -> dict[str, Any]:
         await asyncio.sleep(1.0)  # all N streams open and idle
         await server_gc(port)
         rss_after = hf.rss_kb(pid)
-
-        gc.collect()
-        gc.freeze()  # keep the generator's GC off the setup objects during the window
-        server_ran, server_waited = hf.cpu_seconds(pid)
-        own_cpu = time.process_time()
-        timeout = hf.STEP_TIMEOUT + n * k / 2000  # generous: even 2,000/s finishes
-        triggered = time.time()
-        sending = asyncio.ensure_future(lf.notify(port, k, timeout))
-        with contextlib.suppress(asyncio.TimeoutError):  # missing deliveries are reported as failures
-            await asyncio.wait_for(asyncio.shield(run.all_done), timeout)
-        done = time.time()
-        ran, waited = hf.cpu_seconds(pid)
-        server_ran, server_waited, own_cpu = ran - server_ran, waited - server_waited, time.process_time() - own_cpu
-        try:
-            send_ms, trigger_failed = await asyncio.wait_for(sending, timeout), 0
-        except Exception:  # noqa: BLE001 - counted as a failure
-            send_ms, trigger_failed = float("nan"), 1
-        await asyncio.sleep(0.3)  # anything beyond K per stream would show up as a failure
+        times, cpu, send_ms, trigger_failed = await lf.delivery_window(
+            run, [pid], n, k, lambda timeout: lf.notify(port, k, timeout)
+        )
     finally:
-        gc.unfreeze()
         run.close()
 
     streams = run.opened
     return lf.figures(
-        streams, k, (triggered, run.last_receipt, done), (server_ran, server_waited, own_cpu),
+        streams, k, times, cpu,
         kb=(rss_after - rss_before) / n, failures=sum(not s.exact() for s in streams) + trigger_failed,
         setup_s=setup_s, send_ms=send_ms,
     )
