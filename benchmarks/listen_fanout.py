@@ -331,9 +331,15 @@ def part_inproc(args: argparse.Namespace, cpu: int | None) -> None:
 # -- the servers of parts 2 and 3 -------------------------------------------------------------
 
 
-def serve(cpu: int | None, redis_url: str | None) -> None:
-    """A server process of ours: McpApp on gevent.pywsgi, with the /bench routes; Redis subscriptions if a URL is given."""
-    from gevent.pywsgi import WSGIServer
+def serve(cpu: int | None, redis_url: str | None, parking: bool = False) -> None:
+    """A server process of ours: McpApp on gevent.pywsgi, with the /bench routes; Redis subscriptions if a URL is given.
+
+    With *parking*, on ``session_manager.pywsgi`` (streams written from the event loop).
+    """
+    if parking:
+        from session_manager.pywsgi import WSGIServer
+    else:
+        from gevent.pywsgi import WSGIServer
 
     from session_manager import SessionManagers
     from session_manager.wsgi import METHOD_NOT_FOUND, JsonRpcError, McpApp
@@ -408,13 +414,35 @@ def start_process(cmd: list[str], cwd: str) -> tuple["subprocess.Popen[str]", in
     return proc, int(line[1])
 
 
-def start_ours(cpu: int | None, redis_url: str | None = None) -> tuple["subprocess.Popen[str]", int]:
+def start_ours(
+    cpu: int | None, redis_url: str | None = None, parking: bool = False
+) -> tuple["subprocess.Popen[str]", int]:
     cmd = [sys.executable, os.path.abspath(__file__), "--serve"] + ([] if cpu is None else ["--cpu", str(cpu)])
+    cmd += ["--parking"] if parking else []
     return start_process(cmd + ([] if redis_url is None else ["--redis-url", redis_url]), ROOT)
+
+
+def start_parked(cpu: int | None) -> tuple["subprocess.Popen[str]", int]:
+    """Ours on ``session_manager.pywsgi``: the server "parked" of the tables."""
+    return start_ours(cpu, parking=True)
 
 
 def start_tmcp(cpu: int | None) -> tuple["subprocess.Popen[str]", int]:
     return start_process(on_cpu(cpu, [node_binary(), "--expose-gc", "serve.mjs"]), TMCP)
+
+
+#: The servers a table can compare, by name (``--server``; "both" is ours and tmcp, "all" all three).
+STARTERS: dict[str, Callable[[int | None], tuple["subprocess.Popen[str]", int]]] = {
+    "ours": start_ours,
+    "parked": start_parked,
+    "tmcp": start_tmcp,
+}
+SERVER_CHOICES = (*STARTERS, "both", "all")
+
+
+def server_kinds(choice: str) -> list[str]:
+    """The servers a ``--server`` choice runs, in the order they alternate."""
+    return {"both": ["ours", "tmcp"], "all": list(STARTERS)}.get(choice, [choice])
 
 
 # -- the load generator ---------------------------------------------------------------------
@@ -632,7 +660,7 @@ async def notify(port: int, k: int, timeout: float = hf.STEP_TIMEOUT) -> float:
 
 def bench_http(kind: str, cpu: int | None, n: int, k: int) -> dict[str, Any]:
     """One run of part 2 on a fresh server process (ours or tmcp)."""
-    proc, port = start_ours(cpu) if kind == "ours" else start_tmcp(cpu)
+    proc, port = STARTERS[kind](cpu)
     try:
         return asyncio.run(
             measure([port], [proc.pid], n, k, lambda: notify(port, 2), lambda: notify(port, k, hf.STEP_TIMEOUT + n * k / 2000), port)
@@ -666,7 +694,7 @@ def median(runs: list[dict[str, Any]]) -> dict[str, Any]:
 def part_http(args: argparse.Namespace, server_cpu: int | None, generator_cpu: int | None) -> dict[str, Any]:
     hf.prepare_process(generator_cpu)
     n, k = args.http_streams, args.notifications
-    kinds = ["ours", "tmcp"] if args.server == "both" else [args.server]
+    kinds = server_kinds(args.server)
     if "tmcp" in kinds:
         ensure_tmcp()
     print(
@@ -683,11 +711,11 @@ def part_http(args: argparse.Namespace, server_cpu: int | None, generator_cpu: i
     if args.repeat > 1:
         for kind, r in summary.items():
             print(row(kind, "median", r))
-    if len(summary) == 2:
-        ours, tmcp = summary["ours"], summary["tmcp"]
+    for mine in [kind for kind in summary if kind != "tmcp"] if "tmcp" in summary else []:
+        ours, tmcp = summary[mine], summary["tmcp"]
         rate, memory = ours["per_s"] / tmcp["per_s"], ours["kb"] / tmcp["kb"]
         print(
-            f"ours / tmcp{' (medians)' if args.repeat > 1 else ''}: delivered/s x{rate:.2f} "
+            f"{mine} / tmcp{' (medians)' if args.repeat > 1 else ''}: delivered/s x{rate:.2f} "
             f"(goal >= {GOALS['http_rate']:g}x: {verdict(rate >= GOALS['http_rate'])}), "
             f"KB/stream x{memory:.2f} (goal <= {GOALS['http_memory']:g}x: {verdict(memory <= GOALS['http_memory'])}), "
             f"p99 x{ours['p99'] / tmcp['p99']:.2f}; delivered per server CPU-s x{ours['per_cpu_s'] / tmcp['per_cpu_s']:.2f}"
@@ -801,17 +829,18 @@ def main() -> None:
     parser.add_argument("--uris", type=int, default=100, help="part 1: URIs updated per round (one stream each)")
     parser.add_argument("--http-streams", type=int, default=1000, help="parts 2 and 3: listen streams")
     parser.add_argument("--notifications", type=int, default=100, help="parts 2 and 3: list_changed per stream (K)")
-    parser.add_argument("--server", choices=("ours", "tmcp", "both"), default="both", help="part 2's servers")
+    parser.add_argument("--server", choices=SERVER_CHOICES, default="both", help="part 2's servers (parked: ours on session_manager.pywsgi)")
     parser.add_argument("--workers", type=int, default=3, help="part 3: gevent workers")
     parser.add_argument("--redis", metavar="URL", help="part 3: this Redis (default: a private redis-server)")
     parser.add_argument("--no-pin", dest="pin", action="store_false", help="let every process run on any core")
     parser.add_argument("--serve", action="store_true", help=argparse.SUPPRESS)  # a server process of ours
     parser.add_argument("--redis-url", help=argparse.SUPPRESS)  # ... with Redis subscriptions
+    parser.add_argument("--parking", action="store_true", help=argparse.SUPPRESS)  # ... on session_manager.pywsgi
     parser.add_argument("--cpu", type=int, help=argparse.SUPPRESS)
     parser.add_argument("--publish", nargs=2, help=argparse.SUPPRESS)  # part 3's sender: URL K
     args = parser.parse_args()
     if args.serve:
-        serve(args.cpu, args.redis_url)
+        serve(args.cpu, args.redis_url, args.parking)
         return
     if args.publish:
         publish(args.publish[0], int(args.publish[1]))

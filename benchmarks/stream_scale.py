@@ -56,7 +56,6 @@ import statistics
 import subprocess
 import sys
 import time
-from collections.abc import Callable
 from typing import Any
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -173,16 +172,10 @@ async def measure(port: int, pid: int, n: int, k: int) -> dict[str, Any]:
     )
 
 
-STARTERS: dict[str, Callable[[int | None], tuple["subprocess.Popen[str]", int]]] = {
-    "ours": lf.start_ours,
-    "tmcp": lf.start_tmcp,
-}
-
-
 def bench(kind: str, cpu: int | None, n: int, k: int) -> dict[str, Any] | str:
     """One run on a fresh server process: the figures, or why the server could not do it."""
     try:
-        proc, port = STARTERS[kind](cpu)
+        proc, port = lf.STARTERS[kind](cpu)
     except (OSError, RuntimeError) as exc:
         return f"did not start: {exc}"
     try:
@@ -230,19 +223,19 @@ def summarize(n: int, results: dict[str, list[dict[str, Any]]], failed: dict[str
             f"{kind:<6}  {len(runs):>4}  {median['kb']:>9.1f}  {spread(runs):>31}  {median['p99']:>6.1f}  "
             f"{median['failures']:>8}" + (f"  ({len(failed[kind])} run(s) could not)" if failed[kind] else "")
         )
-    if len(summary) < 2:
-        return
-    ours, tmcp = summary["ours"], summary["tmcp"]
-    memory, rate, p99 = ours["kb"] / tmcp["kb"], ours["per_s"] / tmcp["per_s"], ours["p99"] / tmcp["p99"]
-    goals = []
-    if n in MEMORY_GOAL[1]:
-        goals.append(f"KB/stream <= {MEMORY_GOAL[0]:g}x: {lf.verdict(memory <= MEMORY_GOAL[0])}")
-    if n in RATE_GOAL[1]:
-        goals.append(f"delivered/s >= {RATE_GOAL[0]:g}x: {lf.verdict(rate >= RATE_GOAL[0])}")
-    print(
-        f"ours / tmcp: KB/stream x{memory:.2f}, delivered/s x{rate:.2f}, p99 x{p99:.2f}"
-        + (f"; goals: {', '.join(goals)}" if goals else "")
-    )
+    tmcp = summary.get("tmcp")
+    for mine in [kind for kind in summary if kind != "tmcp"] if tmcp else []:
+        ours = summary[mine]
+        memory, rate, p99 = ours["kb"] / tmcp["kb"], ours["per_s"] / tmcp["per_s"], ours["p99"] / tmcp["p99"]
+        goals = []
+        if n in MEMORY_GOAL[1]:
+            goals.append(f"KB/stream <= {MEMORY_GOAL[0]:g}x: {lf.verdict(memory <= MEMORY_GOAL[0])}")
+        if n in RATE_GOAL[1]:
+            goals.append(f"delivered/s >= {RATE_GOAL[0]:g}x: {lf.verdict(rate >= RATE_GOAL[0])}")
+        print(
+            f"{mine} / tmcp: KB/stream x{memory:.2f}, delivered/s x{rate:.2f}, p99 x{p99:.2f}"
+            + (f"; goals: {', '.join(goals)}" if goals else "")
+        )
 
 
 def main() -> None:
@@ -250,7 +243,9 @@ def main() -> None:
     parser.add_argument("--streams", type=int, nargs="+", default=[1_000, 10_000, 50_000], help="N open GET streams")
     parser.add_argument("--notifications", type=int, default=20, help="K tools/list_changed to every stream")
     parser.add_argument("--repeat", type=int, default=1, help="fresh runs per server and N (alternating)")
-    parser.add_argument("--server", choices=("ours", "tmcp", "both"), default="both")
+    parser.add_argument(
+        "--server", choices=lf.SERVER_CHOICES, default="all", help="parked: ours on session_manager.pywsgi"
+    )
     parser.add_argument("--no-pin", dest="pin", action="store_false", help="let every process run on any core")
     args = parser.parse_args()
     if min(args.streams) < 1 or args.notifications < 1 or args.repeat < 1:
@@ -260,7 +255,7 @@ def main() -> None:
     server_cpu = cpus[-1] if args.pin and len(cpus) > 1 else None
     generator_cpu = cpus[0] if server_cpu is not None else None
     hf.prepare_process(generator_cpu)  # RLIMIT_NOFILE soft = hard here, and in the servers started from here
-    kinds = ["ours", "tmcp"] if args.server == "both" else [args.server]
+    kinds = lf.server_kinds(args.server)
     if "tmcp" in kinds:
         lf.ensure_tmcp()
     allowed, why = largest_n()

@@ -686,7 +686,8 @@ def main(argv: list[str] | None = None) -> None:
     """Serve under gevent until SIGINT or SIGTERM, then end every stream and close the managers."""
     import gevent
     import gevent.event
-    from gevent.pywsgi import WSGIServer
+
+    from session_manager.pywsgi import WSGIServer  # gevent.pywsgi, streams written from the event loop
 
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else None)
     parser.add_argument("--host", default="127.0.0.1", help="address to bind (default: 127.0.0.1)")

@@ -12,16 +12,16 @@ import os
 
 REDIS_URL_ENV = "MCP_REDIS_URL"  # as in examples/server.py (not imported: keep the arbiter free of the app)
 
-# gevent: one greenlet per connection, so thousands of idle SSE streams cost
-# memory, not threads. gunicorn's gevent worker monkey-patches before it
-# imports the app.
-worker_class = "gevent"
+# gevent (gunicorn's gevent_pywsgi worker, monkey-patched before it imports
+# the app), with session_manager's handler: a request gets a greenlet, and an
+# open SSE stream, once its headers are out, is written from the event loop
+# (about 4 KB per idle stream instead of a greenlet and its request).
+worker_class = "session_manager.gunicorn.GeventWorker"
 workers = 4  # about one per core
 bind = "127.0.0.1:8000"
 
-# Each open GET stream holds one connection (and one greenlet) for as long as
-# the client stays: this is the most streams plus in-flight requests per
-# worker. Raise it with the open-file limit (ulimit -n).
+# Requests being answered at once per worker (open streams do not count: they
+# hold a connection, so raise the open-file limit, ulimit -n, with the streams).
 worker_connections = 2000
 
 # A gevent worker tells the arbiter it is alive from its event loop, not per

@@ -68,7 +68,7 @@ from session_manager.flask import (
 )
 
 if TYPE_CHECKING:
-    from gevent.pywsgi import WSGIServer
+    from session_manager.pywsgi import WSGIServer
 
 logger = logging.getLogger(__name__)
 
@@ -358,7 +358,8 @@ def create_app(
 def main(argv: list[str] | None = None) -> None:
     """Serve the example with gevent's WSGI server until SIGINT or SIGTERM."""
     import gevent.event
-    from gevent.pywsgi import WSGIServer
+
+    from session_manager.pywsgi import WSGIServer  # gevent.pywsgi, streams written from the event loop
 
     parser = argparse.ArgumentParser(description="Example MCP server on session_manager's Flask blueprint.")
     parser.add_argument("--host", default="127.0.0.1", help="address to bind (default: 127.0.0.1)")

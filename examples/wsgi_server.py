@@ -64,7 +64,8 @@ def serve(
     """
     import gevent
     import gevent.event
-    from gevent.pywsgi import WSGIServer
+
+    from session_manager.pywsgi import WSGIServer  # gevent.pywsgi, streams written from the event loop
 
     parser = argparse.ArgumentParser(description=description)
     parser.add_argument("--host", default="127.0.0.1", help="address to bind (default: 127.0.0.1)")

@@ -364,12 +364,15 @@ class _Frames:
     raises.
     """
 
-    __slots__ = ("_controller", "_phase", "_preamble")
+    __slots__ = ("_block", "_controller", "_phase", "_preamble")
 
     def __init__(self, controller: StreamController) -> None:
         self._controller = controller
         self._phase = _NEW
         self._preamble: list[bytes] = []
+        #: False for a stream written from the event loop (see ``_parking``): a ``next()``
+        #: that finds nothing queued returns ``b""`` at once instead of waiting.
+        self._block = True
 
     def __iter__(self) -> _Frames:
         return self
@@ -384,11 +387,11 @@ class _Frames:
                 if c._state is _DRAINING and q.empty():
                     return self._end(retry=False)
                 try:
-                    item = q.get(timeout=c._keepalive)
+                    item = q.get(self._block, c._keepalive)
                 except queue.Empty:
                     if c._state is not _OPEN:
                         continue  # closing: the loop's checks end it, after the frames a drain still owes
-                    return PING
+                    return PING if self._block else b""
                 chunk: list[bytes] = [] if item is _WAKE else [item]  # type: ignore[list-item]
                 waiting = q.qsize()  # the only reader: that many frames are there to take
                 if waiting:

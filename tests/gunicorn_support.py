@@ -80,11 +80,12 @@ class Gunicorn(ServerProcess):
         app: str = TEST_APP,
         config: str | None = None,
         graceful_timeout: int = 2,
+        worker_class: str | None = "gevent",
     ) -> None:
         port = free_port()
         args = [PYTHON, "-m", "gunicorn"] + (["-c", config] if config else [])
+        args += ["-k", worker_class] if worker_class else []  # None: the config's
         args += [
-            "-k", "gevent",
             "-w", str(workers),
             "-b", f"127.0.0.1:{port}",
             "--keep-alive", "120",  # Pinned connections must outlive the test's pauses

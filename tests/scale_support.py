@@ -1,7 +1,8 @@
 """The server process of tests/test_stream_scale.py: the example app on gevent.pywsgi, with two test routes.
 
 Run as ``python -m tests.scale_support --port N --keepalive S --session-ttl S``, optionally with
-``--maxsize M``, ``--max-sessions N`` and ``--sndbuf B`` (the parent does, through
+``--maxsize M``, ``--max-sessions N``, ``--sndbuf B`` and ``--parking`` (on
+``session_manager.pywsgi``; the parent does all this through
 ``tests.flask_support.ServerProcess``). It is ``examples/server.py``'s app
 with in-memory managers and an event store (the example's default), served
 as ``benchmarks/http_fanout.py`` serves "ours", plus:
@@ -118,8 +119,9 @@ def listener(port: int, sndbuf: int | None = None) -> socket.socket:
 def main(argv: list[str] | None = None) -> None:
     """Serve until terminated (the parent sends SIGTERM)."""
     from flask import jsonify, request
-    from gevent.pywsgi import WSGIServer
+    from gevent import pywsgi
 
+    import session_manager.pywsgi
     from benchmarks.http_fanout import bench_params
     from examples.server import create_app
     from session_manager import (
@@ -137,6 +139,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--maxsize", type=int, default=DEFAULT_MAXSIZE, help="messages a stream may hold")
     parser.add_argument("--max-sessions", type=int, help="sessions held at once (default: no cap)")
     parser.add_argument("--sndbuf", type=int, help="SO_SNDBUF of every connection (default: the kernel's)")
+    parser.add_argument("--parking", action="store_true", help="serve on session_manager.pywsgi, not gevent.pywsgi")
     args = parser.parse_args(argv)
 
     # One descriptor per open stream: raise the soft limit to the hard one (the parent sizes N by it).
@@ -169,7 +172,8 @@ def main(argv: list[str] | None = None) -> None:
     def report() -> Any:
         return jsonify(state(streams, info, store))
 
-    WSGIServer(listener(args.port, args.sndbuf), app, log=None).serve_forever()
+    server_class = session_manager.pywsgi.WSGIServer if args.parking else pywsgi.WSGIServer
+    server_class(listener(args.port, args.sndbuf), app, log=None).serve_forever()
 
 
 if __name__ == "__main__":

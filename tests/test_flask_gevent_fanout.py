@@ -92,9 +92,11 @@ def admin(server: ServerProcess, method: str, path: str) -> dict[str, int]:
     return response.json()
 
 
-def test_a_broadcast_reaches_1000_gevent_streams_exactly_once_in_order() -> None:
+@pytest.mark.parametrize("server_option", [[], ["--parking"]], ids=["pywsgi", "parking"])
+def test_a_broadcast_reaches_1000_gevent_streams_exactly_once_in_order(server_option: list[str]) -> None:
     port = free_port()
-    server = ServerProcess([PYTHON, "-m", "tests.flask_gevent_server", "--port", str(port), "--keepalive", "0.5"], port)
+    command = [PYTHON, "-m", "tests.flask_gevent_server", "--port", str(port), "--keepalive", "0.5", *server_option]
+    server = ServerProcess(command, port)
     try:
         asyncio.run(asyncio.wait_for(scenario(server), timeout=240))
     finally:

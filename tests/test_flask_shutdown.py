@@ -14,6 +14,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+import pytest
 import requests
 from flask import Flask
 
@@ -236,10 +237,12 @@ with open(report, "w") as f:
 """
 
 
-def test_sigterm_under_gevent_closes_everything_and_leaves_no_greenlet(tmp_path: Path) -> None:
+@pytest.mark.parametrize("server_module", ["gevent.pywsgi", "session_manager.pywsgi"])
+def test_sigterm_under_gevent_closes_everything_and_leaves_no_greenlet(tmp_path: Path, server_module: str) -> None:
     port = free_port()
     report = tmp_path / "report.json"
-    child = ServerProcess([PYTHON, "-c", CHILD, str(port), str(report), str(RETRY)], port)
+    child_code = CHILD.replace("from gevent.pywsgi import WSGIServer", f"from {server_module} import WSGIServer")
+    child = ServerProcess([PYTHON, "-c", child_code, str(port), str(report), str(RETRY)], port)
     try:
         sid = initialize(port)
         get = get_stream(port, sid)

@@ -1,18 +1,26 @@
-"""gevent.pywsgi connections: a long-lived stream releases its request reader, a request/response keeps alive.
+"""gevent.pywsgi connections, and session_manager.pywsgi's parked streams.
 
 A GET stream's connection carries nothing after the stream: the transport
 closes pywsgi's buffered reader (8 KB per open stream) when the stream
 opens, and pywsgi then closes the connection once the stream ends. Requests
-answered at once keep their connection for the next request.
+answered at once keep their connection for the next request. Both hold on
+``gevent.pywsgi`` and on ``session_manager.pywsgi``, which writes open
+streams from the event loop: there, a stream also pings while idle,
+survives a reader slower than its sender (partial writes), and a client
+that hangs up is noticed at once, not at the next ping.
 """
 
 from __future__ import annotations
 
 import json
 import socket
+import threading
+import time
 from collections.abc import Iterator
+from typing import Any
 
 import pytest
+import requests
 
 from .flask_support import (
     ACCEPT_BOTH,
@@ -24,18 +32,36 @@ from .flask_support import (
     build_request,
     free_port,
     initialize_message,
+    wait_until,
 )
+from .sse_parser import SSEParser
 
 TIMEOUT = 10.0
 
 
-@pytest.fixture(scope="module")
-def server() -> Iterator[ServerProcess]:
+def start(*options: str) -> ServerProcess:
     port = free_port()
-    process = ServerProcess([PYTHON, "-m", "tests.flask_gevent_server", "--port", str(port), "--keepalive", "0.5"], port)
-    yield process
+    return ServerProcess([PYTHON, "-m", "tests.flask_gevent_server", "--port", str(port), *options], port)
+
+
+def stop(process: ServerProcess) -> None:
     process.close()
     assert "Traceback" not in process.stderr(), process.stderr()
+
+
+@pytest.fixture(scope="module", params=[[], ["--parking"]], ids=["pywsgi", "parking"])
+def server(request: pytest.FixtureRequest) -> Iterator[ServerProcess]:
+    process = start("--keepalive", "0.5", *request.param)
+    yield process
+    stop(process)
+
+
+@pytest.fixture(scope="module")
+def parking() -> Iterator[ServerProcess]:
+    """session_manager.pywsgi with pings too rare to notice anything in a test: what ends a stream is the client."""
+    process = start("--keepalive", "60", "--parking")
+    yield process
+    stop(process)
 
 
 class Connection:
@@ -130,3 +156,135 @@ def test_a_get_stream_ends_with_its_connection_and_keeps_working_until_then(serv
     finally:
         setup.close()
         stream.close()
+
+
+def open_stream(port: int, rcvbuf: int | None = None) -> tuple[Connection, Connection, str]:
+    """A session and its GET stream (on a socket with *rcvbuf*, if given): (setup, stream, session id)."""
+    setup = Connection(port)
+    sid = initialize(setup)
+    stream = Connection.__new__(Connection)
+    stream.port, stream.buffer = port, b""
+    stream.sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    if rcvbuf is not None:
+        stream.sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, rcvbuf)
+    stream.sock.settimeout(TIMEOUT)
+    stream.sock.connect(("127.0.0.1", port))
+    head = stream.send("GET", {**session_headers(sid), "Accept": "text/event-stream"})
+    assert head.status == 200 and head.chunked and head.headers["content-type"] == "text/event-stream", head.headers
+    return setup, stream, sid
+
+
+class Events:
+    """The decoded SSE events of a stream, as they are read (the stream's leftover head bytes first)."""
+
+    def __init__(self, stream: Connection) -> None:
+        self.sock = stream.sock
+        self.decoder = ChunkedDecoder()
+        self.parser = SSEParser()
+        self.pings = 0
+        self.pending: list[Any] = []
+        self.feed(stream.buffer)
+
+    def feed(self, data: bytes) -> None:
+        body = self.decoder.feed(data)
+        self.pings += body.count(b": ping\n")
+        self.pending += self.parser.feed(body)
+
+    def next_data(self, count: int, pause: float = 0.0) -> list[dict[str, object]]:
+        """The next *count* events with data, reading 16 KB at a time with *pause* seconds between reads."""
+        got: list[dict[str, object]] = []
+        while len(got) < count:
+            while self.pending and len(got) < count:
+                event = self.pending.pop(0)
+                if event.data:
+                    got.append(json.loads(event.data))
+            if len(got) < count:
+                data = self.sock.recv(16384)
+                assert data, f"the stream ended after {len(got)} of {count} events"
+                self.feed(data)
+                time.sleep(pause)
+        return got
+
+
+def broadcast(server: ServerProcess, count: int, pad: int = 150) -> None:
+    url = f"http://127.0.0.1:{server.port}/admin/broadcast?count={count}&pad={pad}"
+    assert requests.post(url, timeout=TIMEOUT).json() == {"sent": count}
+
+
+def open_streams(server: ServerProcess) -> int:
+    return int(requests.get(f"http://127.0.0.1:{server.port}/admin/streams", timeout=TIMEOUT).json()["open"])
+
+
+def test_an_idle_stream_pings_and_then_delivers_in_order(server: ServerProcess) -> None:
+    setup, stream, _ = open_stream(server.port)
+    try:
+        events = Events(stream)
+        while events.pings < 2:  # keep-alive 0.5 s: two pings in about a second (the socket's timeout: 10 s)
+            events.feed(stream.sock.recv(4096))
+        broadcast(server, 50)
+        assert [m["params"]["seq"] for m in events.next_data(50)] == list(range(50))  # type: ignore[index]
+    finally:
+        setup.close()
+        stream.close()
+
+
+def test_a_reader_slower_than_its_sender_gets_every_frame_once_in_order(server: ServerProcess) -> None:
+    # 1,000 frames of 4 KB sent at once, to a socket with a small receive buffer read 16 KB at a time:
+    # the server's writes find the socket full and finish later (on the parking server, in a greenlet).
+    setup, stream, _ = open_stream(server.port, rcvbuf=8192)
+    try:
+        events = Events(stream)
+        broadcast(server, 1000, pad=4096)
+        got = events.next_data(1000, pause=0.0005)
+        assert [m["params"]["seq"] for m in got] == list(range(1000))  # type: ignore[index]
+        assert open_streams(server) >= 1
+    finally:
+        setup.close()
+        stream.close()
+
+
+def test_a_client_that_hangs_up_is_unregistered_without_waiting_for_a_ping(parking: ServerProcess) -> None:
+    setup, stream, _ = open_stream(parking.port)
+    try:
+        wait_until(lambda: open_streams(parking) == 1, timeout=TIMEOUT, what="the stream to be registered")
+        stream.close()  # pings come every 60 s: only the socket's read side can tell
+        wait_until(lambda: open_streams(parking) == 0, timeout=TIMEOUT, what="the hung-up stream to be unregistered")
+        # The server goes on: a new stream works.
+        setup2, stream2, _ = open_stream(parking.port)
+        events = Events(stream2)
+        broadcast(parking, 3)
+        assert [m["params"]["seq"] for m in events.next_data(3)] == [0, 1, 2]  # type: ignore[index]
+        setup2.close()
+        stream2.close()
+    finally:
+        setup.close()
+        stream.close()
+
+
+def test_thousands_of_frames_to_many_parked_streams_while_clients_come_and_go(parking: ServerProcess) -> None:
+    # Readers on threads; a third of them hang up in the middle of the broadcasts: the others get everything.
+    pairs = [open_stream(parking.port) for _ in range(30)]
+    readers = [Events(stream) for _, stream, _ in pairs]
+    results: dict[int, list[int]] = {}
+
+    def read(index: int) -> None:
+        results[index] = [m["params"]["seq"] for m in readers[index].next_data(600)]  # type: ignore[index]
+
+    threads = [threading.Thread(target=read, args=(i,), daemon=True) for i in range(30) if i % 3]
+    for thread in threads:
+        thread.start()
+    try:
+        for round_ in range(3):
+            broadcast(parking, 200, pad=1000)
+            if round_ == 0:
+                for index in range(0, 30, 3):
+                    pairs[index][1].close()
+        for thread in threads:
+            thread.join(TIMEOUT * 3)
+        assert sorted(results) == [i for i in range(30) if i % 3]
+        assert all(seqs == [*range(200), *range(200), *range(200)] for seqs in results.values())
+        wait_until(lambda: open_streams(parking) == 20, timeout=TIMEOUT, what="the hung-up streams to be unregistered")
+    finally:
+        for setup, stream, _ in pairs:
+            setup.close()
+            stream.close()

@@ -202,7 +202,8 @@ def test_notify_script_reaches_streams_of_the_example_on_gunicorn(private_redis:
     """The example as documented: examples/gunicorn.conf.py, the factory, MCP_REDIS_URL; notify.py as a process."""
     # -w 3 overrides the file's 4. A graceful timeout well above the ~1 s the stop takes: a worker still there at its
     # end is SIGKILLed (no "Worker exiting"), so the check below does not race gunicorn's 1 s polling.
-    server = Gunicorn(private_redis.url, app=EXAMPLE_APP, config=EXAMPLE_CONFIG, graceful_timeout=5)
+    # The example as users run it: its config's worker class (session_manager.gunicorn.GeventWorker).
+    server = Gunicorn(private_redis.url, app=EXAMPLE_APP, config=EXAMPLE_CONFIG, graceful_timeout=5, worker_class=None)
     closing.append(server)
     worker = Pinned(server.url)
     closing.append(worker)

@@ -1,4 +1,4 @@
-"""Issue 16, item 3 and "Bad input": 10,000 and more open GET streams in one gevent.pywsgi process.
+"""Issue 16, item 3 and "Bad input": 10,000 and more open GET streams in one gevent process.
 
 The server is the example app in its own monkey-patched process
 (tests/scale_support.py); the clients are benchmarks/http_fanout.py's
@@ -71,9 +71,13 @@ GREENLET_MARGIN = 10
 #: Python objects that may outlive the streams: caches filled by a code path's first use, whatever N
 #: (measured: 400 to 1,100). One object left per stream would exceed it at 10,000 streams.
 BLOCKS_KEPT = 5_000
-#: Share of the C allocations' growth that may stay allocated: dict tables keep their size once grown
-#: (measured: 4.5%).
+#: C allocations that may stay allocated: the tables of the dicts and sets that held every stream (the
+#: managers', the event store's, the server's) keep their size once grown, about 400 bytes per stream
+#: of the peak in all (measured at 5,000 and 19,800 streams; the same whatever the server). Allowed:
+#: that much per stream with a margin, or a share of the growth where a stream costs more (gevent.pywsgi:
+#: measured 4.5%). Round after round it stays where it is (test_streams_never_read_are_cut_...).
 MALLOC_KEPT = 0.10
+MALLOC_KEPT_PER_STREAM_KB = 0.625
 #: Share of the RSS growth that may stay resident after a fan-out. What the allocators keep for reuse is not
 #: given back to the OS: CPython's small-object allocator returns a 1 MB arena only once every block in it is
 #: free, and the few objects that outlive the streams pin nearly all of them (measured with 3,000 streams: not
@@ -285,11 +289,8 @@ def check_returned(name: str, n: int, baseline: State, peak: State, after: State
     )
     assert clean(after, baseline), {"baseline": baseline, "after": after}
     assert after["blocks"] - baseline["blocks"] <= BLOCKS_KEPT, (baseline, after)
-    assert after["malloc_kb"] - baseline["malloc_kb"] <= MALLOC_KEPT * (peak["malloc_kb"] - baseline["malloc_kb"]), (
-        baseline,
-        peak,
-        after,
-    )
+    allowed = max(MALLOC_KEPT * (peak["malloc_kb"] - baseline["malloc_kb"]), MALLOC_KEPT_PER_STREAM_KB * n)
+    assert after["malloc_kb"] - baseline["malloc_kb"] <= allowed, (baseline, peak, after)
 
 
 async def fan_out_and_close(port: int, target: int) -> None:
@@ -309,10 +310,12 @@ async def fan_out_and_close(port: int, target: int) -> None:
 
 
 # One case, 50,000 sized to the machine: 19,800 here, so it covers 10,000 too (a second case of
-# 10,000 would add half a minute to every test run and prove nothing this one does not).
+# 10,000 would add half a minute to every test run and prove nothing this one does not). On
+# session_manager.pywsgi, which the examples serve with: gevent.pywsgi holds 1,000 streams in
+# test_flask_gevent_fanout.py and is flooded below.
 @pytest.mark.parametrize("target", [scale_case(50_000)])
 def test_a_broadcast_reaches_every_stream_once_and_closing_them_all_leaves_nothing(target: int) -> None:
-    with scale_server() as server:
+    with scale_server("--parking") as server:
         asyncio.run(asyncio.wait_for(fan_out_and_close(server.port, target), case_timeout(target)))
 
 
@@ -343,7 +346,8 @@ async def flood_twice(port: int) -> None:
     assert second_after["rss_kb"] <= first_peak["rss_kb"] + margin, (first_peak, second_after)
 
 
-def test_streams_never_read_are_cut_and_their_memory_is_reused() -> None:
-    options = ("--maxsize", str(SLOW_MAXSIZE), "--sndbuf", str(SLOW_SNDBUF))
+@pytest.mark.parametrize("server_options", [[], ["--parking"]], ids=["pywsgi", "parking"])
+def test_streams_never_read_are_cut_and_their_memory_is_reused(server_options: list[str]) -> None:
+    options = ("--maxsize", str(SLOW_MAXSIZE), "--sndbuf", str(SLOW_SNDBUF), *server_options)
     with scale_server(*options) as server:
         asyncio.run(asyncio.wait_for(flood_twice(server.port), case_timeout(10_000)))

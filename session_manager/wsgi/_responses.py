@@ -26,6 +26,7 @@ from ..stream import StreamController
 __all__ = [
     "JSON",
     "OPENED",
+    "PARK_KEY",
     "SSE",
     "empty_response",
     "error_response_for",
@@ -47,6 +48,9 @@ OPENED = encode_comment("open")
 #: Environ keys under which WSGI servers expose the client's socket:
 #: werkzeug's development server, gunicorn (sync/gthread workers, then its gevent pywsgi worker).
 _SOCKET_KEYS = ("werkzeug.socket", "gunicorn.socket", "gunicorn.sock")
+#: Environ key of a list in which a server that can write long-lived streams from its event loop
+#: (``session_manager.pywsgi``) receives the stream of the response, instead of iterating it.
+PARK_KEY = "session_manager.park"
 
 
 def json_response(body: str, status: int = 200) -> Response:
@@ -74,10 +78,15 @@ def long_lived_response(controller: StreamController, environ: Mapping[str, Any]
     Its connection carries nothing else: under gevent.pywsgi (and gunicorn's
     gevent worker) the request's buffered reader, 8 KB per connection, is
     closed now, and the server closes the connection when the stream ends
-    (a client opens a new one to reconnect anyway).
+    (a client opens a new one to reconnect anyway). A server that offers
+    :data:`PARK_KEY` gets the stream to write from its event loop.
     """
     _release_input(environ)
-    return sse_response(controller)
+    response = sse_response(controller)
+    parking = environ.get(PARK_KEY)
+    if type(parking) is list:
+        parking.append(response.response)  # the controller's iterator, passed through as it is
+    return response
 
 
 def _release_input(environ: Mapping[str, Any]) -> None:
