@@ -29,6 +29,7 @@ import socket
 import time
 import weakref
 from collections import deque
+from collections.abc import Callable
 from typing import Any
 
 import gevent
@@ -56,7 +57,7 @@ def parkable(frames: object) -> bool:
 class ParkingLot:
     """The parked streams of one server, written by one pump greenlet in the server's hub."""
 
-    __slots__ = ("__weakref__", "_ends", "_pump", "_ready", "_tickers", "_waiter", "_workers", "hub")
+    __slots__ = ("__weakref__", "_ending", "_ends", "_pump", "_ready", "_tickers", "_waiter", "_workers", "hub")
 
     def __init__(self) -> None:
         _LOTS.add(self)
@@ -66,6 +67,7 @@ class ParkingLot:
         self._pump: Any = None
         self._tickers: dict[float, set[_Parked]] = {}  # keep-alive interval: its open streams
         self._ends = Group()  # greenlets ending a stream or draining a slow socket
+        self._ending: set[_Parked] = set()  # streams whose end has not run yet
         self._workers = Group()  # the pump and the tickers
 
     def park(self, sock: socket.socket, frames: _Frames, *, chunked: bool) -> None:
@@ -83,8 +85,8 @@ class ParkingLot:
         self.ring(parked)
 
     def __len__(self) -> int:
-        """Parked streams still open."""
-        return sum(len(streams) for streams in self._tickers.values())
+        """Parked streams not over yet (open, or ending)."""
+        return sum(len(streams) for streams in self._tickers.values()) + len(self._ending)
 
     def ring(self, parked: _Parked) -> None:
         """Queue *parked* for the pump (from a doorbell's hub callback, or the pump itself)."""
@@ -120,29 +122,38 @@ class ParkingLot:
             del self._tickers[keepalive]
 
     def forget(self, parked: _Parked) -> None:
-        """*parked* is ending: no pings, no reads."""
+        """*parked* is ending: no pings, no reads; it counts until its end ran (:meth:`_Parked.release`)."""
         self._tickers.get(parked.frames._controller._keepalive, set()).discard(parked)
+        self._ending.add(parked)
         parked.sock._read_event.stop()  # type: ignore[attr-defined]
 
     def spawn(self, function: Any, *args: Any) -> None:
         """Run *function* in a greenlet that :meth:`join` waits for."""
         self._ends.spawn(function, *args)
 
-    def join(self, timeout: float | None) -> bool:
-        """Wait up to *timeout* for the parked streams to end; False if some are still open (they are cut)."""
+    def join(self, timeout: float | None, tick: Callable[[], object] | None = None) -> bool:
+        """Wait up to *timeout* for the parked streams to end; False if some were still open (they are cut).
+
+        *tick* runs about once a second while waiting (a gunicorn worker tells its arbiter it is alive).
+        """
         deadline = None if timeout is None else time.monotonic() + timeout
         while len(self) or len(self._ends):
             left = None if deadline is None else deadline - time.monotonic()
             if left is not None and left <= 0:
                 break
-            self._ends.join(timeout=left)
+            self._ends.join(timeout=1.0 if left is None else min(left, 1.0))
             gevent.sleep(0.01)  # streams closed a moment ago: the pump's turn to end them
+            if tick is not None:
+                tick()
         else:
             return True
         for streams in list(self._tickers.values()):
             for parked in list(streams):
                 parked.end(_GONE)
+        self._ends.join(timeout=1)  # the ends of cut streams write nothing: they run now
         self._ends.kill(timeout=1)  # ends blocked on clients that do not read
+        for parked in list(self._ending):  # killed before they ran: their end, here
+            parked.release()
         return False
 
     def close(self) -> None:
@@ -157,10 +168,11 @@ class ParkingLot:
 _LOTS: weakref.WeakSet[ParkingLot] = weakref.WeakSet()
 
 
-def join_all(timeout: float | None) -> None:
-    """Wait up to *timeout* for the parked streams of every lot of this process, then stop the lots."""
+def join_all(timeout: float | None, tick: Callable[[], object] | None = None) -> None:
+    """Wait up to *timeout* in all for the parked streams of every lot of this process, then stop the lots."""
+    deadline = None if timeout is None else time.monotonic() + timeout
     for lot in list(_LOTS):
-        lot.join(timeout)
+        lot.join(None if deadline is None else max(0.0, deadline - time.monotonic()), tick)
         lot.close()
 
 
@@ -276,7 +288,15 @@ class _Parked:
         except OSError:
             pass
         finally:
-            frames.close()
-            queue: Any = frames._controller._queue
-            queue._waiter = None  # it may still name this stream: no cycle left for the collector
-            self.sock._decref_socketios()  # type: ignore[attr-defined]  # closes it once the server did
+            self.release()
+
+    def release(self) -> None:
+        """The stream is over: its close callbacks, and the socket closed (once the server let go of it too)."""
+        if self not in self.lot._ending:
+            return
+        self.lot._ending.discard(self)
+        frames = self.frames
+        frames.close()
+        queue: Any = frames._controller._queue
+        queue._waiter = None  # it may still name this stream: no cycle left for the collector
+        self.sock._decref_socketios()  # type: ignore[attr-defined]

@@ -51,4 +51,4 @@ class GeventWorker(GeventPyWSGIWorker):  # type: ignore[misc]
         """Serve until told to stop, then give the parked streams what is left of ``graceful_timeout``."""
         super().run()
         since = self._stopping_since if self._stopping_since is not None else time.monotonic()
-        join_all(max(0.0, self.cfg.graceful_timeout - (time.monotonic() - since) - 0.5))
+        join_all(max(0.0, self.cfg.graceful_timeout - (time.monotonic() - since) - 0.5), tick=self.notify)

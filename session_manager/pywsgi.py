@@ -40,19 +40,36 @@ class StreamingHandler(pywsgi.WSGIHandler):  # type: ignore[misc]
     """
 
     socket: Any  # the connection's (gevent) socket, None once handle() is done with it
+    result: Any  # the body the application returned, while it is served
 
     def get_environ(self) -> dict[str, Any]:
         environ: dict[str, Any] = super().get_environ()
         environ[PARK_KEY] = []  # the app puts a long-lived stream here (wsgi._responses)
         return environ
 
-    def process_result(self) -> None:
+    def _parkable(self) -> bool:
+        """Whether this response is one of the library's long-lived streams, as the app returned it, alone on its connection.
+
+        Not when middleware wrapped or replaced the body (it gets its say and its ``close()``), when
+        the request's body was not read whole (pywsgi still reads it; ``long_lived_response`` closed
+        the reader otherwise), on TLS, or for anything but a 200.
+        """
         parking = self.environ.get(PARK_KEY)
-        frames = parking[0] if parking else None
-        sock = self.socket
-        if frames is None or self.code != 200 or type(sock) is not gevent_socket or not parkable(frames):
+        return (
+            bool(parking)
+            and self.result is parking[0]
+            and self.code == 200
+            and self.rfile.closed
+            and type(self.socket) is gevent_socket
+            and parkable(self.result)
+        )
+
+    def process_result(self) -> None:
+        if not self._parkable():
             super().process_result()
             return
+        frames = self.result
+        sock = self.socket
         self.write(b"")  # the status line and headers
         self.socket = None  # ours now: handle() neither reads nor closes it,
         sock._io_refs += 1  # and the server's close() leaves it open, as for a makefile() (see socket.close)

@@ -4,7 +4,10 @@ Run as ``python -m tests.flask_gevent_server --port N``. ``POST
 /admin/broadcast?count=K`` broadcasts K numbered notifications;
 (``&pad=B``: each padded with B bytes, 150 by default); ``GET
 /admin/streams`` tells how many GET streams are registered. ``--parking``
-serves it on ``session_manager.pywsgi`` instead of ``gevent.pywsgi``.
+serves it on ``session_manager.pywsgi`` instead of ``gevent.pywsgi``;
+``--middleware`` wraps the app in a middleware that counts (``GET
+/admin/middleware``). SIGTERM stops the server (``stop(0.5)``) without
+ending the streams first, and it prints how many are still registered.
 """
 
 from gevent import monkey
@@ -13,7 +16,12 @@ monkey.patch_all()
 
 import argparse
 import resource
+import signal
+import sys
+from typing import Any
 
+import gevent
+import gevent.event
 from flask import jsonify, request
 from gevent.pywsgi import WSGIServer
 
@@ -27,6 +35,7 @@ def main() -> None:
     parser.add_argument("--port", type=int, required=True)
     parser.add_argument("--keepalive", type=float, default=15.0)
     parser.add_argument("--parking", action="store_true", help="session_manager.pywsgi: streams written from the loop")
+    parser.add_argument("--middleware", action="store_true", help="a WSGI middleware wraps every response body")
     args = parser.parse_args()
     _soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
     resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
@@ -46,8 +55,48 @@ def main() -> None:
     def open_streams():  # type: ignore[no-untyped-def]
         return jsonify(open=len(streams))
 
+    wrapped = Wrapped(app.wsgi_app)
+
+    @app.get("/admin/middleware")
+    def middleware():  # type: ignore[no-untyped-def]
+        return jsonify(chunks=wrapped.chunks, closed=wrapped.closed)
+
+    if args.middleware:
+        app.wsgi_app = wrapped  # type: ignore[method-assign]
     server_class = ParkingServer if args.parking else WSGIServer
-    server_class(("127.0.0.1", args.port), app, log=None, backlog=2048).serve_forever()
+    server = server_class(("127.0.0.1", args.port), app, log=None, backlog=2048)
+    server.start()
+    stop = gevent.event.Event()
+    gevent.signal_handler(signal.SIGTERM, stop.set)
+    stop.wait()
+    server.stop(timeout=0.5)  # the streams are not ended first: the server cuts them
+    print(f"after stop: {len(streams)} streams registered", file=sys.stderr, flush=True)
+
+
+class Wrapped:
+    """A WSGI middleware that counts the chunks of GET streams it passes on, and the streams it closed (PEP 3333)."""
+
+    def __init__(self, app: Any) -> None:
+        self.app = app
+        self.chunks = 0
+        self.closed = 0
+
+    def __call__(self, environ: Any, start_response: Any) -> Any:
+        body = self.app(environ, start_response)
+        if environ["REQUEST_METHOD"] != "GET" or environ["PATH_INFO"] != "/mcp":
+            return body
+        return self.stream(body)
+
+    def stream(self, body: Any) -> Any:
+        try:
+            for chunk in body:
+                self.chunks += 1
+                yield chunk
+        finally:
+            close = getattr(body, "close", None)
+            if close is not None:
+                close()
+            self.closed += 1
 
 
 if __name__ == "__main__":

@@ -678,13 +678,16 @@ WSGIServer(("127.0.0.1", port), app, log=None).serve_forever()
 """
 
 
-def test_c_under_gevent_a_client_that_stops_reading_is_cut_and_resumes(tmp_path: Any) -> None:
-    """gevent.pywsgi: the socket is found through wsgi.input and shut; the slow client resumes from the buffer."""
+@pytest.mark.parametrize("server_module", ["gevent.pywsgi", "session_manager.pywsgi"])
+def test_c_under_gevent_a_client_that_stops_reading_is_cut_and_resumes(tmp_path: Any, server_module: str) -> None:
+    """gevent.pywsgi (the socket found through wsgi.input and shut) and session_manager.pywsgi (a parked
+    stream): the slow client is cut and resumes from the buffer."""
     from .flask_support import PYTHON, ServerProcess, free_port, initialize_message
 
     count, maxsize = 10_000, 1024  # the default bound: slack for the good client's pure-Python parser
     port = free_port()
-    child = ServerProcess([PYTHON, "-c", GEVENT_CHILD, str(port), str(maxsize), str(12_000)], port)
+    code = GEVENT_CHILD.replace("from gevent.pywsgi import WSGIServer", f"from {server_module} import WSGIServer")
+    child = ServerProcess([PYTHON, "-c", code, str(port), str(maxsize), str(12_000)], port)
     try:
         url = f"http://127.0.0.1:{port}/mcp"
         sids = [

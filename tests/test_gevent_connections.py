@@ -12,6 +12,7 @@ that hangs up is noticed at once, not at the next ping.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import socket
 import threading
@@ -288,3 +289,71 @@ def test_thousands_of_frames_to_many_parked_streams_while_clients_come_and_go(pa
         for setup, stream, _ in pairs:
             setup.close()
             stream.close()
+
+
+def test_stopping_the_parking_server_cuts_the_streams_still_open_and_runs_their_close_callbacks() -> None:
+    # The app is not closed first: stop(0.5) cuts the streams (no retry hint), and each one still ends
+    # for both sides: its client sees the end, its registration (a close callback) is gone. (gevent.pywsgi
+    # without a pool leaves its handlers running on stop(): their streams end with the process.)
+    process = start("--keepalive", "60", "--parking")
+    pairs = []
+    try:
+        pairs = [open_stream(process.port) for _ in range(3)]
+        wait_until(lambda: open_streams(process) == 3, timeout=TIMEOUT, what="the streams to be registered")
+        process.process.terminate()  # SIGTERM: the server's stop(0.5)
+        for _, stream, _ in pairs:
+            stream.sock.settimeout(TIMEOUT)
+            with contextlib.suppress(ConnectionResetError):
+                while stream.sock.recv(65536):  # what was sent, then the end (EOF or a reset)
+                    pass
+        assert process.process.wait(TIMEOUT) == 0
+        assert "after stop: 0 streams registered" in process.stderr(), process.stderr()
+    finally:
+        for setup, stream, _ in pairs:
+            setup.close()
+            stream.close()
+        stop(process)
+
+
+@pytest.mark.parametrize("options", [[], ["--parking"]], ids=["pywsgi", "parking"])
+def test_a_middleware_that_wraps_a_stream_sees_every_chunk_and_closes_it(options: list[str]) -> None:
+    # The parking server serves a stream whose body a middleware wrapped as gevent.pywsgi does
+    # (PEP 3333: the middleware's iterator is iterated and closed), instead of parking around it.
+    process = start("--keepalive", "0.5", "--middleware", *options)
+    try:
+        setup, stream, _ = open_stream(process.port)
+        events = Events(stream)
+        broadcast(process, 3)
+        assert [m["params"]["seq"] for m in events.next_data(3)] == [0, 1, 2]  # type: ignore[index]
+        url = f"http://127.0.0.1:{process.port}/admin/middleware"
+        assert requests.get(url, timeout=TIMEOUT).json()["chunks"] >= 2  # the head's comment, then the events
+        setup.close()
+        stream.close()
+        wait_until(  # the next ping fails: the server closes the body it was given, the middleware's
+            lambda: requests.get(url, timeout=TIMEOUT).json()["closed"] == 1, timeout=TIMEOUT, what="close()"
+        )
+        assert open_streams(process) == 0
+    finally:
+        stop(process)
+
+
+def test_a_get_stream_whose_body_has_not_all_arrived_is_served_as_gevent_pywsgi_serves_it(parking: ServerProcess) -> None:
+    # pywsgi still reads the rest of that body after the response: the stream is not parked (its socket
+    # would have two readers), it is served by its greenlet, and nothing fails.
+    setup = Connection(parking.port)
+    sid = initialize(setup)
+    stream = Connection(parking.port)
+    try:
+        headers = {**session_headers(sid), "Accept": "text/event-stream", "Content-Length": "10"}
+        stream.sock.sendall(build_request("GET", "/mcp", parking.port, headers) + b"abc")  # 3 of 10 bytes
+        while b"\r\n\r\n" not in stream.buffer:
+            stream._read()
+        raw, stream.buffer = stream.buffer.split(b"\r\n\r\n", 1)
+        assert Head(raw).status == 200
+        stream.sock.sendall(b"defghij")  # the rest of the body
+        events = Events(stream)
+        broadcast(parking, 2)
+        assert [m["params"]["seq"] for m in events.next_data(2)] == [0, 1]  # type: ignore[index]
+    finally:
+        setup.close()
+        stream.close()
