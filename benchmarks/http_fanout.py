@@ -21,7 +21,9 @@ after ``monkey.patch_all()``), with a trigger route calling
 ``McpBlueprint.broadcast`` K times, in-memory managers without an event
 store (at-most-once delivery); ``ours-ev`` is the same with an
 ``InMemoryEventStore`` (resumable streams: every event stored and sent with
-its id), chosen with ``--events on`` (or ``both``, to print the two). ``sdk`` is mcp's lowlevel ``Server``
+its id), chosen with ``--events on`` (or ``both``, to print the two);
+``parked`` (``--parked``) is ``ours`` on ``session_manager.pywsgi``, the
+server the examples run on (streams written from the event loop). ``sdk`` is mcp's lowlevel ``Server``
 ``streamable_http_app()`` on uvicorn (one worker, log level warning), keeping
 a registry of its sessions' ``ServerSession`` (taken in the
 ``notifications/initialized`` handler); its trigger sends each notification
@@ -112,9 +114,11 @@ def bench_params(seq: int, size: int) -> dict[str, Any]:
     return params
 
 
-def serve_ours(cpu: int | None, events: bool = False) -> None:
+def serve_ours(cpu: int | None, events: bool = False, parking: bool = False) -> None:
     from flask import request
-    from gevent.pywsgi import WSGIServer
+    from gevent import pywsgi
+
+    from session_manager.pywsgi import WSGIServer as ParkingServer
 
     sys.path.insert(0, ROOT)
     from examples.server import create_app, memory_managers
@@ -131,7 +135,7 @@ def serve_ours(cpu: int | None, events: bool = False) -> None:
             blueprint.broadcast("notifications/message", bench_params(seq, size))
         return {"sent": k}
 
-    WSGIServer(listen(), app, log=None).serve_forever()
+    (ParkingServer if parking else pywsgi.WSGIServer)(listen(), app, log=None).serve_forever()
 
 
 def serve_sdk(cpu: int | None) -> None:
@@ -520,15 +524,18 @@ def main() -> None:
         default="off",
         help="ours without an event store (off), with one (on: 'ours-ev'), or both",
     )
+    parser.add_argument(
+        "--parked", action="store_true", help="also ours on session_manager.pywsgi ('parked', no event store)"
+    )
     parser.add_argument("--repeat", type=int, default=1, help="runs per server (fresh processes), medians printed")
-    parser.add_argument("--serve", choices=("ours", "ours-ev", "sdk"), help=argparse.SUPPRESS)  # child process
+    parser.add_argument("--serve", choices=("ours", "ours-ev", "parked", "sdk"), help=argparse.SUPPRESS)  # child
     parser.add_argument("--cpu", type=int, help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.serve:
         if args.serve == "sdk":
             serve_sdk(args.cpu)
         else:
-            serve_ours(args.cpu, events=args.serve == "ours-ev")
+            serve_ours(args.cpu, events=args.serve == "ours-ev", parking=args.serve == "parked")
         return
 
     cpus = sorted(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else []
@@ -540,6 +547,7 @@ def main() -> None:
         f"load average before: {os.getloadavg()[0]:.2f}"
     )
     ours_kinds = {"off": ["ours"], "on": ["ours-ev"], "both": ["ours", "ours-ev"]}[args.events]
+    ours_kinds += ["parked"] if args.parked else []
     kinds = [kind for name in (("ours", "sdk") if args.server == "both" else (args.server,)) for kind in (ours_kinds if name == "ours" else [name])]
     results: dict[str, list[dict[str, Any]]] = {kind: [] for kind in kinds}
     print(COLUMNS)
@@ -553,10 +561,10 @@ def main() -> None:
             print(row(kind, "median", r))
     if "ours" in summary and "ours-ev" in summary:
         print(f"event store cost: delivered/s x{summary['ours-ev']['per_s'] / summary['ours']['per_s']:.2f} with it")
-    if "ours" in summary and "sdk" in summary:
-        ours, sdk = summary["ours"], summary["sdk"]
+    for mine in [kind for kind in ("ours", "parked") if kind in summary] if "sdk" in summary else []:
+        ours, sdk = summary[mine], summary["sdk"]
         print(
-            f"ratio ours/sdk{' (medians)' if args.repeat > 1 else ''}: "
+            f"ratio {mine}/sdk{' (medians)' if args.repeat > 1 else ''}: "
             f"delivered/s x{ours['per_s'] / sdk['per_s']:.1f}, KB/session x{ours['kb'] / sdk['kb']:.2f}, "
             f"p99 x{ours['p99'] / sdk['p99']:.2f}"
         )
