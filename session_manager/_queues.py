@@ -18,21 +18,24 @@ __all__ = ["new_queue"]
 
 #: The C SimpleQueue, whatever gevent patched into the ``queue`` module.
 _NativeSimpleQueue: Any = __import__("_queue").SimpleQueue
-#: gevent's Waiter and Timeout, imported with the first doorbell queue (gevent is optional).
+#: gevent's Waiter and Timeout, and the native thread's ident (gevent patches ``_thread.get_ident``
+#: to a greenlet's), imported with the first doorbell queue (gevent is optional).
 _Waiter: Any = None
 _Timeout: Any = None
+_get_ident: Any = None
 
 
 def new_queue() -> Any:
     """A queue for one reader and any number of producers, cooperative if gevent patched ``queue``."""
-    global _Waiter, _Timeout
+    global _Waiter, _Timeout, _get_ident
     if queue.SimpleQueue is _NativeSimpleQueue:
         return _NativeSimpleQueue()
     if _Waiter is None:
-        from gevent import Timeout
+        from gevent import Timeout, monkey
         from gevent.hub import Waiter
 
         _Waiter, _Timeout = Waiter, Timeout
+        _get_ident = monkey.get_original("_thread", "get_ident")
     return _DoorbellQueue()
 
 
@@ -42,8 +45,8 @@ class _DoorbellQueue:
     The reader publishes its waiter, then looks at the queue once more before
     it waits, so a put that raced it is never missed; a producer that finds a
     waiter takes it and has the hub wake the reader (one test per put
-    otherwise). Producers run in the reader's thread, as gevent's own queue
-    requires.
+    otherwise). A producer in another native thread (a thread pool's, say)
+    wakes the reader's loop through gevent's thread-safe callback.
     """
 
     __slots__ = ("_items", "_waiter")
@@ -57,7 +60,11 @@ class _DoorbellQueue:
         waiter = self._waiter
         if waiter is not None:
             self._waiter = None
-            waiter.hub.loop.run_callback(waiter.switch, None)
+            hub = waiter.hub
+            if hub.thread_ident == _get_ident():
+                hub.loop.run_callback(waiter.switch, None)
+            else:  # a producer in another native thread: the loop may be asleep, wake it too
+                hub.loop.run_callback_threadsafe(waiter.switch, None)
 
     def get(self, block: bool = True, timeout: float | None = None) -> Any:
         items = self._items

@@ -108,3 +108,38 @@ def test_a_drained_stream_delivers_a_frame_that_races_the_keepalive_timer():
     )
     assert proc.returncode == 0, proc.stderr[-2000:]
     assert proc.stdout.strip() == "0", f"responses lost in {proc.stdout.strip()} of 20 drained streams"
+
+
+#: A producer in another native thread (a thread pool's, say) wakes a reader that waits in its
+#: greenlet with nothing else due for an hour: without the wake-up the loop sleeps until then,
+#: and the subprocess's bound fails the test.
+_NATIVE_PRODUCER = """
+from gevent import monkey; monkey.patch_all()
+import gevent
+from session_manager import StreamController
+start_new_thread = monkey.get_original("_thread", "start_new_thread")
+controller = StreamController(keepalive=3600)
+got = []
+def reader():
+    for chunk in controller:
+        got.append(chunk)
+        if b"result" in chunk:
+            return
+greenlet = gevent.spawn(reader)
+gevent.sleep(0.1)  # the reader waits in get(timeout=3600)
+start_new_thread(controller.enqueue, ('{"jsonrpc":"2.0","id":1,"result":{}}',))
+greenlet.join()
+print(sum(b"result" in chunk for chunk in got))
+"""
+
+
+def test_a_producer_in_another_native_thread_wakes_the_reader() -> None:
+    try:
+        proc = subprocess.run(
+            [sys.executable, "-c", _NATIVE_PRODUCER], capture_output=True, text=True, timeout=30, check=False,
+            cwd=os.path.dirname(os.path.dirname(WORKER)),
+        )
+    except subprocess.TimeoutExpired:
+        pytest.fail("the reader was not woken by a put from another native thread")
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert proc.stdout.strip() == "1"
