@@ -7,7 +7,7 @@ werkzeug only (the ``wsgi`` extra; ``flask`` includes it).
 
 ::
 
-    from gevent.pywsgi import WSGIServer
+    from session_manager.pywsgi import WSGIServer  # gevent.pywsgi, streams written from the event loop
     from session_manager.wsgi import METHOD_NOT_FOUND, JsonRpcError, McpApp
 
     def handler(message, ctx):
