@@ -231,10 +231,13 @@ class _Parked:
         if chunks:
             self.send(chunks[0] if len(chunks) == 1 else b"".join(chunks))
 
+    def framed(self, data: bytes) -> bytes:
+        """*data* as the response body carries it: one chunk of chunked encoding, or as it is (HTTP/1.0)."""
+        return b"%x\r\n%b\r\n" % (len(data), data) if self.chunked else data
+
     def send(self, data: bytes) -> None:
         """Write *data* without blocking; a greenlet writes what the socket could not take."""
-        if self.chunked:
-            data = b"%x\r\n%b\r\n" % (len(data), data)
+        data = self.framed(data)
         try:
             sent = self.raw.send(data)
         except BlockingIOError:
@@ -256,13 +259,12 @@ class _Parked:
             pass  # the client is gone (or a server's stop killed this greenlet: the stream ends too)
         finally:
             self.busy = False
-            if not sent and self.ending is None:
-                self.ending = _GONE
-                self.lot.forget(self)
-            if self.ending is None:
+            if self.ending is not None:  # end() came while this write was under way
+                self.lot.spawn(self._end, self.ending)
+            elif sent:
                 self.lot.ring(self)
             else:
-                self.lot.spawn(self._end, self.ending)
+                self.end(_GONE)
 
     def end(self, why: str) -> None:
         """End the stream: its last frames if the server *ended* it, then its callbacks; once."""
@@ -282,7 +284,7 @@ class _Parked:
             if why is _ENDED:
                 frames._block = True
                 for chunk in frames:  # the frames a drain still owes, the retry hint
-                    self.sock.sendall(b"%x\r\n%b\r\n" % (len(chunk), chunk) if self.chunked else chunk)
+                    self.sock.sendall(self.framed(chunk))
                 if self.chunked:
                     self.sock.sendall(b"0\r\n\r\n")
         except OSError:

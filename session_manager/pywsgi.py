@@ -75,10 +75,10 @@ class StreamingHandler(pywsgi.WSGIHandler):  # type: ignore[misc]
         sock._io_refs += 1  # and the server's close() leaves it open, as for a makefile() (see socket.close)
         self.close_connection = True
         self.result = None  # not closed by run_application: the stream goes on
-        parking_lot(self.server).park(sock, frames, chunked=self.response_use_chunked)
+        _lot_of(self.server).park(sock, frames, chunked=self.response_use_chunked)
 
 
-def parking_lot(server: Any) -> ParkingLot:
+def _lot_of(server: Any) -> ParkingLot:
     """The lot of *server*'s parked streams, made on first use (any pywsgi server, gunicorn's included)."""
     lot: ParkingLot | None = getattr(server, "parking_lot", None)
     if lot is None:
