@@ -17,15 +17,17 @@ round trip. This measures round trips/s and p50/p99 latency of
 
 Servers, each started afresh per run in a process pinned to one core, on a
 listening socket with TCP_NODELAY (``http_fanout.listen``): ``ours`` is
-``session_manager.wsgi.McpApp`` with a plain handler on gevent.pywsgi
-(``log=None``, after ``monkey.patch_all()``); ``sdk`` is mcp's lowlevel
+``session_manager.wsgi.McpApp`` with a plain handler on
+``session_manager.pywsgi`` (the library's gevent server; ``--wsgi-server
+gevent``: gevent.pywsgi itself), ``log=None``, after
+``monkey.patch_all()``; ``sdk`` is mcp's lowlevel
 ``Server`` (``on_call_tool``/``on_list_tools``: the SDK's fastest path;
 ``--sdk-api mcpserver``: ``MCPServer``, ex-FastMCP, with an ``@tool``
 function) as ``streamable_http_app(stateless_http=True)`` on uvicorn (one
 worker, log level warning; h11 and the asyncio loop unless httptools and
 uvloop are importable: the header line says which). ``--floor`` adds
-``floor``: a bare WSGI app on gevent.pywsgi that parses the body and answers
-the same bytes, the ceiling for ours on that server.
+``floor``: a bare WSGI app on the same WSGI server that parses the body and
+answers the same bytes, the ceiling for ours on that server.
 
 The load generator is this process, on the other core: asyncio with raw
 sockets and hand-written HTTP/1.1, C keep-alive connections, each sending
@@ -45,6 +47,7 @@ of each, and the ratios.
     python benchmarks/modern_roundtrips.py [--connections 32] [--requests 5000] [--repeat 3]
                                            [--kinds json sse progress] [--server ours|sdk|both]
                                            [--sdk-api lowlevel|mcpserver] [--floor] [--timeout 60]
+                                           [--wsgi-server session_manager|gevent]
 """
 
 import sys
@@ -79,14 +82,22 @@ ACCEPT = {"json": "application/json", "sse": "application/json, text/event-strea
 ACCEPT["progress"] = ACCEPT["sse"]
 KINDS = ("json", "sse", "progress")
 TARGET = "ours >= 3x the SDK's round trips/s"
+WSGI_SERVER = ["session_manager"]  # --wsgi-server, passed on to the server processes
 
 
 # -- the servers -------------------------------------------------------------------------
 
 
-def serve_ours(cpu: int | None, kind: str) -> None:
-    from gevent.pywsgi import WSGIServer
+def wsgi_server() -> Any:
+    """The WSGI server class of ours and floor (``--wsgi-server``)."""
+    if WSGI_SERVER[0] == "gevent":
+        from gevent.pywsgi import WSGIServer
+    else:
+        from session_manager.pywsgi import WSGIServer
+    return WSGIServer
 
+
+def serve_ours(cpu: int | None, kind: str) -> None:
     from session_manager.wsgi import INVALID_PARAMS, METHOD_NOT_FOUND, JsonRpcError, McpApp
 
     hf.prepare_process(cpu)
@@ -108,13 +119,11 @@ def serve_ours(cpu: int | None, kind: str) -> None:
         return None
 
     app = McpApp(handler, json_response=kind == "json", server_info={"name": "bench-ours", "version": "1"})
-    WSGIServer(hf.listen(), app, log=None).serve_forever()
+    wsgi_server()(hf.listen(), app, log=None).serve_forever()
 
 
 def serve_floor(cpu: int | None, kind: str) -> None:
-    """The least a WSGI app on gevent.pywsgi can do: parse the body, answer the same bytes (no checks)."""
-    from gevent.pywsgi import WSGIServer
-
+    """The least a WSGI app on the same server can do: parse the body, answer the same bytes (no checks)."""
     hf.prepare_process(cpu)
 
     def app(environ: dict[str, Any], start_response: Any) -> list[bytes]:
@@ -136,7 +145,7 @@ def serve_floor(cpu: int | None, kind: str) -> None:
         start_response("200 OK", [("Content-Type", "text/event-stream"), ("Cache-Control", "no-cache")])
         return frames
 
-    WSGIServer(hf.listen(), app, log=None).serve_forever()
+    wsgi_server()(hf.listen(), app, log=None).serve_forever()
 
 
 def serve_sdk(cpu: int | None, kind: str, api: str) -> None:
@@ -178,6 +187,7 @@ def serve_sdk(cpu: int | None, kind: str, api: str) -> None:
 def start_server(name: str, kind: str, cpu: int | None, sdk_api: str) -> tuple["subprocess.Popen[str]", int]:
     """A server process (this script with ``--serve NAME KIND``) on a free port; returns it and its port."""
     cmd = [sys.executable, os.path.abspath(__file__), "--serve", name, kind, "--sdk-api", sdk_api]
+    cmd += ["--wsgi-server", WSGI_SERVER[0]]
     if cpu is not None:
         cmd += ["--cpu", str(cpu)]
     proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, text=True, cwd=ROOT)
@@ -419,11 +429,18 @@ def main() -> None:
         default="lowlevel",
         help="the SDK server: lowlevel Server handlers, or MCPServer (ex-FastMCP) with an @tool function",
     )
-    parser.add_argument("--floor", action="store_true", help="also run 'floor': a bare WSGI app on gevent.pywsgi")
+    parser.add_argument("--floor", action="store_true", help="also run 'floor': a bare WSGI app on the same server")
+    parser.add_argument(
+        "--wsgi-server",
+        choices=("session_manager", "gevent"),
+        default="session_manager",
+        help="ours and floor on session_manager.pywsgi (the library's) or on gevent.pywsgi",
+    )
     parser.add_argument("--timeout", type=float, default=60.0, help="seconds at most per run (and per warm-up)")
     parser.add_argument("--serve", nargs=2, metavar=("SERVER", "KIND"), help=argparse.SUPPRESS)  # child process
     parser.add_argument("--cpu", type=int, help=argparse.SUPPRESS)
     args = parser.parse_args()
+    WSGI_SERVER[0] = args.wsgi_server
     if args.serve:
         name, kind = args.serve
         if name == "sdk":
@@ -443,7 +460,7 @@ def main() -> None:
     versions = ", ".join(f"{package} {metadata.version(package)}" for package in ("gevent", "mcp", "uvicorn"))
     http = "httptools" if util.find_spec("httptools") else "h11"
     loop = "uvloop" if util.find_spec("uvloop") else "asyncio"
-    print(f"{versions}; SDK server: {args.sdk_api}, uvicorn with {http} and {loop}")
+    print(f"{versions}; ours on {args.wsgi_server}.pywsgi; SDK server: {args.sdk_api}, uvicorn with {http} and {loop}")
     names = (("ours", "sdk") if args.server == "both" else (args.server,)) + (("floor",) if args.floor else ())
     results: dict[tuple[str, str], list[dict[str, Any]]] = {(n, k): [] for k in args.kinds for n in names}
     print(COLUMNS)

@@ -138,7 +138,9 @@ def parse_message(body: bytes) -> Message:
     """
     try:
         text = body.decode("utf-8")
-        value = json.loads(text, parse_constant=_reject_constant, parse_float=_finite_float)
+        if text.startswith("\ufeff"):
+            raise ValueError("byte order mark")  # as json.loads refuses it
+        value = _DECODER.decode(text)
         if _SURROGATE_ESCAPE.search(text) and _has_lone_surrogate(value):
             raise ValueError("lone surrogate")
     except (UnicodeDecodeError, ValueError, RecursionError):
@@ -161,6 +163,10 @@ def _finite_float(text: str) -> float:
     if number in (math.inf, -math.inf):
         raise ValueError(f"number out of range: {text[:32]}")
     return number
+
+
+#: Made once: ``json.loads`` with these hooks builds a decoder per call.
+_DECODER = json.JSONDecoder(parse_constant=_reject_constant, parse_float=_finite_float)
 
 
 def _has_lone_surrogate(value: Any) -> bool:
@@ -227,14 +233,17 @@ def encode(message: Mapping[str, Any]) -> str:
     the whole message ASCII with ``\\u`` escapes: valid JSON that UTF-8 can
     carry, where the raw character would make the reply impossible to send.
     """
-    text = json.dumps(message, separators=(",", ":"), ensure_ascii=False, allow_nan=False)
+    text = _COMPACT.encode(message)
     if text.isascii() or _SURROGATE.search(text) is None:
         return text
-    return json.dumps(message, separators=(",", ":"), allow_nan=False)
+    return _COMPACT_ASCII.encode(message)
 
 
 #: A surrogate code point: no UTF-8 text can hold one.
 _SURROGATE = re.compile("[\ud800-\udfff]")
+#: ``json.dumps`` with these options builds an encoder per call; these are made once (encoders keep no state).
+_COMPACT = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False, allow_nan=False)
+_COMPACT_ASCII = json.JSONEncoder(separators=(",", ":"), allow_nan=False)
 
 
 def result_response(id: RequestId, result: Mapping[str, Any]) -> str:

@@ -8,6 +8,11 @@ event loop (``_parking``): about 4 KB per idle stream, and a broadcast
 costs no greenlet switch per stream. Everything else is gevent.pywsgi's
 own; a body that is not one of this library's streams is served as usual.
 
+Every request also costs the server less: its headers are parsed without
+the ``email`` package (:mod:`._request_head`, stricter about malformed
+lines), and a response's head leaves in one write with its first body
+chunk, not in a write of its own.
+
     from gevent import monkey; monkey.patch_all()
     from session_manager.pywsgi import WSGIServer
 
@@ -21,15 +26,25 @@ e.g. with ``McpApp.close``, so their clients get the retry hint).
 
 from __future__ import annotations
 
+import time
+from collections.abc import Iterator
 from typing import Any
 
 from gevent import pywsgi
 from gevent.socket import socket as gevent_socket
 
 from ._parking import ParkingLot, parkable
+from ._request_head import RequestHeaders, simple_head
 from .wsgi._responses import PARK_KEY
 
 __all__ = ["StreamingHandler", "WSGIServer"]
+
+#: A first body chunk up to this size leaves in the same write as the response's head.
+_COALESCE_MAX = 65536
+#: The class of pywsgi's access log when there is none (``log=None``).
+_NO_LOG = getattr(pywsgi, "_NoopLog", None)
+#: Environ keys pywsgi sets from the request line and body, never from a same-named header.
+_NOT_HEADERS = ("CONTENT_TYPE", "CONTENT_LENGTH")
 
 
 class StreamingHandler(pywsgi.WSGIHandler):  # type: ignore[misc]
@@ -41,6 +56,65 @@ class StreamingHandler(pywsgi.WSGIHandler):  # type: ignore[misc]
 
     socket: Any  # the connection's (gevent) socket, None once handle() is done with it
     result: Any  # the body the application returned, while it is served
+    headers: RequestHeaders
+    provided_date: Any  # the Date header the application set, if any (start_response)
+
+    MessageClass = RequestHeaders  # pywsgi calls it with (rfile, 0) to read a request's headers
+
+    def handle_one_request(self) -> bool | tuple[str, bytes] | None:
+        """Serve one request; a plain HTTP/1.1 head already in the buffer is taken at once (else: pywsgi's reading)."""
+        rfile = self.rfile
+        if rfile.closed:
+            return None
+        try:
+            head = simple_head(rfile.peek())
+        except OSError:
+            return None  # the connection is gone, as pywsgi treats a failed read of the request line
+        if head is None or len(head[2]) >= pywsgi.MAX_REQUEST_LINE:
+            return super().handle_one_request()  # type: ignore[no-any-return]
+        self.command, self.path, self.requestline, self.headers, size = head
+        rfile.read(size)
+        self.request_version = "HTTP/1.1"
+        self.response_length = 0
+        length = self.headers.get("content-length")
+        self.content_length = None if length is None else int(length)  # plain digits (simple_head)
+        self.close_connection = (self.headers.get("connection") or "").lower() == "close"
+        self.environ = self.get_environ()
+        self.application = self.server.application
+        self.handle_one_response()
+        return None if self.close_connection or self.rfile.closed else True
+
+    def _headers(self) -> Iterator[tuple[str, str]]:
+        """The environ's ``HTTP_*`` entries, as pywsgi makes them (a name with ``_`` is dropped: it could pose as another)."""
+        for name, value in self.headers.fields:
+            if "_" not in name:
+                key = name.replace("-", "_").upper()
+                if key not in _NOT_HEADERS:
+                    yield "HTTP_" + key, value
+
+    def finalize_headers(self) -> None:
+        if self.provided_date is None:  # the Date header, formatted once a second rather than per response
+            self.response_headers.append((b"Date", _http_date()))
+            self.provided_date = True
+        super().finalize_headers()
+
+    def log_request(self) -> None:
+        """Log the request, unless the server has no access log (``log=None``): pywsgi formats the line anyway."""
+        if type(self.server.log) is not _NO_LOG:
+            super().log_request()
+
+    def _write_with_headers(self, data: bytes) -> None:
+        """Send the head and the first chunk in one write (pywsgi sends the head alone: a syscall, a packet more)."""
+        if not data or len(data) > _COALESCE_MAX:
+            super()._write_with_headers(data)
+            return
+        held: list[bytes] = []
+        self._sendall = held.append  # what pywsgi writes, the head and the (framed) chunk, gathered
+        try:
+            super()._write_with_headers(data)
+        finally:
+            del self._sendall
+        self._sendall(b"".join(held))
 
     def get_environ(self) -> dict[str, Any]:
         environ: dict[str, Any] = super().get_environ()
@@ -54,7 +128,7 @@ class StreamingHandler(pywsgi.WSGIHandler):  # type: ignore[misc]
         the request's body was not read whole (pywsgi still reads it; ``long_lived_response`` closed
         the reader otherwise), on TLS, or for anything but a 200.
         """
-        parking = self.environ.get(PARK_KEY)
+        parking: Any = self.environ.get(PARK_KEY)
         return (
             bool(parking)
             and self.result is parking[0]
@@ -84,6 +158,18 @@ def _lot_of(server: Any) -> ParkingLot:
     if lot is None:
         lot = server.parking_lot = ParkingLot()
     return lot
+
+
+_date: tuple[int, bytes] = (0, b"")
+
+
+def _http_date() -> bytes:
+    """The current HTTP date, as pywsgi formats it, made again only when the second changes."""
+    global _date
+    now = int(time.time())
+    if _date[0] != now:
+        _date = (now, pywsgi.format_date_time(now))
+    return _date[1]
 
 
 class WSGIServer(pywsgi.WSGIServer):  # type: ignore[misc]

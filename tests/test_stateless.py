@@ -495,6 +495,21 @@ def test_sse_answers_carry_no_event_ids(resumable: LiveApp) -> None:
         assert json.loads(events[-1].data)["id"] == message["id"]
 
 
+def test_an_answer_ready_at_once_is_one_sse_event_of_known_length_and_a_streamed_one_stays_a_stream(
+    http: Endpoint,
+) -> None:
+    """A handler that replies before sending anything else: the whole answer is known, so it goes as one body."""
+    response = http.post(tool_call("echo", id=7, arguments={"text": "hi"}))
+    assert response.headers["Content-Type"] == "text/event-stream"
+    assert response.headers["Content-Length"] == str(len(response.content))
+    (event,) = sse_events(response)
+    assert json.loads(event.data)["id"] == 7 and not response.content.startswith(b":")
+    streamed = http.post(tool_call("progress_log", id=8, log_level="debug", progress_token=1))
+    assert "Content-Length" not in streamed.headers and streamed.headers["Content-Type"] == "text/event-stream"
+    events = sse_events(streamed)
+    assert len(events) > 1 and json.loads(events[-1].data)["id"] == 8
+
+
 # -- 2. server/discover, resultType, cache hints --------------------------------------------
 
 

@@ -252,3 +252,40 @@ def test_a_handler_thread_under_the_blueprint_sees_flasks_request_and_g() -> Non
     assert response.status_code == 200 and response.mimetype == "text/event-stream"
     assert b'"result"' in response.get_data()  # the stream ends after the response
     assert seen == {"header": "t-1", "user": "alice"}
+
+
+_GEVENT_WORKERS = textwrap.dedent(
+    """
+    from gevent import monkey; monkey.patch_all()
+    import logging, threading, gevent
+    from session_manager import SessionManagers
+    from session_manager.wsgi._lifecycle import Lifecycle, _Greenlet
+    logging.basicConfig(level=logging.WARNING, format="%(message)s")
+    lifecycle, done, release = Lifecycle(), [], threading.Event()
+    def boom(): raise RuntimeError("boom")
+    def exit_(): raise SystemExit(3)
+    for i in range(50):
+        lifecycle.start(f"key{i % 5}", "quick", done.append, i)
+    lifecycle.start("bad", "failing", boom)
+    lifecycle.start("bad", "exiting", exit_)
+    lifecycle.start("slow", "slow", release.wait)
+    assert all(type(worker) is _Greenlet for worker in lifecycle._workers)
+    gevent.sleep(0.05)
+    assert sorted(done) == list(range(50)), done
+    assert lifecycle.is_running("slow") and not lifecycle.is_running("key0") and not lifecycle.is_running("bad")
+    gevent.spawn_later(0.5, release.set)
+    print("left" if not lifecycle.close(SessionManagers(), 0.2) else "none left")
+    gevent.sleep(0.5)
+    print("still running" if lifecycle.is_running("slow") else "over")
+    """
+)
+
+
+def test_under_gevent_request_handlers_are_greenlets_that_close_waits_for_and_errors_do_not_escape() -> None:
+    """A bare greenlet per handler: every one runs, a failure (even SystemExit) is logged, close() reports a laggard."""
+    proc = subprocess.run([PYTHON, "-c", _GEVENT_WORKERS], check=False, cwd=REPO, capture_output=True, text=True, timeout=60)
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.split("\n")[:2] == ["left", "over"], proc.stdout
+    assert "MCP request thread failed on failing" in proc.stderr
+    assert "MCP request greenlet mcp-exiting failed" in proc.stderr
+    assert "1 MCP handler(s) still running at shutdown: mcp-slow" in proc.stderr

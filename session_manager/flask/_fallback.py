@@ -22,7 +22,7 @@ from werkzeug.wrappers import Response
 
 from .._jsonrpc import INVALID_REQUEST, HttpError
 from ..wsgi._checks import method_not_allowed
-from ..wsgi._responses import http_error
+from ..wsgi._responses import http_error, vary_on_origin
 
 __all__ = ["add_mcp_route", "install_method_fallback"]
 
@@ -52,21 +52,16 @@ def install_method_fallback(state: BlueprintSetupState, refusals: Mapping[View, 
     def handle_405(exc: MethodNotAllowed) -> Any:
         allowed = refusals.get(_view_of_url())
         if allowed is not None:
-            return _with_vary(http_error(method_not_allowed(allowed)))
+            return vary_on_origin(http_error(method_not_allowed(allowed)))
         return previous_405(exc) if previous_405 is not None else exc
 
     def handle_400(exc: BadRequest) -> Any:
         if exc is request.routing_exception and _view_of_url(neutral_host=True) in refusals:
-            return _with_vary(http_error(HttpError(400, INVALID_REQUEST, "Bad Request: malformed Host header")))
+            return vary_on_origin(http_error(HttpError(400, INVALID_REQUEST, "Bad Request: malformed Host header")))
         return previous_400(exc) if previous_400 is not None else exc
 
     app.register_error_handler(MethodNotAllowed, handle_405)
     app.register_error_handler(BadRequest, handle_400)
-
-
-def _with_vary(response: Response) -> Response:
-    response.vary.add("Origin")
-    return response
 
 
 def _view_of_url(*, neutral_host: bool = False) -> Any:

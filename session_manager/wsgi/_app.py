@@ -11,6 +11,7 @@ follow in this file; the legacy HTTP+SSE URLs are in :mod:`._legacy_sse`.
 
 from __future__ import annotations
 
+import functools
 import json
 import logging
 import threading
@@ -50,6 +51,7 @@ from ._handshake import (
     HandshakeSteps,
     not_found,
 )
+from ._headers import body, header
 from ._legacy_sse import LegacySse
 from ._lifecycle import Lifecycle, shutting_down, too_busy
 from ._modern import (
@@ -74,8 +76,10 @@ from ._responses import (
     json_response,
     long_lived_response,
     refusal_for,
+    respond,
     socket_closer,
     sse_response,
+    vary_on_origin,
 )
 
 if TYPE_CHECKING:
@@ -119,6 +123,8 @@ def _discovering(handler: Handler) -> Handler:
 
 def _error_code(reply: str) -> int:
     """The JSON-RPC error code of a serialized reply (0 for a result)."""
+    if '"error"' not in reply:
+        return 0  # every error response holds it: a result without it needs no parsing
     error = json.loads(reply).get("error")
     return error["code"] if isinstance(error, dict) else 0
 
@@ -192,7 +198,7 @@ class McpApp(Notifier):
         endpoint = self._routes.get(request.path)
         if endpoint is None:
             return NotFound()(environ, start_response)
-        return endpoint(request)(environ, start_response)
+        return respond(endpoint(request), environ, start_response)
 
     def serve_mcp(self, request: Request) -> Response:
         """Answer one request to the Streamable HTTP endpoint, whatever its URL; never raises."""
@@ -220,14 +226,11 @@ class McpApp(Notifier):
         try:
             if self._lifecycle.closing:
                 raise shutting_down()
-            check_peer(
-                self.options.hosts, self.options.origins, request.headers.get("Host"), request.headers.get("Origin")
-            )
+            check_peer(self.options.hosts, self.options.origins, header(request, "Host"), header(request, "Origin"))
             response = endpoint(request)
         except Exception as exc:  # noqa: BLE001 - every failure is answered; the table logs unexpected ones
             response = error_response_for(exc, request)
-        response.vary.add("Origin")
-        return response
+        return vary_on_origin(response)
 
     def _principal(self, request: Request) -> str | None:
         """The request's principal (the *principal* option), or None."""
@@ -260,7 +263,7 @@ class McpApp(Notifier):
         method = request.method
         if method == "POST":
             return self._post(request)
-        if method in ("GET", "DELETE") and self._modern.stateless_only(request.headers.get(PROTOCOL_HEADER)):
+        if method in ("GET", "DELETE") and self._modern.stateless_only(header(request, PROTOCOL_HEADER)):
             raise method_not_allowed(("POST",))  # no session, no stream: only POST exists in this era
         if method == "GET":
             return self._get(request)
@@ -271,21 +274,20 @@ class McpApp(Notifier):
     def _session_key(self, request: Request) -> str:
         """The managers' key of the session the request names: 400 without the header, 404 if it cannot be ours."""
         steps = self._handshake
-        session_id = steps.named_session(request.headers.get(SESSION_HEADER), request.headers.get(PROTOCOL_HEADER))
+        session_id = steps.named_session(header(request, SESSION_HEADER), header(request, PROTOCOL_HEADER))
         return steps.key_of(session_id, self._principal(request))
 
     def _post(self, request: Request) -> Response:
         """One client message: 202 for a notification or response; for a request, its reply as JSON or SSE."""
-        check_content_type(request.mimetype)
-        accept = request.accept_mimetypes
+        check_content_type(header(request, "Content-Type"))
+        accept = header(request, "Accept")
         sse_ok, json_ok = accepts(accept, SSE), accepts(accept, JSON)
         if not (sse_ok or json_ok):
             raise HttpError(406, SERVER_ERROR, f"Not Acceptable: Accept must allow {JSON} or {SSE}")
         use_sse = sse_ok and not (self.options.json_response and json_ok)
-        message = read_message(request.stream, request.content_length, self.options.max_body_size)
+        message = read_message(*body(request), self.options.max_body_size)
         try:
-            headers = request.headers
-            if self._modern.is_modern(message, headers.get(PROTOCOL_HEADER), headers.get(SESSION_HEADER)):
+            if self._modern.is_modern(message, header(request, PROTOCOL_HEADER), header(request, SESSION_HEADER)):
                 return self._stateless(request, message, use_sse)
             return self._answer_message(request, message, use_sse)
         except Exception as exc:
@@ -358,7 +360,7 @@ class McpApp(Notifier):
 
     def _stateless(self, request: Request, message: Message, use_sse: bool) -> Response:
         """A request that stands alone: checked, then answered as JSON or on its own SSE stream; no session."""
-        declared = self._modern.check(message, request.headers.get)
+        declared = self._modern.check(message, functools.partial(header, request))
         if message.method == "tools/call" and message.kind == REQUEST:
             self._check_param_headers(request, message, declared)
         if message.kind != REQUEST:  # a notification (a response answers nothing in this era)
@@ -395,9 +397,9 @@ class McpApp(Notifier):
             raise
         post.first_sent.wait(_FIRST_MESSAGE_GRACE)
         first = post.first
-        if first is not None and first[1] and http_status(_error_code(first[0])) != 200:
-            controller.close()  # refused at once (unknown method, missing capability): said with the HTTP status too
-            return json_response(first[0], http_status(_error_code(first[0])))
+        if first is not None and first[1]:  # the reply came first: the handler is done, nothing else will follow
+            controller.close()
+            return self._stateless_reply(first[0], False, use_sse)  # a refusal is said with its HTTP status too
         return sse_response(controller)
 
     def _check_param_headers(self, request: Request, message: Message, declared: ModernRequest) -> None:
@@ -407,7 +409,8 @@ class McpApp(Notifier):
             return  # the handler refuses the call
         found = self._tool_headers.of(name, lambda cursor: self._tools_page(message, declared, cursor))
         if found:
-            reason = mismatch(found, arguments if isinstance(arguments, dict) else {}, request.headers.get, decode_header)
+            read = functools.partial(header, request)
+            reason = mismatch(found, arguments if isinstance(arguments, dict) else {}, read, decode_header)
             if reason is not None:
                 raise HttpError(400, HEADER_MISMATCH, f"Header mismatch: {reason}", id=message.id)
 
@@ -422,7 +425,9 @@ class McpApp(Notifier):
         """
         meta = {META_VERSION: declared.protocol_version, META_CAPABILITIES: {}}
         params: dict[str, Any] = {"_meta": meta} if cursor is None else {"_meta": meta, "cursor": cursor}
-        listing = Message({"jsonrpc": "2.0", "id": 0, "method": "tools/list", "params": params}, REQUEST, 0, "tools/list")
+        listing = Message(
+            {"jsonrpc": "2.0", "id": 0, "method": "tools/list", "params": params}, REQUEST, 0, "tools/list"
+        )
         neutral = ModernRequest(declared.protocol_version, {}, None, None)
         try:
             page = self.handler(listing.raw, self._stateless_context(listing, neutral, _nowhere))
@@ -438,8 +443,11 @@ class McpApp(Notifier):
     def _cannot_check(message: Message, cause: Exception) -> HttpError:
         logger.warning("tools/list failed while learning the Mcp-Param headers of the tools: %r", cause)
         return HttpError(
-            503, INTERNAL_ERROR, "Service Unavailable: the tool list needed to check Mcp-Param headers failed",
-            id=message.id, headers={"Retry-After": "1"},
+            503,
+            INTERNAL_ERROR,
+            "Service Unavailable: the tool list needed to check Mcp-Param headers failed",
+            id=message.id,
+            headers={"Retry-After": "1"},
         )
 
     def broadcast(self, method: str, params: dict[str, Any] | None = None) -> None:
@@ -455,8 +463,10 @@ class McpApp(Notifier):
         when the client leaves or the server shuts down (with the listen
         request's result).
         """
-        if not accepts(request.accept_mimetypes, SSE):  # a listen stream is SSE whatever json_response says
-            raise HttpError(406, SERVER_ERROR, f"Not Acceptable: subscriptions/listen answers with {SSE}", id=message.id)
+        if not accepts(header(request, "Accept"), SSE):  # a listen stream is SSE whatever json_response says
+            raise HttpError(
+                406, SERVER_ERROR, f"Not Acceptable: subscriptions/listen answers with {SSE}", id=message.id
+            )
         assert message.id is not None
         wanted = self._modern.listen_filter(message.params.get("notifications"), message.id)
         subscriptions = self.managers.subscriptions
@@ -560,12 +570,12 @@ class McpApp(Notifier):
         client is the one resuming) or a POST's stream. Without a store the
         header is ignored: delivery is at most once.
         """
-        if not accepts(request.accept_mimetypes, SSE):
+        if not accepts(header(request, "Accept"), SSE):
             raise HttpError(406, SERVER_ERROR, f"Not Acceptable: a GET stream needs Accept: {SSE}")
         key = self._session_key(request)
         self._handshake.check_exists(key)
         streams = self.managers.streams
-        last_event_id = request.headers.get(LAST_EVENT_ID_HEADER) if streams.event_store is not None else None
+        last_event_id = header(request, LAST_EVENT_ID_HEADER) if streams.event_store is not None else None
         if last_event_id:
             stream_id = parse_event_id(last_event_id)[0]
             if not is_get_stream(stream_id):
@@ -636,7 +646,9 @@ class McpApp(Notifier):
         lifecycle = self._lifecycle
         try:
             # Not counted against max_handlers: followers are bounded by themselves (one per stream, see follower()).
-            lifecycle.start(key, "resume", follow, store, key, latest, controller, lambda: lifecycle.closing, bounded=False)
+            lifecycle.start(
+                key, "resume", follow, store, key, latest, controller, lambda: lifecycle.closing, bounded=False
+            )
         except BaseException:
             controller.close()
             raise

@@ -10,12 +10,14 @@ parse error like any other malformed body: 400, one log line, no traceback.
 
 from __future__ import annotations
 
+import functools
 import logging
 import re
 from collections.abc import Iterable, Sequence
 from typing import IO
 
 from werkzeug.datastructures import MIMEAccept
+from werkzeug.http import parse_accept_header, parse_options_header
 
 from .._jsonrpc import PARSE_ERROR, SERVER_ERROR, HttpError, Message, parse_message
 
@@ -60,7 +62,7 @@ class Allowlist:
     an entry with a port allows that port only. Matching ignores case.
     """
 
-    __slots__ = ("_entries", "_with_scheme")
+    __slots__ = ("_entries", "_seen", "_with_scheme")
 
     def __init__(self, entries: Iterable[str], *, origins: bool) -> None:
         if isinstance(entries, str):
@@ -74,14 +76,32 @@ class Allowlist:
                 raise ValueError(f"invalid allowlist entry {entry!r}: expected {what}")
             parsed.append(address)
         self._entries = tuple(parsed)
+        #: Recent answers by header value: a client sends the same Host with every request.
+        self._seen: dict[str, bool] = {}
 
     def allows(self, value: str | None) -> bool:
         """Whether the header *value* names an allowed host (or origin)."""
-        address = _parse(value, self._with_scheme) if value else None
+        if not value:
+            return False
+        seen = self._seen
+        allowed = seen.get(value)
+        if allowed is None:
+            allowed = self._allows(value)
+            if len(seen) >= _SEEN_MAX:
+                seen.clear()  # bounded whatever clients send; a plain dict is safe to share between threads
+            seen[value] = allowed
+        return allowed
+
+    def _allows(self, value: str) -> bool:
+        address = _parse(value, self._with_scheme)
         if address is None or address[2] == "*":
             return False
         scheme, host, port = address
         return any(s == scheme and h == host and (p is None or p == "*" or p == port) for s, h, p in self._entries)
+
+
+#: Header values whose answer an :class:`Allowlist` remembers at most.
+_SEEN_MAX = 256
 
 
 def _forbidden(message: str) -> HttpError:
@@ -105,15 +125,28 @@ def method_not_allowed(allowed: Sequence[str]) -> HttpError:
     return HttpError(405, SERVER_ERROR, f"Method Not Allowed: use {names}", headers={"Allow": ", ".join(allowed)})
 
 
-def check_content_type(mimetype: str) -> None:
-    """415 unless the body is declared as ``application/json``."""
-    if mimetype != "application/json":
+def check_content_type(content_type: str | None) -> None:
+    """415 unless the ``Content-Type`` header value declares ``application/json`` (parameters allowed)."""
+    if content_type != "application/json" and parse_options_header(content_type)[0].lower() != "application/json":
         raise HttpError(415, SERVER_ERROR, "Unsupported Media Type: Content-Type must be application/json")
 
 
-def accepts(accept: MIMEAccept, mimetype: str) -> bool:
-    """Whether the ``Accept`` header allows *mimetype* (an absent header allows nothing)."""
-    return accept.quality(mimetype) > 0
+#: Longest ``Accept`` value whose answers are cached: a client sends the same one with every request.
+_CACHED_ACCEPT = 512
+
+
+def accepts(accept: str | None, mimetype: str) -> bool:
+    """Whether the ``Accept`` header value *accept* allows *mimetype* (an absent header allows nothing)."""
+    if not accept:
+        return False
+    if len(accept) > _CACHED_ACCEPT:
+        return _accepts.__wrapped__(accept, mimetype)
+    return _accepts(accept, mimetype)
+
+
+@functools.lru_cache(maxsize=128)
+def _accepts(accept: str, mimetype: str) -> bool:
+    return parse_accept_header(accept, MIMEAccept).quality(mimetype) > 0
 
 
 def read_body(stream: IO[bytes], content_length: int | None, limit: int) -> bytes:

@@ -31,6 +31,7 @@ from ._checks import accepts, check_content_type, method_not_allowed, read_messa
 from ._context import RequestContext
 from ._handler import Handler, OnSuccess, invoke, send_reply
 from ._handshake import LEGACY_SUPPORTED_PROTOCOL_VERSIONS
+from ._headers import body, header
 from ._responses import SSE, long_lived_response
 
 if TYPE_CHECKING:
@@ -122,7 +123,8 @@ class LegacySse:
         app = self._app
         if request.method not in STREAM_METHODS:
             raise method_not_allowed(STREAM_METHODS)
-        if "Accept" in request.headers and not accepts(request.accept_mimetypes, SSE):
+        accept = header(request, "Accept")
+        if accept is not None and not accepts(accept, SSE):
             raise HttpError(406, SERVER_ERROR, f"Not Acceptable: the stream needs Accept: {SSE}")
         session_id, key = app._handshake.new_session(app._principal(request))
         controller = app._new_stream(request, _MessageEvents)
@@ -155,8 +157,8 @@ class LegacySse:
             raise HttpError(400, INVALID_REQUEST, f"Bad Request: the {SESSION_PARAM} query parameter is required")
         key = steps.key_of(session_id, app._principal(request))
         info = self._session_info(key)  # before the body: nothing runs for an unknown session
-        check_content_type(request.mimetype)
-        message = read_message(request.stream, request.content_length, app.options.max_body_size)
+        check_content_type(header(request, "Content-Type"))
+        message = read_message(*body(request), app.options.max_body_size)
         emit = steps.to_session(key)
         try:
             prepared = self._prepare(key, info, message)

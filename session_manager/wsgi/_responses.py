@@ -13,7 +13,7 @@ import contextlib
 import logging
 import socket
 from collections.abc import Callable, Iterable, Mapping
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from werkzeug.exceptions import HTTPException
 from werkzeug.wrappers import Request, Response
@@ -22,6 +22,9 @@ from .._jsonrpc import INTERNAL_ERROR, INVALID_REQUEST, SERVER_ERROR, HttpError
 from ..errors import BackendUnavailableError, EventGoneError, InvalidEventIdError, SessionLimitError
 from ..sse import encode_comment
 from ..stream import StreamController
+
+if TYPE_CHECKING:
+    from _typeshed.wsgi import StartResponse, WSGIEnvironment
 
 __all__ = [
     "JSON",
@@ -34,8 +37,10 @@ __all__ = [
     "json_response",
     "long_lived_response",
     "refusal_for",
+    "respond",
     "socket_closer",
     "sse_response",
+    "vary_on_origin",
 ]
 
 logger = logging.getLogger(__name__)
@@ -98,6 +103,53 @@ def _release_input(environ: Mapping[str, Any]) -> None:
     if rfile is not None and getattr(body, "position", 0) >= (getattr(body, "content_length", None) or 0):
         with contextlib.suppress(Exception):
             rfile.close()  # pywsgi then ends the connection after this response (its "rfile.closed" check)
+
+
+def respond(response: Response, environ: WSGIEnvironment, start_response: StartResponse) -> Iterable[bytes]:
+    """Serve *response* to a WSGI server, as ``response(environ, start_response)`` does.
+
+    A body held whole (a JSON reply, an error, a one-event SSE answer) or a
+    stream (passed through) goes out as is: werkzeug's ``Response.__call__``
+    copies the headers twice and wraps a body in closing and encoding
+    iterators on every call, the largest cost of a small reply. Anything
+    else (HEAD, bodiless statuses, close callbacks, a header werkzeug
+    rewrites) goes through werkzeug.
+    """
+    if environ.get("REQUEST_METHOD") != "HEAD" and 200 <= response.status_code not in (204, 304):
+        body: Any = response.response
+        whole = type(body) is list and not response._on_close and all(type(chunk) is bytes for chunk in body)
+        if whole or response.direct_passthrough:
+            started = _start(response, start_response, body, sum(map(len, body)) if whole else None)
+            if started is not None:
+                return started
+    return response(environ, start_response)
+
+
+def _start(
+    response: Response, start_response: StartResponse, body: Iterable[bytes], length: int | None
+) -> Iterable[bytes] | None:
+    """Start *response* with its headers as they are (and the *length* of a whole body); None if werkzeug must."""
+    headers = response.headers.to_wsgi_list()
+    if any(name in _REWRITTEN for name, _ in headers):
+        return None
+    if length is not None and all(name.lower() != "content-length" for name, _ in headers):
+        headers.append(("Content-Length", str(length)))  # as werkzeug adds it to a whole body
+    start_response(response.status, headers)
+    return body
+
+
+#: Headers werkzeug rewrites when it serves a response.
+_REWRITTEN = frozenset(("Location", "Content-Location"))
+
+
+def vary_on_origin(response: Response) -> Response:
+    """Add ``Origin`` to the response's ``Vary`` header (its answer depends on the Origin check)."""
+    headers = response.headers
+    if all(name.lower() != "vary" for name, _ in headers):  # (``in`` raises and catches a werkzeug error when absent)
+        headers.add("Vary", "Origin")  # werkzeug's ``vary.add`` parses and rebuilds the header: 15x the cost
+    else:
+        response.vary.add("Origin")
+    return response
 
 
 def empty_response(status: int) -> Response:
