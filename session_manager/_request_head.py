@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Iterator
+from operator import methodcaller
 from typing import IO
 
 __all__ = ["RequestHeaders"]
@@ -56,44 +57,41 @@ class RequestHeaders:
             line = fp.readline(MAX_LINE + 1)
             if len(line) > MAX_LINE:
                 self.status = "Line too long"
-                return
+                break
             if line in _END:
-                return
+                break
             if len(fields) == MAX_FIELDS:
                 raise ValueError(f"more than {MAX_FIELDS} header fields")
             field = _FIELD.fullmatch(line)
             if field is None:
                 raise ValueError(f"malformed header line {line[:100]!r}")
-            self._add(field.group(1).decode("latin-1"), field.group(2).strip(b" \t").decode("latin-1"))
+            fields.append((field.group(1).decode("latin-1"), field.group(2).strip(b" \t").decode("latin-1")))
+        self._index()
 
     def _read_block(self, fp: IO[bytes], buffered: bytes) -> bool:
         """Take the whole header block at once if the reader holds all of it (a request's usual case); False if not."""
         end = buffered.find(b"\r\n\r\n")
         if end < 0 or buffered.startswith(b"\r\n") or _BLOCK.fullmatch(buffered, 0, end + 2) is None:
             return False  # not all here, no fields, or a line to look at alone: read line by line
-        if not self._take(buffered[:end].decode("latin-1").split("\r\n")):
+        if not self._take(buffered[:end].decode("latin-1")):
             return False  # refused line by line
         fp.read(end + 4)
         return True
 
-    def _take(self, lines: list[str]) -> bool:
-        """Add checked ``name:value`` lines; False (nothing added) beyond the field limit."""
+    def _take(self, block: str) -> bool:
+        """Take the checked ``name:value`` lines of *block*; False (nothing taken) beyond the field limit."""
+        lines = block.split("\r\n")
         if len(lines) > MAX_FIELDS:
             return False
-        add = self._add
-        for line in lines:
-            name, _, value = line.partition(":")
-            add(name, value.strip(" \t"))
+        self.fields = [(name, value.strip(" \t")) for name, _, value in map(methodcaller("partition", ":"), lines)]
+        self._index()
         return True
 
-    def _add(self, name: str, value: str) -> None:
-        """One field; ``ValueError`` for a ``Content-Length`` that contradicts an earlier one."""
-        self.fields.append((name, value))
-        key = name.lower()
-        seen = self._first.get(key)
-        if seen is None:
-            self._first[key] = value
-        elif key == "content-length" and seen != value:
+    def _index(self) -> None:
+        """Index the first value of each name; ``ValueError`` for ``Content-Length`` values that disagree."""
+        fields = self.fields
+        self._first = first = {name.lower(): value for name, value in reversed(fields)}
+        if len(first) < len(fields) and len({value for name, value in fields if name.lower() == "content-length"}) > 1:
             raise ValueError("conflicting Content-Length headers")
 
     def get(self, name: str, default: str | None = None) -> str | None:
@@ -156,7 +154,7 @@ def simple_head(buffered: bytes) -> tuple[str, str, str, RequestHeaders, int] | 
         fields_end, end = end, end + 4
     headers = RequestHeaders()
     try:
-        if fields_end > start and not headers._take(buffered[start:fields_end].decode("latin-1").split("\r\n")):
+        if fields_end > start and not headers._take(buffered[start:fields_end].decode("latin-1")):
             return None
     except ValueError:
         return None  # refused by the general path, which says why

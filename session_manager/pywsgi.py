@@ -58,6 +58,8 @@ class StreamingHandler(pywsgi.WSGIHandler):  # type: ignore[misc]
     result: Any  # the body the application returned, while it is served
     headers: RequestHeaders
     provided_date: Any  # the Date header the application set, if any (start_response)
+    status: Any  # the status line, latin-1 bytes once start_response ran; a str after a failed write
+    code: int  # the response's status code (negated after a failed write, as pywsgi does)
 
     MessageClass = RequestHeaders  # pywsgi calls it with (rfile, 0) to read a request's headers
 
@@ -104,17 +106,31 @@ class StreamingHandler(pywsgi.WSGIHandler):  # type: ignore[misc]
             super().log_request()
 
     def _write_with_headers(self, data: bytes) -> None:
-        """Send the head and the first chunk in one write (pywsgi sends the head alone: a syscall, a packet more)."""
+        """Send the head with the first chunk in one write (pywsgi sends the head alone: a syscall, a packet more)."""
+        self.headers_sent = True
+        self.finalize_headers()
+        # status and headers are latin-1 bytes already (start_response encoded them)
+        head = b"HTTP/1.1 %s\r\n%s\r\n" % (self.status, b"".join([b"%s: %s\r\n" % item for item in self.response_headers]))
         if not data or len(data) > _COALESCE_MAX:
-            super()._write_with_headers(data)
-            return
-        held: list[bytes] = []
-        self._sendall = held.append  # what pywsgi writes, the head and the (framed) chunk, gathered
+            self._sendall(head)
+            self._write(data)
+        elif self.response_use_chunked:
+            self._sendall(b"%s%x\r\n%s\r\n" % (head, len(data), data))
+        else:
+            self._sendall(head + data)
+
+    def _sendall(self, data: bytes) -> None:
+        """Write *data* whole; one ``send`` when the socket takes it all (gevent's ``sendall`` prepares chunks first)."""
         try:
-            super()._write_with_headers(data)
-        finally:
-            del self._sendall
-        self._sendall(b"".join(held))
+            sent = self.socket.send(data)
+            if sent < len(data):
+                self.socket.sendall(memoryview(data)[sent:])
+        except OSError as exc:
+            self.status = f"socket error: {exc}"  # as pywsgi records a failed write
+            if self.code > 0:
+                self.code = -self.code
+            raise
+        self.response_length += len(data)
 
     def get_environ(self) -> dict[str, Any]:
         environ: dict[str, Any] = super().get_environ()

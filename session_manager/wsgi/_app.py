@@ -360,9 +360,10 @@ class McpApp(Notifier):
 
     def _stateless(self, request: Request, message: Message, use_sse: bool) -> Response:
         """A request that stands alone: checked, then answered as JSON or on its own SSE stream; no session."""
-        declared = self._modern.check(message, functools.partial(header, request))
+        read = functools.partial(header, request)
+        declared = self._modern.check(message, read)
         if message.method == "tools/call" and message.kind == REQUEST:
-            self._check_param_headers(request, message, declared)
+            self._check_param_headers(read, message, declared)
         if message.kind != REQUEST:  # a notification (a response answers nothing in this era)
             if message.kind == NOTIFICATION:
                 notify_handler(self.handler, message, self._stateless_context(message, declared, _nowhere))
@@ -402,14 +403,15 @@ class McpApp(Notifier):
             return self._stateless_reply(first[0], False, use_sse)  # a refusal is said with its HTTP status too
         return sse_response(controller)
 
-    def _check_param_headers(self, request: Request, message: Message, declared: ModernRequest) -> None:
+    def _check_param_headers(
+        self, read: Callable[[str], str | None], message: Message, declared: ModernRequest
+    ) -> None:
         """400 (-32020) unless the ``Mcp-Param-*`` headers mirror the tool's annotated arguments."""
         name, arguments = message.params.get("name"), message.params.get("arguments")
         if type(name) is not str:
             return  # the handler refuses the call
         found = self._tool_headers.of(name, lambda cursor: self._tools_page(message, declared, cursor))
         if found:
-            read = functools.partial(header, request)
             reason = mismatch(found, arguments if isinstance(arguments, dict) else {}, read, decode_header)
             if reason is not None:
                 raise HttpError(400, HEADER_MISMATCH, f"Header mismatch: {reason}", id=message.id)

@@ -68,8 +68,6 @@ CACHEABLE_METHODS = frozenset(
 _NAMED_BY = {"tools/call": "name", "prompts/get": "name", "resources/read": "uri"}
 #: ``=?base64?...?=``: how a client sends a header value that is not plain visible ASCII.
 _BASE64_VALUE = re.compile(r"=\?base64\?(.*)\?=")
-#: What a header value may hold as such (visible ASCII and spaces).
-_PLAIN_HEADER = re.compile(r"[\x20-\x7e]*")
 _STATUS = {METHOD_NOT_FOUND: 404, HEADER_MISMATCH: 400, MISSING_CLIENT_CAPABILITY: 400, UNSUPPORTED_PROTOCOL_VERSION: 400}
 
 
@@ -102,10 +100,10 @@ def decode_header(value: str | None) -> str | None:
     ``None`` (matches nothing) for a value with characters a header may not
     carry as such: anything but visible ASCII and spaces must come base64-encoded.
     """
-    if value is None or not _PLAIN_HEADER.fullmatch(value):
+    if value is None or not (value.isascii() and value.isprintable()):  # visible ASCII and spaces only
         return None
     value = value.strip()
-    match = _BASE64_VALUE.fullmatch(value)
+    match = _BASE64_VALUE.fullmatch(value) if value.startswith("=?") else None
     if match is None:
         return value
     payload = match.group(1)
