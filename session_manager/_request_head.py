@@ -7,8 +7,9 @@ limits (65,536 bytes per line, 100 fields) and offers what pywsgi and
 gunicorn's handler use of ``http.client.HTTPMessage``. It is also stricter
 where RFC 9112 lets a server refuse: a field line that is not ``name:
 value`` with a token name (whitespace before the colon, a folded line, a
-line without a colon), a control character in a value, or two different
-``Content-Length`` values is a ``ValueError``, which pywsgi answers with 400.
+line without a colon), a control character in a value, two different
+``Content-Length`` values, or a ``Transfer-Encoding`` that is not one
+``chunked`` alone is a ``ValueError``, which pywsgi answers with 400.
 """
 
 from __future__ import annotations
@@ -88,11 +89,24 @@ class RequestHeaders:
         return True
 
     def _index(self) -> None:
-        """Index the first value of each name; ``ValueError`` for ``Content-Length`` values that disagree."""
+        """Index the first value of each name; ``ValueError`` for a body length that is not one plain thing.
+
+        Two ``Content-Length`` values that disagree, a ``Transfer-Encoding``
+        with a ``Content-Length``, more than one ``Transfer-Encoding``, or one
+        that is not just ``chunked``: each could frame the body one way here
+        and another way in a proxy in front (request smuggling).
+        """
         fields = self.fields
         self._first = first = {name.lower(): value for name, value in reversed(fields)}
         if len(first) < len(fields) and len({value for name, value in fields if name.lower() == "content-length"}) > 1:
             raise ValueError("conflicting Content-Length headers")
+        coding = first.get("transfer-encoding")
+        if coding is not None and (
+            coding.lower() != "chunked"
+            or "content-length" in first
+            or sum(name.lower() == "transfer-encoding" for name, _ in fields) > 1
+        ):
+            raise ValueError("a Transfer-Encoding other than one 'chunked' alone")
 
     def get(self, name: str, default: str | None = None) -> str | None:
         """The first value of the field *name* (any case), or *default*."""

@@ -107,25 +107,36 @@ class StreamingHandler(pywsgi.WSGIHandler):  # type: ignore[misc]
 
     def _write_with_headers(self, data: bytes) -> None:
         """Send the head with the first chunk in one write (pywsgi sends the head alone: a syscall, a packet more)."""
+        if type(data) is not bytes or not data or len(data) > _COALESCE_MAX:
+            super()._write_with_headers(data)  # pywsgi's way: the head alone, then the data (or its error)
+            return
         self.headers_sent = True
         self.finalize_headers()
         # status and headers are latin-1 bytes already (start_response encoded them)
         head = b"HTTP/1.1 %s\r\n%s\r\n" % (self.status, b"".join([b"%s: %s\r\n" % item for item in self.response_headers]))
-        if not data or len(data) > _COALESCE_MAX:
-            self._sendall(head)
-            self._write(data)
-        elif self.response_use_chunked:
-            self._sendall(b"%s%x\r\n%s\r\n" % (head, len(data), data))
-        else:
-            self._sendall(head + data)
+        try:
+            if self.response_use_chunked:
+                self._sendall(b"%s%x\r\n%s\r\n" % (head, len(data), data))
+            else:
+                self._sendall(head + data)
+        except OSError:
+            if not self.response_length:
+                self.headers_sent = False  # nothing left: an error answer can still go out with its own head
+            raise
 
     def _sendall(self, data: bytes) -> None:
-        """Write *data* whole; one ``send`` when the socket takes it all (gevent's ``sendall`` prepares chunks first)."""
+        """Write *data* whole; one ``send`` when the socket takes it all (gevent's ``sendall`` prepares chunks first).
+
+        ``response_length`` counts what left, also when a write fails part
+        way (pywsgi then closes the connection rather than answer again).
+        """
+        sent = 0
         try:
             sent = self.socket.send(data)
             if sent < len(data):
                 self.socket.sendall(memoryview(data)[sent:])
         except OSError as exc:
+            self.response_length += sent
             self.status = f"socket error: {exc}"  # as pywsgi records a failed write
             if self.code > 0:
                 self.code = -self.code

@@ -7,7 +7,7 @@ raw bytes and compares their answers. Paths: ``/echo`` answers JSON (the
 method, path, query, protocol, content type and length, every ``HTTP_*``
 entry and the body read whole); ``/big?n=N`` answers N bytes; ``/stream``
 answers three chunks of unknown length (chunked); ``/date`` sets its own
-``Date`` header.
+``Date`` header; ``/str`` is a broken app that answers a ``str``.
 """
 
 from gevent import monkey
@@ -36,6 +36,9 @@ def echo(environ: dict[str, Any], start_response: Start) -> Iterable[bytes]:
     if path == "/stream":
         start_response("200 OK", [("Content-Type", "text/plain")])
         return _chunks()
+    if path == "/str":  # a broken app: a str body, which WSGI forbids
+        start_response("200 OK", [("Content-Type", "text/plain")])
+        return ["not bytes"]  # type: ignore[list-item]
     if path == "/date":
         start_response("200 OK", [("Content-Type", "text/plain"), ("Date", "Tue, 01 Dec 2026 00:00:00 GMT")])
         return [b"dated"]

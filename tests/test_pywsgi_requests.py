@@ -183,6 +183,9 @@ MALFORMED = {
     "a control character in a value": b"X-A: a\x01b\r\n",
     "a bare CR in a value": b"X-A: a\rb\r\n",
     "two different Content-Length values": b"Content-Length: 2\r\nContent-Length: 3\r\n",
+    "Transfer-Encoding with Content-Length": b"Transfer-Encoding: chunked\r\nContent-Length: 2\r\n",
+    "two Transfer-Encoding fields": b"Transfer-Encoding: chunked\r\nTransfer-Encoding: Chunked\r\n",
+    "a coding other than chunked alone": b"Transfer-Encoding: gzip, chunked\r\n",
     "an empty field name": b": value\r\n",
 }
 
@@ -192,6 +195,30 @@ def test_a_malformed_field_line_is_a_400_and_the_connection_closes(fields: bytes
     (answer,), closed = exchange(ours.port, b"POST /echo HTTP/1.1\r\nHost: h\r\n" + fields + b"\r\nhi", check_close=True)
     assert answer[0] == 400
     assert closed
+
+
+def test_a_smuggling_attempt_with_two_transfer_encodings_gets_a_400_not_a_second_request(ours: ServerProcess) -> None:
+    """pywsgi framed this body two ways (by the first field, then by the joined ones): the body became a request."""
+    raw = b"POST /echo HTTP/1.1\r\nHost: h\r\nTransfer-Encoding: chunked \r\nTransfer-Encoding: Chunked\r\n"
+    raw += b"Content-Length: 3\r\n\r\nabcGET /echo?smuggled HTTP/1.1\r\nHost: h\r\n\r\n"
+    (answer,), closed = exchange(ours.port, raw, check_close=True)
+    assert answer[0] == 400 and closed
+
+
+def test_a_broken_app_gets_a_well_formed_answer_or_a_closed_connection() -> None:
+    """A str body fails after the head went out: the connection closes, never raw bytes in place of a head."""
+    process = start("ours")
+    try:
+        with socket.create_connection(("127.0.0.1", process.port), timeout=TIMEOUT) as sock:
+            sock.sendall(b"GET /str HTTP/1.1\r\nHost: h\r\n\r\n")
+            received = b""
+            while data := sock.recv(65536):
+                received += data
+    finally:
+        process.close()
+    assert received.startswith(b"HTTP/1.1 200 OK\r\n"), received
+    assert b"Internal Server Error" not in received
+    assert "TypeError" in process.stderr()  # the app's error is logged
 
 
 def test_too_many_fields_or_too_long_a_line_is_a_400(ours: ServerProcess, gevent_server: ServerProcess) -> None:

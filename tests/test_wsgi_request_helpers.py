@@ -61,6 +61,7 @@ RESPONSES = {
     "error with extra headers": lambda: http_error(HttpError(405, -32000, "no", headers={"Allow": "POST"})),
     "with Vary": lambda: vary_on_origin(json_response("{}")),
     "a Location werkzeug rewrites": lambda: Response(b"x", 302, headers={"Location": "/elsewhere"}),
+    "a location in lower case": lambda: Response(b"x", 302, headers=[("location", "/caf\u00e9")]),
     "204": lambda: Response(b"", 204),
     "close callback": lambda: _with_close_callback(),
     "str chunks": lambda: Response(["text"], 200),
@@ -140,6 +141,8 @@ def test_an_allowlist_remembers_a_bounded_number_of_answers_and_they_stay_right(
         assert hosts.allows(f"localhost:{port}")
         assert not hosts.allows(f"evil{port}.example")
     assert len(hosts._seen) <= _SEEN_MAX
+    hosts._seen.clear()
+    assert not hosts.allows("localhost:" + "1" * 1000) and not hosts._seen  # a long value is answered, not kept
 
 
 def request_of(**kwargs: Any) -> Request:

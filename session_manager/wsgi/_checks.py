@@ -83,6 +83,8 @@ class Allowlist:
         """Whether the header *value* names an allowed host (or origin)."""
         if not value:
             return False
+        if len(value) > _CACHED_VALUE:
+            return self._allows(value)  # no real host is this long: not worth keeping
         seen = self._seen
         allowed = seen.get(value)
         if allowed is None:
@@ -100,8 +102,9 @@ class Allowlist:
         return any(s == scheme and h == host and (p is None or p == "*" or p == port) for s, h, p in self._entries)
 
 
-#: Header values whose answer an :class:`Allowlist` remembers at most.
+#: Header values whose answer an :class:`Allowlist` remembers at most, and the longest one it remembers.
 _SEEN_MAX = 256
+_CACHED_VALUE = 256
 
 
 def _forbidden(message: str) -> HttpError:

@@ -83,6 +83,7 @@ class _Greenlet:
         from greenlet import greenlet  # type: ignore[import-untyped]
 
         def run() -> None:
+            threading.current_thread().name = name  # what logs show as the thread, as for a Thread
             try:
                 target()
             except BaseException:  # it would reach the event loop; a thread's would end the thread

@@ -130,7 +130,7 @@ def _start(
 ) -> Iterable[bytes] | None:
     """Start *response* with its headers as they are (and the *length* of a whole body); None if werkzeug must."""
     headers = response.headers.to_wsgi_list()
-    if any(name in _REWRITTEN for name, _ in headers):
+    if any(name.lower() in _REWRITTEN for name, _ in headers):
         return None
     if length is not None and all(name.lower() != "content-length" for name, _ in headers):
         headers.append(("Content-Length", str(length)))  # as werkzeug adds it to a whole body
@@ -139,7 +139,7 @@ def _start(
 
 
 #: Headers werkzeug rewrites when it serves a response.
-_REWRITTEN = frozenset(("Location", "Content-Location"))
+_REWRITTEN = frozenset(("location", "content-location"))
 
 
 def vary_on_origin(response: Response) -> Response:
