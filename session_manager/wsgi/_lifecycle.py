@@ -73,7 +73,9 @@ class _Greenlet:
 
     gevent's ``Greenlet`` (what a patched ``Thread`` runs on) links,
     reports and records its spawner on every start: three times the cost of
-    the request it runs, for a small answer. Nothing here needs those.
+    the request it runs, for a small answer. Nothing here needs those. Log
+    records name it as gevent names any greenlet (``Dummy-N``): naming it
+    ``mcp-<method>`` as a thread would cost a ``current_thread()`` per request.
     """
 
     __slots__ = ("_greenlet", "_loop", "name")
@@ -83,7 +85,6 @@ class _Greenlet:
         from greenlet import greenlet  # type: ignore[import-untyped]
 
         def run() -> None:
-            threading.current_thread().name = name  # what logs show as the thread, as for a Thread
             try:
                 target()
             except BaseException:  # it would reach the event loop; a thread's would end the thread
