@@ -24,11 +24,14 @@ __all__ = ["RequestHeaders"]
 #: http.client's limits: bytes per header line, and header fields per request.
 MAX_LINE = 65536
 MAX_FIELDS = 100
-#: One field line: an RFC 9110 token, a colon, the value (no control character but HTAB), the line end.
-#: Linear: no two parts can match the same byte (the whitespace around the value is stripped after).
-_FIELD = re.compile(rb"([!#$%&'*+\-.^_`|~0-9A-Za-z]+):([^\x00-\x08\x0a-\x1f\x7f]*)\r?\n")
+#: An RFC 9110 token (a field name, a method), and a field value: no control character but HTAB.
+_TOKEN = rb"[!#$%&'*+\-.^_`|~0-9A-Za-z]+"
+_VALUE = rb"[^\x00-\x08\x0a-\x1f\x7f]*"
+#: One field line: a token, a colon, the value, the line end. Linear: no two parts can match the
+#: same byte (the whitespace around the value is stripped after).
+_FIELD = re.compile(rb"(%s):(%s)\r?\n" % (_TOKEN, _VALUE))
 #: Every field line of a header block that ends its lines with CRLF, checked at once (linear, as above).
-_BLOCK = re.compile(rb"(?:[!#$%&'*+\-.^_`|~0-9A-Za-z]+:[^\x00-\x08\x0a-\x1f\x7f]*\r\n)*")
+_BLOCK = re.compile(rb"(?:%s:%s\r\n)*" % (_TOKEN, _VALUE))
 _END = (b"\r\n", b"\n", b"")
 
 
@@ -51,8 +54,11 @@ class RequestHeaders:
 
     def _read(self, fp: IO[bytes]) -> None:
         peek = getattr(fp, "peek", None)
-        if peek is not None and self._read_block(fp, peek()):
-            return
+        if peek is not None:
+            end = self._take_block(peek(), 0)
+            if end >= 0:
+                fp.read(end)
+                return
         fields = self.fields
         while True:
             line = fp.readline(MAX_LINE + 1)
@@ -69,24 +75,25 @@ class RequestHeaders:
             fields.append((field.group(1).decode("latin-1"), field.group(2).strip(b" \t").decode("latin-1")))
         self._index()
 
-    def _read_block(self, fp: IO[bytes], buffered: bytes) -> bool:
-        """Take the whole header block at once if the reader holds all of it (a request's usual case); False if not."""
-        end = buffered.find(b"\r\n\r\n")
-        if end < 0 or buffered.startswith(b"\r\n") or _BLOCK.fullmatch(buffered, 0, end + 2) is None:
-            return False  # not all here, no fields, or a line to look at alone: read line by line
-        if not self._take(buffered[:end].decode("latin-1")):
-            return False  # refused line by line
-        fp.read(end + 4)
-        return True
+    def _take_block(self, buffered: bytes, start: int) -> int:
+        """Take the fields from *start* to the blank line at once (a request's usual case); where the head ends, or -1.
 
-    def _take(self, block: str) -> bool:
-        """Take the checked ``name:value`` lines of *block*; False (nothing taken) beyond the field limit."""
-        lines = block.split("\r\n")
+        -1 (nothing taken) when the blank line is not in *buffered* yet, a
+        line must be looked at alone (bare LF, a malformed one), or there
+        are more fields than the limit: the caller reads line by line.
+        """
+        if buffered.startswith(b"\r\n", start):
+            self._index()
+            return start + 2  # no field at all
+        end = buffered.find(b"\r\n\r\n", start)
+        if end < 0 or _BLOCK.fullmatch(buffered, start, end + 2) is None:
+            return -1
+        lines = buffered[start:end].decode("latin-1").split("\r\n")
         if len(lines) > MAX_FIELDS:
-            return False
+            return -1
         self.fields = [(name, value.strip(" \t")) for name, _, value in map(methodcaller("partition", ":"), lines)]
         self._index()
-        return True
+        return end + 4
 
     def _index(self) -> None:
         """Index the first value of each name; ``ValueError`` for a body length that is not one plain thing.
@@ -142,7 +149,7 @@ class RequestHeaders:
 
 
 #: The request line pywsgi's fast path takes: a method token, an origin-form target, HTTP/1.1.
-_REQUEST_LINE = re.compile(rb"([!#$%&'*+\-.^_`|~0-9A-Za-z]+) (/[!-~]*) HTTP/1\.1\r\n")
+_REQUEST_LINE = re.compile(rb"(%s) (/[!-~]*) HTTP/1\.1\r\n" % _TOKEN)
 
 
 def simple_head(buffered: bytes) -> tuple[str, str, str, RequestHeaders, int] | None:
@@ -159,19 +166,13 @@ def simple_head(buffered: bytes) -> tuple[str, str, str, RequestHeaders, int] | 
     if line is None:
         return None
     start = line.end()
-    if buffered.startswith(b"\r\n", start):
-        end, fields_end = start + 2, start  # no header field at all
-    else:
-        end = buffered.find(b"\r\n\r\n", start)
-        if end < 0 or _BLOCK.fullmatch(buffered, start, end + 2) is None:
-            return None
-        fields_end, end = end, end + 4
     headers = RequestHeaders()
     try:
-        if fields_end > start and not headers._take(buffered[start:fields_end].decode("latin-1")):
-            return None
+        end = headers._take_block(buffered, start)
     except ValueError:
         return None  # refused by the general path, which says why
+    if end < 0:
+        return None
     first = headers._first
     length = first.get("content-length")
     if "transfer-encoding" in first or "expect" in first or not (length is None or _plain_length(length)):

@@ -403,9 +403,7 @@ class McpApp(Notifier):
             return self._stateless_reply(first[0], False, use_sse)  # a refusal is said with its HTTP status too
         return sse_response(controller)
 
-    def _check_param_headers(
-        self, read: Callable[[str], str | None], message: Message, declared: ModernRequest
-    ) -> None:
+    def _check_param_headers(self, read: Callable[[str], str | None], message: Message, declared: ModernRequest) -> None:
         """400 (-32020) unless the ``Mcp-Param-*`` headers mirror the tool's annotated arguments."""
         name, arguments = message.params.get("name"), message.params.get("arguments")
         if type(name) is not str:
@@ -427,9 +425,7 @@ class McpApp(Notifier):
         """
         meta = {META_VERSION: declared.protocol_version, META_CAPABILITIES: {}}
         params: dict[str, Any] = {"_meta": meta} if cursor is None else {"_meta": meta, "cursor": cursor}
-        listing = Message(
-            {"jsonrpc": "2.0", "id": 0, "method": "tools/list", "params": params}, REQUEST, 0, "tools/list"
-        )
+        listing = Message({"jsonrpc": "2.0", "id": 0, "method": "tools/list", "params": params}, REQUEST, 0, "tools/list")
         neutral = ModernRequest(declared.protocol_version, {}, None, None)
         try:
             page = self.handler(listing.raw, self._stateless_context(listing, neutral, _nowhere))
@@ -445,11 +441,8 @@ class McpApp(Notifier):
     def _cannot_check(message: Message, cause: Exception) -> HttpError:
         logger.warning("tools/list failed while learning the Mcp-Param headers of the tools: %r", cause)
         return HttpError(
-            503,
-            INTERNAL_ERROR,
-            "Service Unavailable: the tool list needed to check Mcp-Param headers failed",
-            id=message.id,
-            headers={"Retry-After": "1"},
+            503, INTERNAL_ERROR, "Service Unavailable: the tool list needed to check Mcp-Param headers failed",
+            id=message.id, headers={"Retry-After": "1"},
         )
 
     def broadcast(self, method: str, params: dict[str, Any] | None = None) -> None:
@@ -466,9 +459,7 @@ class McpApp(Notifier):
         request's result).
         """
         if not accepts(header(request, "Accept"), SSE):  # a listen stream is SSE whatever json_response says
-            raise HttpError(
-                406, SERVER_ERROR, f"Not Acceptable: subscriptions/listen answers with {SSE}", id=message.id
-            )
+            raise HttpError(406, SERVER_ERROR, f"Not Acceptable: subscriptions/listen answers with {SSE}", id=message.id)
         assert message.id is not None
         wanted = self._modern.listen_filter(message.params.get("notifications"), message.id)
         subscriptions = self.managers.subscriptions
@@ -648,9 +639,7 @@ class McpApp(Notifier):
         lifecycle = self._lifecycle
         try:
             # Not counted against max_handlers: followers are bounded by themselves (one per stream, see follower()).
-            lifecycle.start(
-                key, "resume", follow, store, key, latest, controller, lambda: lifecycle.closing, bounded=False
-            )
+            lifecycle.start(key, "resume", follow, store, key, latest, controller, lambda: lifecycle.closing, bounded=False)
         except BaseException:
             controller.close()
             raise
