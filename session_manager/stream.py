@@ -384,16 +384,29 @@ class _Frames:
         q = c._queue
         try:
             while c._state is not _CLOSED:
-                if c._state is _DRAINING and q.empty():
-                    return self._end(retry=False)
-                try:
-                    item = q.get(self._block, c._keepalive)
-                except queue.Empty:
-                    if c._state is not _OPEN:
-                        continue  # closing: the loop's checks end it, after the frames a drain still owes
-                    return PING if self._block else b""
-                chunk: list[bytes] = [] if item is _WAKE else [item]  # type: ignore[list-item]
-                waiting = q.qsize()  # the only reader: that many frames are there to take
+                waiting = q.qsize()  # the only reader: that many items are there to take
+                if waiting == 1 and not c._large:
+                    # The usual wake-up, one short frame: no deadline to compute, no list, no join.
+                    # (A large frame is counted before it is queued, so _large shows it here.)
+                    item = q.get_nowait()
+                    if item is _WAKE:
+                        continue
+                    if c._state is _CLOSED:
+                        break
+                    return item  # type: ignore[return-value]
+                chunk: list[bytes] = []
+                if not waiting:
+                    if c._state is _DRAINING:
+                        return self._end(retry=False)
+                    try:
+                        item = q.get(self._block, c._keepalive)
+                    except queue.Empty:
+                        if c._state is not _OPEN:
+                            continue  # closing: the loop's checks end it, after the frames a drain still owes
+                        return PING if self._block else b""
+                    if item is not _WAKE:
+                        chunk.append(item)  # type: ignore[arg-type]
+                    waiting = q.qsize()
                 if waiting:
                     get_nowait = q.get_nowait
                     for _ in range(min(waiting, _MAX_BATCH)):

@@ -15,7 +15,7 @@ import threading
 import pytest
 
 from session_manager import InMemoryStreamSessionManager, StreamController, encode_event
-from session_manager.sse import PING
+from session_manager.sse import PING, encode_message
 
 from .sse_parser import SSEParser, parse
 
@@ -123,6 +123,22 @@ def test_fifo_with_a_live_reader_and_interleaved_frames():
         assert chunk.endswith(b"\n\n")
     ids = [e.id for e in parse(chunks)]
     assert ids[0] == "0" and ids[3] == "3"
+
+
+def test_a_reader_that_keeps_up_gets_each_frame_as_it_was_queued():
+    # One frame waiting is the usual wake-up of a live stream: it comes out as queued, not copied.
+    controller = StreamController(keepalive=LONG)
+    reader = iter(controller)
+    for i in range(3):
+        frame = encode_message(msg(i))
+        assert controller.enqueue_frame(frame)
+        assert next(reader) is frame
+    large = b"data: " + b"x" * (controller.short_frame + 10) + b"\n\n"
+    assert controller.enqueue_frame(large)
+    assert next(reader) == large and controller._large == 0  # a large one alone gives its bytes back
+    assert controller.enqueue(msg("last"))
+    controller.close()
+    assert list(reader) == []  # close() still wins over a frame waiting alone
 
 
 def test_frames_come_out_byte_identical():
