@@ -7,22 +7,25 @@ serving it under gevent and inside Django are in tests/test_wsgi_examples.py.
 from __future__ import annotations
 
 import dataclasses
+import gc
 import json
 import subprocess
 import textwrap
+import weakref
 from typing import Any
 
 import pytest
 from flask import Flask
 from werkzeug.middleware.dispatcher import DispatcherMiddleware
-from werkzeug.test import Client
+from werkzeug.test import Client, EnvironBuilder
 from werkzeug.wrappers import Request
 
 from session_manager import SessionManagers
 from session_manager.flask import LegacySseBlueprint, McpBlueprint
 from session_manager.wsgi import DEFAULT_ALLOWED_HOSTS, DEFAULT_RETRY, McpApp, McpOptions
 
-from .flask_support import ACCEPT_BOTH, LATEST, PYTHON, REPO, TestHandler, initialize_message
+from .flask_support import ACCEPT_BOTH, LATEST, PYTHON, REPO, TestHandler, initialize_message, wait_until
+from .stateless_support import modern_headers, tool_call
 
 PING = {"jsonrpc": "2.0", "id": 1, "method": "ping"}
 
@@ -52,7 +55,7 @@ def first_chunk(response: Any) -> bytes:
 def test_the_transport_package_imports_and_serves_without_flask() -> None:
     code = """
         import json, sys
-        from werkzeug.test import Client
+        from werkzeug.test import Client, EnvironBuilder
         from session_manager.wsgi import McpApp
 
         app = McpApp(lambda message, ctx: {}, json_response=True)
@@ -125,6 +128,50 @@ def test_the_principal_is_given_the_werkzeug_request() -> None:
     assert managers.info.exists(f"alice:{sid}") and isinstance(seen[0], Request)
     assert ping(client, sid, **{"X-User": "alice"}).status_code == 200
     assert ping(client, sid, **{"X-User": "bob"}).status_code == 404
+
+
+class _Environ(dict):  # type: ignore[type-arg]
+    """A WSGI environ that can be weakly referenced."""
+
+
+@pytest.mark.parametrize(
+    ("message", "accept"),
+    [
+        (initialize_message(), "application/json"),
+        (tool_call("echo"), "application/json"),
+        (tool_call("echo"), ACCEPT_BOTH),  # answered from a handler thread
+        (tool_call("echo", progress_token=7), ACCEPT_BOTH),  # a stream: progress, then the reply
+    ],
+    ids=["initialize", "modern-json", "modern-sse", "modern-stream"],
+)
+def test_a_served_request_is_freed_with_its_response_not_left_to_the_garbage_collector(message: Any, accept: str) -> None:
+    # werkzeug's Request puts itself in the environ by default: environ and request in a cycle per request,
+    # holding the server's input stream until the next collection.
+    def handler(message: dict[str, Any], ctx: Any) -> dict[str, Any]:
+        if message["method"] == "tools/call" and ctx.progress_token is not None:
+            ctx.progress(1, 2)
+        return {"tools": []} if message["method"] == "tools/list" else {}
+
+    app = McpApp(handler)
+    headers = {"Content-Type": "application/json", "Accept": accept}
+    if message["method"] != "initialize":
+        headers.update(modern_headers(message))
+    builder = EnvironBuilder(path="/mcp", method="POST", headers=headers, data=json.dumps(message))
+    environ = _Environ(builder.get_environ())
+    freed = weakref.ref(environ)
+    gc.disable()  # refcounting alone must free it
+    try:
+        status: list[str] = []
+        body = app(environ, lambda code, response_headers, exc_info=None: status.append(code))
+        try:
+            assert b'"result"' in b"".join(body) and status[0].startswith("200"), status
+        finally:
+            getattr(body, "close", lambda: None)()
+        del environ, body
+        wait_until(lambda: freed() is None, what="the environ to be freed (its handler thread done)")
+    finally:
+        gc.enable()
+        app.close()
 
 
 def test_close_ends_the_app_and_new_requests_get_503() -> None:

@@ -194,7 +194,7 @@ class McpApp(Notifier):
 
     def __call__(self, environ: WSGIEnvironment, start_response: StartResponse) -> Iterable[bytes]:
         """The WSGI entry point: route the request's path, answer it."""
-        request = Request(environ)
+        request = Request(environ, populate_request=False)  # not in the environ: no cycle to collect per request
         endpoint = self._routes.get(request.path)
         if endpoint is None:
             return NotFound()(environ, start_response)
