@@ -296,9 +296,12 @@ class McpApp(Notifier):
                 raise
             if refusal.id is None:
                 refusal.id = message.id
-            if refusal is exc:
-                raise
-            raise refusal from exc
+            try:
+                if refusal is exc:
+                    raise
+                raise refusal from exc
+            finally:
+                del refusal  # its traceback holds this frame: no cycle for the collector per refused request
 
     def _answer_message(self, request: Request, message: Message, use_sse: bool) -> Response:
         """A parsed message: ``initialize``, or one of an existing session."""
