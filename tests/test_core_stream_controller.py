@@ -126,7 +126,7 @@ def test_fifo_with_a_live_reader_and_interleaved_frames():
 
 
 def test_a_reader_that_keeps_up_gets_each_frame_as_it_was_queued():
-    # One frame waiting is the usual wake-up of a live stream: it comes out as queued, not copied.
+    # One frame waiting is the usual wake-up of a live stream: it is handed over as queued, not copied.
     controller = StreamController(keepalive=LONG)
     reader = iter(controller)
     for i in range(3):
@@ -136,9 +136,13 @@ def test_a_reader_that_keeps_up_gets_each_frame_as_it_was_queued():
     large = b"data: " + b"x" * (controller.short_frame + 10) + b"\n\n"
     assert controller.enqueue_frame(large)
     assert next(reader) == large and controller._large == 0  # a large one alone gives its bytes back
+    # Frames waiting together come in chunks of at most _MAX_BATCH (64) frames.
+    for i in range(100):
+        controller.enqueue(msg(i))
+    assert [chunk.count(b"\n\n") for chunk in (next(reader), next(reader))] == [64, 36]
     assert controller.enqueue(msg("last"))
     controller.close()
-    assert list(reader) == []  # close() still wins over a frame waiting alone
+    assert list(reader) == []  # close() drops what is still queued
 
 
 def test_frames_come_out_byte_identical():

@@ -55,7 +55,7 @@ def first_chunk(response: Any) -> bytes:
 def test_the_transport_package_imports_and_serves_without_flask() -> None:
     code = """
         import json, sys
-        from werkzeug.test import Client, EnvironBuilder
+        from werkzeug.test import Client
         from session_manager.wsgi import McpApp
 
         app = McpApp(lambda message, ctx: {}, json_response=True)
